@@ -1,0 +1,98 @@
+"""Model architectures: the shapes we train, as plain data.
+
+`ModelArch` is the one description of a Llama-family decoder that the model provider, the
+checkpoint converter, the FLOPs/parameter counter and the scaling planner all read. Presets
+carry the public shapes of the base models SIMS continues from; their `vocab_size` is the
+base text vocabulary (the HF tokenizer length) -- speech units are added on top by
+`ModelArch.with_speech_units` (SlamKit id layout, see `megatron_slm.vocab`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    family: str  # "llama" | "qwen2" | "mistral": decides the HF mapping, not the math
+    num_layers: int
+    hidden_size: int
+    ffn_hidden_size: int
+    num_attention_heads: int
+    num_query_groups: int
+    vocab_size: int  # unpadded number of token ids the model embeds
+    kv_channels: Optional[int] = None  # head dim; None = hidden_size / num_attention_heads
+    max_position_embeddings: int = 131072
+    rotary_base: float = 500000.0
+    rope_scaling: bool = False  # Llama-3 frequency scaling (factor below)
+    rope_scaling_factor: float = 32.0
+    qkv_bias: bool = False  # Qwen2
+    tie_embeddings: bool = True
+    norm_epsilon: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.kv_channels or self.hidden_size // self.num_attention_heads
+
+    def with_speech_units(self, num_units: int) -> "ModelArch":
+        """The same shape with `num_units` unit tokens plus <speech> and <text> appended."""
+        return dataclasses.replace(self, vocab_size=self.vocab_size + num_units + 2)
+
+    def replace(self, **changes) -> "ModelArch":
+        return dataclasses.replace(self, **changes)
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
+    """Megatron pads the embedding so every TP rank holds an equal slice of a nice size."""
+    multiple = divisible_by * tp
+    return -(-vocab_size // multiple) * multiple
+
+
+_LLAMA32 = dict(family="llama", vocab_size=128256, rotary_base=500000.0, rope_scaling=True,
+                rope_scaling_factor=32.0, tie_embeddings=True, norm_epsilon=1e-5,
+                max_position_embeddings=131072)
+_QWEN25 = dict(family="qwen2", vocab_size=151665, rotary_base=1000000.0, qkv_bias=True,
+               norm_epsilon=1e-6, max_position_embeddings=32768)
+
+PRESETS: dict[str, ModelArch] = {
+    # Tiny shapes for CPU tests and the demo; vocab sized for the bundled tokenizer + units.
+    "tiny": ModelArch(family="llama", num_layers=4, hidden_size=64, ffn_hidden_size=176,
+                      num_attention_heads=4, num_query_groups=2, vocab_size=1024,
+                      max_position_embeddings=4096, rotary_base=10000.0),
+    "tiny-qwen2": ModelArch(family="qwen2", num_layers=4, hidden_size=64, ffn_hidden_size=176,
+                            num_attention_heads=4, num_query_groups=2, vocab_size=1024,
+                            max_position_embeddings=4096, rotary_base=10000.0, qkv_bias=True,
+                            norm_epsilon=1e-6),
+    "llama3.2-1b": ModelArch(num_layers=16, hidden_size=2048, ffn_hidden_size=8192,
+                             num_attention_heads=32, num_query_groups=8, kv_channels=64,
+                             **_LLAMA32),
+    "llama3.2-3b": ModelArch(num_layers=28, hidden_size=3072, ffn_hidden_size=8192,
+                             num_attention_heads=24, num_query_groups=8, kv_channels=128,
+                             **_LLAMA32),
+    "qwen2.5-0.5b": ModelArch(num_layers=24, hidden_size=896, ffn_hidden_size=4864,
+                              num_attention_heads=14, num_query_groups=2, tie_embeddings=True,
+                              **_QWEN25),
+    "qwen2.5-1.5b": ModelArch(num_layers=28, hidden_size=1536, ffn_hidden_size=8960,
+                              num_attention_heads=12, num_query_groups=2, tie_embeddings=True,
+                              **_QWEN25),
+    "qwen2.5-3b": ModelArch(num_layers=36, hidden_size=2048, ffn_hidden_size=11008,
+                            num_attention_heads=16, num_query_groups=2, tie_embeddings=True,
+                            **_QWEN25),
+    "qwen2.5-7b": ModelArch(num_layers=28, hidden_size=3584, ffn_hidden_size=18944,
+                            num_attention_heads=28, num_query_groups=4, tie_embeddings=False,
+                            **_QWEN25),
+}
+
+# Families for the scaling planner: the sizes an isoFLOP sweep may choose from.
+FAMILIES: dict[str, list[str]] = {
+    "llama3.2": ["llama3.2-1b", "llama3.2-3b"],
+    "qwen2.5": ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b"],
+}
+
+
+def get_preset(name: str) -> ModelArch:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
