@@ -1,0 +1,47 @@
+"""Shared command-line plumbing: `--config FILE key=value ...`, clean errors, exit codes."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from megatron_slm.config import ConfigError, SLMConfig, load_config
+
+
+def parse_config(argv: list[str] | None = None, description: str = "") -> SLMConfig:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file (see examples/configs/ and docs/config.md)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="override any config field, e.g. parallel.tp=2 train.iters=100")
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides)
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_main(main: Callable[[SLMConfig], None], argv: list[str] | None = None, description: str = "") -> None:
+    """Parse, run; user errors become one line on stderr (from rank 0) and exit code 2."""
+    from megatron_slm.training.trainer import NonFiniteLoss
+
+    try:
+        cfg = parse_config(argv, description)
+        main(cfg)
+    except ConfigError as e:
+        if _is_rank0():
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except NonFiniteLoss as e:
+        if _is_rank0():
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(3)
+    finally:
+        from megatron_slm.runtime.distributed import destroy_distributed
+
+        try:
+            destroy_distributed()
+        except Exception:  # noqa: BLE001 - shutting down after a failure must not mask it
+            pass

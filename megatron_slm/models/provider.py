@@ -1,0 +1,183 @@
+"""`ModelArch` + run config -> Megatron-Core `GPTModel`s for this rank.
+
+One function builds the model for training, conversion, verification and evaluation, so every
+path runs the same module. Llama-family decoders: RMSNorm, SwiGLU, GQA, RoPE (optionally with
+Llama-3 frequency scaling), optional q/k/v bias (Qwen2), tied or untied embeddings.
+
+Layer spec: Transformer Engine when it imports and the run is on CUDA (required for FP8 and
+sequence parallelism), Megatron's local spec otherwise (the CPU path).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from megatron_slm.config import ConfigError, SLMConfig
+from megatron_slm.models.presets import ModelArch, get_preset, padded_vocab_size
+
+_ARCH_OVERRIDES = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
+                   "num_query_groups", "kv_channels", "vocab_size", "max_position_embeddings",
+                   "rotary_base", "rope_scaling", "tie_embeddings")
+MODEL_INFO_FILE = "slm_model.json"
+
+
+def te_available() -> bool:
+    return importlib.util.find_spec("transformer_engine") is not None
+
+
+def read_model_info(directory: str | Path) -> tuple[ModelArch, Optional[int]]:
+    """The architecture (and padded vocabulary) recorded in a run or converted checkpoint dir."""
+    path = Path(directory) / MODEL_INFO_FILE
+    if not path.is_file():
+        raise ConfigError(f"{directory}: no {MODEL_INFO_FILE} (not a megatron-slm checkpoint directory)")
+    try:
+        info = json.loads(path.read_text())
+        return ModelArch(**info["arch"]), info.get("padded_vocab_size")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable model description ({e})") from None
+
+
+def write_model_info(directory: str | Path, arch: ModelArch, padded_vocab: int) -> None:
+    import dataclasses
+
+    path = Path(directory) / MODEL_INFO_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"arch": dataclasses.asdict(arch), "padded_vocab_size": padded_vocab}, indent=2))
+    tmp.replace(path)
+
+
+def arch_source_dir(cfg: SLMConfig) -> Optional[str]:
+    """Where the architecture comes from when no preset is named: `model.from`, else a
+    checkpoint being loaded or resumed that records one."""
+    if cfg.model.from_:
+        return cfg.model.from_
+    if cfg.model.preset is None:
+        for candidate in (cfg.checkpoint.save, cfg.checkpoint.load):
+            if candidate and (Path(candidate) / MODEL_INFO_FILE).is_file():
+                return candidate
+    return None
+
+
+def resolve_arch(cfg: SLMConfig, vocab_size: Optional[int] = None) -> tuple[ModelArch, Optional[int]]:
+    """The architecture of this run and the padded vocabulary a checkpoint pins (if any)."""
+    pinned_padding = None
+    source = arch_source_dir(cfg)
+    if source is not None:
+        arch, pinned_padding = read_model_info(source)
+    elif cfg.model.preset is not None:
+        try:
+            arch = get_preset(cfg.model.preset)
+        except KeyError as e:
+            raise ConfigError(f"model.preset: {e.args[0]}") from None
+    else:
+        raise ConfigError("model: set model.preset or model.from (or load a checkpoint that records its architecture)")
+    changes = {k: getattr(cfg.model, k) for k in _ARCH_OVERRIDES if getattr(cfg.model, k) is not None}
+    if vocab_size is not None and "vocab_size" not in changes and source is None:
+        changes["vocab_size"] = vocab_size  # a preset takes the tokenizer's size
+    arch = arch.replace(**changes)
+    if vocab_size is not None and arch.vocab_size < vocab_size:
+        raise ConfigError(f"model vocab_size={arch.vocab_size} is smaller than the tokenizer's {vocab_size} "
+                          f"(data.tokenizer={cfg.data.tokenizer!r}, data.num_units={cfg.data.num_units})")
+    return arch, pinned_padding
+
+
+def resolve_padded_vocab(arch: ModelArch, cfg: SLMConfig, existing: Optional[int] = None) -> int:
+    """Pad to make_vocab_size_divisible_by x TP; a checkpoint's padding is kept when it still
+    divides by that multiple (so weights load unchanged across layouts)."""
+    multiple = cfg.model.make_vocab_size_divisible_by * cfg.parallel.tp
+    if existing is not None:
+        if existing % multiple == 0 and existing >= arch.vocab_size:
+            return existing
+        raise ConfigError(f"the checkpoint's padded vocabulary {existing} does not divide by "
+                          f"model.make_vocab_size_divisible_by x parallel.tp = {multiple}; convert it "
+                          f"again with --tp {cfg.parallel.tp}")
+    return padded_vocab_size(arch.vocab_size, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp)
+
+
+def use_te_spec(cfg: SLMConfig, on_cuda: bool) -> bool:
+    if cfg.model.spec == "te":
+        return True
+    if cfg.model.spec == "local":
+        return False
+    return on_cuda and te_available()
+
+
+def params_dtype(cfg: SLMConfig) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision.dtype]
+
+
+def build_transformer_config(arch: ModelArch, cfg: SLMConfig, on_cuda: bool):
+    from megatron.core.transformer import TransformerConfig
+
+    p, prec = cfg.parallel, cfg.precision
+    dtype = params_dtype(cfg)
+    kwargs = dict(
+        num_layers=arch.num_layers, hidden_size=arch.hidden_size, ffn_hidden_size=arch.ffn_hidden_size,
+        num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
+        kv_channels=arch.head_dim, normalization="RMSNorm", layernorm_epsilon=arch.norm_epsilon,
+        gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False, add_qkv_bias=arch.qkv_bias,
+        hidden_dropout=0.0, attention_dropout=0.0, init_method_std=cfg.model.init_method_std,
+        tensor_model_parallel_size=p.tp, pipeline_model_parallel_size=p.pp,
+        virtual_pipeline_model_parallel_size=p.vpp, sequence_parallel=p.sequence_parallel,
+        params_dtype=dtype, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        pipeline_dtype=dtype, autocast_dtype=dtype,
+        # Per-token loss averaging across microbatches and DP ranks (finalize_model_grads divides).
+        calculate_per_token_loss=True,
+        # CPU initialisation draws the full weight from the (identically seeded) CPU RNG and
+        # slices it, so TP ranks agree and DP replicas are identical.
+        use_cpu_initialization=not on_cuda,
+        # Fused kernels are CUDA-only.
+        bias_activation_fusion=on_cuda, masked_softmax_fusion=on_cuda, persist_layer_norm=on_cuda,
+        bias_dropout_fusion=on_cuda, apply_rope_fusion=False, gradient_accumulation_fusion=False,
+        cross_entropy_loss_fusion=False,
+    )
+    if cfg.model.recompute != "none":
+        kwargs.update(recompute_granularity=cfg.model.recompute)
+        if cfg.model.recompute == "full":
+            kwargs.update(recompute_method="uniform", recompute_num_layers=1)
+    if prec.fp8:
+        kwargs.update(fp8=prec.fp8, fp8_recipe=prec.fp8_recipe, fp8_amax_history_len=prec.fp8_amax_history_len,
+                      fp8_amax_compute_algo=prec.fp8_amax_compute_algo, fp8_param=prec.fp8_param)
+    if on_cuda and cfg.model.attention_backend != "auto":
+        from megatron.core.transformer.enums import AttnBackend
+
+        kwargs["attention_backend"] = AttnBackend[cfg.model.attention_backend]
+    return TransformerConfig(**kwargs)
+
+
+def layer_spec(cfg: SLMConfig, on_cuda: bool):
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    if use_te_spec(cfg, on_cuda):
+        return specs.get_gpt_layer_with_transformer_engine_spec(fp8=cfg.precision.fp8)
+    return specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+
+
+def build_gpt_models(arch: ModelArch, cfg: SLMConfig, padded_vocab: int, on_cuda: bool = False) -> list:
+    """The GPTModel chunks this rank holds (one, or vpp with interleaved pipelining)."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.models.gpt import GPTModel
+
+    config = build_transformer_config(arch, cfg, on_cuda)
+    spec = layer_spec(cfg, on_cuda)
+    vpp = cfg.parallel.vpp or 1
+    models = []
+    for stage in range(vpp):
+        vp_stage = stage if cfg.parallel.vpp else None
+        model = GPTModel(
+            config=config, transformer_layer_spec=spec, vocab_size=padded_vocab,
+            max_sequence_length=arch.max_position_embeddings,
+            pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+            post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+            share_embeddings_and_output_weights=arch.tie_embeddings, position_embedding_type="rope",
+            rotary_base=int(arch.rotary_base), rope_scaling=arch.rope_scaling,
+            rope_scaling_factor=arch.rope_scaling_factor, vp_stage=vp_stage)
+        if on_cuda:
+            model.cuda(torch.cuda.current_device())
+        models.append(model)
+    return models

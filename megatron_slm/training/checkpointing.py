@@ -1,0 +1,258 @@
+"""Megatron-layout checkpoints: save atomically, resume exactly, reshard across layouts.
+
+    <save>/iter_0000100/                 a dist checkpoint (model, optimizer, RNG) + slm_state.json
+    <save>/latest_checkpointed_iteration.txt
+
+A checkpoint is written into `iter_XXXXXXX.tmp/` and renamed into place by rank 0 only after
+every rank finished and `slm_state.json` (counters, scheduler, config) is on disk; the `latest`
+pointer is replaced last (write + rename). A process killed at any point therefore leaves the
+previous `latest` and its directory intact. Dist checkpoints store global tensors, so a
+checkpoint loads into any TP/PP/DP layout; RNG states are restored only into the same layout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from megatron_slm.config import ConfigError
+from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.provider import read_model_info, write_model_info  # noqa: F401 (re-export)
+
+LATEST = "latest_checkpointed_iteration.txt"
+STATE = "slm_state.json"
+# The distributed optimizer's state format that reshards across TP, PP and DP.
+OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
+def iter_dir(root: str | Path, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def latest_iteration(root: str | Path) -> int:
+    path = Path(root) / LATEST
+    if not path.is_file():
+        raise ConfigError(f"{root}: no {LATEST} (not a checkpoint directory, or no checkpoint finished)")
+    text = path.read_text().strip()
+    if not text.isdigit():
+        raise ConfigError(f"{path}: expected an iteration number, found {text!r}")
+    iteration = int(text)
+    if not iter_dir(root, iteration).is_dir():
+        raise ConfigError(f"{path} points at iteration {iteration} but {iter_dir(root, iteration)} is missing")
+    return iteration
+
+
+def has_checkpoint(root: Optional[str | Path]) -> bool:
+    return root is not None and (Path(root) / LATEST).is_file()
+
+
+def read_state(root: str | Path, iteration: Optional[int] = None) -> dict:
+    iteration = latest_iteration(root) if iteration is None else iteration
+    path = iter_dir(root, iteration) / STATE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: incomplete checkpoint")
+    return json.loads(path.read_text())
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _model_sharded_state_dict(models: list) -> dict:
+    if len(models) == 1:
+        return {"model": models[0].sharded_state_dict()}
+    return {f"model{i}": m.sharded_state_dict() for i, m in enumerate(models)}
+
+
+def _layout() -> dict:
+    from megatron.core import parallel_state as ps
+
+    return {"tp": ps.get_tensor_model_parallel_world_size(), "pp": ps.get_pipeline_model_parallel_world_size(),
+            "dp": ps.get_data_parallel_world_size()}
+
+
+def _rng_sharded_object(is_loading: bool):
+    """This rank's RNG states, one object per (pp, tp) position, DP replicas deduplicated."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    state = None if is_loading else {
+        "random": random.getstate(), "np": np.random.get_state(), "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "tracker": get_cuda_rng_tracker().get_states(),
+    }
+    return ShardedObject("rng_state", state,
+                         (ps.get_pipeline_model_parallel_world_size(), ps.get_tensor_model_parallel_world_size()),
+                         (ps.get_pipeline_model_parallel_rank(), ps.get_tensor_model_parallel_rank()),
+                         replica_id=ps.get_data_parallel_rank())
+
+
+def _restore_rng(state: dict) -> None:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    random.setstate(state["random"])
+    np.random.set_state(state["np"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _prepare_tmp_dir(root: Path, iteration: int) -> Path:
+    tmp = Path(str(iter_dir(root, iteration)) + ".tmp")
+    if _rank() == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():  # left over by a killed save
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    _barrier()
+    return tmp
+
+
+def _finalize(root: Path, iteration: int, tmp: Path, state: dict, keep_last: Optional[int]) -> None:
+    """Rank 0, after every rank wrote its shards: state file, rename into place, then `latest`."""
+    _atomic_write(tmp / STATE, json.dumps(state, indent=1, default=str))
+    final = iter_dir(root, iteration)
+    if final.exists():  # saving the same iteration again (e.g. after a resume)
+        old = Path(str(final) + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    _atomic_write(root / LATEST, str(iteration))
+    if keep_last:
+        done = sorted(p for p in root.glob("iter_???????") if p.is_dir())
+        for old in done[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class Checkpointer:
+    """Saves and loads the full training state; owns the async-save queue on GPU."""
+
+    def __init__(self, async_save: bool = False):
+        self.async_queue = None
+        if async_save:
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            self.async_queue = AsyncCallsQueue()
+
+    def save(self, root: str | Path, iteration: int, models: list, optimizer=None, scheduler=None,
+             state: Optional[dict] = None, keep_last: Optional[int] = None) -> float:
+        """Returns the seconds this call blocked training."""
+        from megatron.core import dist_checkpointing
+
+        t0 = time.perf_counter()
+        root = Path(root)
+        self.wait()  # one save in flight at a time
+        tmp = _prepare_tmp_dir(root, iteration)
+        sharded = _model_sharded_state_dict(models)
+        contents = ["model"]
+        if optimizer is not None:
+            sharded["optimizer"] = optimizer.sharded_state_dict(
+                {k: v for k, v in sharded.items()}, is_loading=False, metadata=OPTIMIZER_METADATA)
+            sharded["rng_state"] = _rng_sharded_object(is_loading=False)
+            contents += ["optimizer", "rng"]
+        full_state = dict(state or {}, iteration=iteration, contents=contents, layout=_layout(),
+                          scheduler=scheduler.state_dict() if scheduler is not None else None,
+                          saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+        def finalize():
+            _barrier()
+            if _rank() == 0:
+                _finalize(root, iteration, tmp, full_state, keep_last)
+            _barrier()
+
+        if self.async_queue is not None:
+            request = dist_checkpointing.save(sharded, str(tmp), async_sharded_save=True)
+            request.add_finalize_fn(finalize)
+            self.async_queue.schedule_async_request(request)
+        else:
+            dist_checkpointing.save(sharded, str(tmp))
+            finalize()
+        return time.perf_counter() - t0
+
+    def poll(self) -> None:
+        if self.async_queue is not None:
+            self.async_queue.maybe_finalize_async_calls(blocking=False)
+
+    def wait(self) -> None:
+        if self.async_queue is not None:
+            self.async_queue.maybe_finalize_async_calls(blocking=True)
+
+
+def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=None,
+                    iteration: Optional[int] = None) -> dict:
+    """Load weights (and, when the checkpoint has them and an optimizer is given, optimizer,
+    scheduler and -- in the same layout -- RNG states). Returns the saved state dict."""
+    from megatron.core import dist_checkpointing
+
+    iteration = latest_iteration(root) if iteration is None else iteration
+    state = read_state(root, iteration)
+    path = iter_dir(root, iteration)
+    sharded = _model_sharded_state_dict(models)
+    with_optimizer = optimizer is not None and "optimizer" in state.get("contents", [])
+    if with_optimizer:
+        sharded["optimizer"] = optimizer.sharded_state_dict(
+            {k: v for k, v in sharded.items()}, is_loading=True, metadata=OPTIMIZER_METADATA)
+        if state.get("layout") == _layout():
+            sharded["rng_state"] = _rng_sharded_object(is_loading=True)
+    loaded = dist_checkpointing.load(sharded, str(path))
+    for i, model in enumerate(models):
+        model.load_state_dict(loaded["model" if len(models) == 1 else f"model{i}"])
+    if with_optimizer:
+        optimizer.load_state_dict(loaded["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        if "rng_state" in loaded:
+            _restore_rng(loaded["rng_state"])
+    elif optimizer is not None:
+        optimizer.reload_model_params()  # fp32 master copies from the freshly loaded weights
+    state["loaded_optimizer"] = with_optimizer
+    return state
+
+
+# ----------------------------------------------------------------- model-only (converter API)
+
+
+def save_model_checkpoint(models: list, save_dir: str | Path, arch: ModelArch, padded_vocab_size: int,
+                          iteration: int = 0, extra_state: Optional[dict] = None) -> None:
+    """Weights only, as a run directory the trainer loads (`model.from` / `checkpoint.load`)."""
+    if _rank() == 0:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        write_model_info(save_dir, arch, padded_vocab_size)
+    Checkpointer().save(save_dir, iteration, models, state=dict(extra_state or {}, consumed_samples=0,
+                                                                consumed_tokens=0))
+
+
+def load_model_checkpoint(models: list, load_dir: str | Path, iteration: Optional[int] = None) -> int:
+    state = load_checkpoint(load_dir, models, iteration=iteration)
+    return int(state["iteration"])
+
+
+def jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))

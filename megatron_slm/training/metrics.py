@@ -1,0 +1,78 @@
+"""Metrics sinks: console, `metrics.jsonl`, TensorBoard and (optionally) Weights & Biases.
+
+Only global rank 0 writes. Every record is one JSON object per line so that runs can be
+collected by tools (scaling `collect`, plots) without parsing logs.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+from megatron_slm.config import LoggingConfig
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, cfg: LoggingConfig, enabled: bool, run_config: Optional[dict] = None):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.tb = None
+        self.wandb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", buffering=1)
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            except ImportError:
+                print("[metrics] tensorboard is not installed; TensorBoard logging is off", flush=True)
+        if cfg.wandb_project:
+            try:
+                import wandb
+
+                self.wandb = wandb.init(project=cfg.wandb_project, config=run_config, dir=str(run_dir))
+            except ImportError:
+                print("[metrics] wandb is not installed; W&B logging is off", flush=True)
+
+    def log(self, record: dict, console_keys: tuple = ()) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        step = record.get("iteration", 0)
+        prefix = "valid/" if record.get("validation") else ("eval/" if record.get("eval") else "train/")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "iteration":
+                if self.tb is not None:
+                    self.tb.add_scalar(prefix + key, value, step)
+        if self.wandb is not None:
+            self.wandb.log({prefix + k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+        keys = console_keys or tuple(k for k in record if k not in ("validation", "eval"))
+        tag = "validation" if record.get("validation") else ("eval" if record.get("eval") else "train")
+        parts = [f"{k} {_fmt(record[k])}" for k in keys if k in record and record[k] is not None]
+        print(f"[{tag}] " + " | ".join(parts), flush=True)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -1,0 +1,129 @@
+"""Resolve a config into a concrete run plan and check it before anything heavy starts.
+
+Everything that can be wrong with a config -- divisibility of the layout, batch arithmetic,
+FP8 without Transformer Engine, missing data files -- is reported here as a `ConfigError`
+naming the key, on every rank, before process groups or models exist.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from megatron_slm.config import ConfigError, SLMConfig
+from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.provider import resolve_arch, resolve_padded_vocab, te_available
+
+
+@dataclass
+class RunPlan:
+    cfg: SLMConfig
+    arch: ModelArch
+    padded_vocab: int
+    world_size: int
+    dp: int
+    num_microbatches: int
+    total_steps: int
+    tokenizer_dir: Optional[str]
+    on_cuda: bool
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.train.global_batch_size * self.cfg.train.seq_length
+
+
+def tokenizer_dir(cfg: SLMConfig) -> Optional[str]:
+    if cfg.data.tokenizer:
+        return cfg.data.tokenizer
+    for base in (cfg.model.from_, cfg.checkpoint.load, cfg.checkpoint.save):
+        if base and (Path(base) / "tokenizer").is_dir():
+            return str(Path(base) / "tokenizer")
+    return None
+
+
+def load_vocab(cfg: SLMConfig, directory: Optional[str]):
+    if directory is None:
+        return None
+    from megatron_slm.vocab import SpeechVocab
+
+    if not Path(directory).exists():
+        raise ConfigError(f"data.tokenizer={directory!r} does not exist")
+    try:
+        return SpeechVocab.from_pretrained(directory, num_units=cfg.data.num_units)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"data.tokenizer={directory!r}: {e}") from None
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> RunPlan:
+    p, t, prec = cfg.parallel, cfg.train, cfg.precision
+    arch, pinned = resolve_arch(cfg, vocab.vocab_size if vocab is not None else None)
+    _check(p.tp >= 1 and p.pp >= 1, "parallel.tp and parallel.pp must be >= 1")
+    _check(world_size % (p.tp * p.pp) == 0,
+           f"world size {world_size} is not divisible by parallel.tp={p.tp} x parallel.pp={p.pp}")
+    dp = world_size // (p.tp * p.pp)
+    _check(arch.num_query_groups % p.tp == 0,
+           f"parallel.tp={p.tp} does not divide num_query_groups={arch.num_query_groups}")
+    _check(arch.num_attention_heads % p.tp == 0,
+           f"parallel.tp={p.tp} does not divide num_attention_heads={arch.num_attention_heads}")
+    stages = p.pp * (p.vpp or 1)
+    _check(arch.num_layers % stages == 0,
+           f"num_layers={arch.num_layers} is not divisible by parallel.pp={p.pp}" +
+           (f" x parallel.vpp={p.vpp}" if p.vpp else ""))
+    if p.vpp is not None:
+        _check(p.pp > 1, "parallel.vpp needs parallel.pp > 1")
+    _check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
+    _check(t.global_batch_size % (t.micro_batch_size * dp) == 0,
+           f"train.global_batch_size={t.global_batch_size} is not divisible by "
+           f"train.micro_batch_size={t.micro_batch_size} x data-parallel size {dp}")
+    num_microbatches = t.global_batch_size // (t.micro_batch_size * dp)
+    if p.vpp is not None:
+        _check(num_microbatches % p.pp == 0,
+               f"interleaved pipelining needs microbatches per step ({num_microbatches}) divisible by parallel.pp={p.pp}")
+    _check(t.seq_length <= arch.max_position_embeddings,
+           f"train.seq_length={t.seq_length} exceeds max_position_embeddings={arch.max_position_embeddings}")
+    _check((t.iters is None) != (t.token_budget is None), "set exactly one of train.iters and train.token_budget")
+    if t.iters is not None:
+        _check(t.iters >= 0, "train.iters must be >= 0")
+        total_steps = t.iters
+    else:
+        _check(t.token_budget > 0, "train.token_budget must be > 0")
+        total_steps = math.ceil(t.token_budget / (t.global_batch_size * t.seq_length))
+    o = cfg.optimizer
+    _check(o.warmup_iters is None or o.warmup_fraction is None or o.warmup_fraction == 0.01,
+           "set only one of optimizer.warmup_iters and optimizer.warmup_fraction")
+    _check(0 <= o.min_lr <= o.lr, f"optimizer.min_lr={o.min_lr} must be within [0, optimizer.lr={o.lr}]")
+    if prec.fp8:
+        _check(te_available(), f"precision.fp8={prec.fp8} needs Transformer Engine (pip install .[gpu])")
+        _check(on_cuda, f"precision.fp8={prec.fp8} needs a CUDA GPU; this run is on the CPU")
+        _check(cfg.model.spec != "local", "precision.fp8 needs model.spec=te (FP8 runs on the TE layer spec)")
+    if p.sequence_parallel:
+        _check(p.tp > 1, "parallel.sequence_parallel needs parallel.tp > 1")
+        _check(on_cuda and te_available(), "parallel.sequence_parallel needs CUDA and Transformer Engine")
+    if cfg.model.spec == "te":
+        _check(te_available() and on_cuda, "model.spec=te needs Transformer Engine and a CUDA GPU")
+    if cfg.checkpoint.async_save:
+        _check(on_cuda, "checkpoint.async_save needs a CUDA GPU (save synchronously on CPU)")
+    if cfg.data.source == "blend":
+        _check(len(cfg.data.blend) > 0, "data.source=blend needs at least one data.blend entry")
+        for i, entry in enumerate(cfg.data.blend):
+            for suffix in (".bin", ".idx"):
+                _check(Path(entry.path + suffix).is_file(),
+                       f"data.blend[{i}].path={entry.path!r}: {entry.path + suffix} does not exist")
+            _check(entry.weight > 0, f"data.blend[{i}].weight must be > 0")
+        _check(vocab is not None, "data.source=blend needs data.tokenizer (or a model.from dir with tokenizer/)")
+    if cfg.eval.tasks:
+        _check(cfg.eval.data is not None and Path(cfg.eval.data).is_dir(),
+               f"eval.tasks needs eval.data to be a directory of prepared benchmarks (got {cfg.eval.data!r})")
+        _check(vocab is not None, "eval.tasks needs a tokenizer (data.tokenizer)")
+    if cfg.checkpoint.load is not None:
+        _check(Path(cfg.checkpoint.load).is_dir(), f"checkpoint.load={cfg.checkpoint.load!r} does not exist")
+    padded = resolve_padded_vocab(arch, cfg, pinned)
+    return RunPlan(cfg=cfg, arch=arch, padded_vocab=padded, world_size=world_size, dp=dp,
+                   num_microbatches=num_microbatches, total_steps=total_steps,
+                   tokenizer_dir=tokenizer_dir(cfg), on_cuda=on_cuda)

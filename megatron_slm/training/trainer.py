@@ -1,0 +1,347 @@
+"""The training loop: Megatron-Core schedules, optimizer and checkpoints around our data.
+
+    Trainer(cfg).run()
+
+Per step: fetch this rank's microbatches (timed as data wait), run the pipeline schedule
+(no pipelining, 1F1B, or interleaved 1F1B with vpp), reduce the per-token loss sums across
+microbatches, DP and PP, guard against non-finite losses, step the optimizer and scheduler,
+then log / validate / checkpoint / react to preemption signals at the step boundary.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from megatron_slm.config import SLMConfig
+from megatron_slm.models.flops import peak_tflops_for, training_flops_per_token
+from megatron_slm.models.provider import build_gpt_models, write_model_info
+from megatron_slm.runtime.distributed import choose_device, init_distributed, print_rank0, world_size_from_env
+from megatron_slm.training import checkpointing as ckpt
+from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
+from megatron_slm.training.metrics import MetricsLogger
+from megatron_slm.training.optim import build_optimizer, build_scheduler, wrap_ddp
+from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
+
+LOSS_KEYS = ("lm_loss", "speech_loss", "text_loss")
+TRAIN_CONSOLE = ("iteration", "lm_loss", "speech_loss", "text_loss", "lr", "grad_norm", "tokens_per_sec",
+                 "model_tflops_per_gpu", "mfu", "step_time_s")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def loss_func(loss_mask: torch.Tensor, modality: torch.Tensor, output_tensor: torch.Tensor):
+    """Per-token loss sums; Megatron divides by the global token count (calculate_per_token_loss).
+
+    `modality` gives each label token's modality so speech and text losses are reported apart.
+    """
+    losses = output_tensor.float()
+    mask = loss_mask.float()
+    total, count = (losses * mask).sum(), mask.sum()
+    report = {"lm_loss": torch.stack([total.detach(), count])}
+    for name, value in (("speech_loss", SPEECH), ("text_loss", TEXT)):
+        m = mask * (modality == value)
+        report[name] = torch.stack([(losses * m).sum().detach(), m.sum()])
+    return total, count.int(), report
+
+
+def forward_step(data_iterator, model):
+    batch = next(data_iterator)
+    output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
+    return output, functools.partial(loss_func, batch["loss_mask"], batch["modality"])
+
+
+class _PreemptionFlag:
+    """SIGTERM / SIGUSR1 (SLURM preemption) only set a flag; the loop acts at a step boundary."""
+
+    def __init__(self, enabled: bool):
+        self.raised = False
+        if enabled:
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        self.raised = True
+
+
+class Trainer:
+    def __init__(self, cfg: SLMConfig):
+        from megatron.core import parallel_state as ps
+        from megatron.core.distributed import finalize_model_grads
+
+        self.cfg = cfg
+        on_cuda = choose_device(cfg.runtime) == "cuda"
+        self.vocab = load_vocab(cfg, tokenizer_dir(cfg))
+        self.plan = make_plan(cfg, world_size_from_env(), on_cuda, self.vocab)  # all checks, before any work
+        p = cfg.parallel
+        self.info = init_distributed(cfg.runtime, p.tp, p.pp, p.vpp, cfg.train.seed)
+        self.rank0 = self.info.rank == 0
+        self.run_dir = Path(cfg.checkpoint.save) if cfg.checkpoint.save else Path.cwd()
+        self.dp_rank, self.dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+        self.is_last_stage = ps.is_pipeline_last_stage(ignore_virtual=True)
+
+        self.models = build_gpt_models(self.plan.arch, cfg, self.plan.padded_vocab, on_cuda=on_cuda)
+        self.ddp_models = wrap_ddp(self.models, cfg)
+        self.optimizer = build_optimizer(self.ddp_models, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.plan.total_steps)
+        mcfg = self.models[0].config
+        mcfg.finalize_model_grads_func = finalize_model_grads
+        mcfg.grad_scale_func = self.optimizer.scale_loss
+        no_sync = [m.no_sync for m in self.ddp_models]
+        mcfg.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+        if p.overlap_param_gather and p.distributed_optimizer:
+            sync = [m.start_param_sync for m in self.ddp_models]
+            mcfg.param_sync_func = sync[0] if len(sync) == 1 else sync
+
+        self.checkpointer = ckpt.Checkpointer(async_save=cfg.checkpoint.async_save)
+        self.iteration, self.consumed_samples, self.consumed_tokens = 0, 0, 0
+        self._load()
+        self._write_run_files()
+        self.metrics = MetricsLogger(self.run_dir, cfg.logging, enabled=self.rank0, run_config=cfg.to_dict())
+        self.preempt = _PreemptionFlag(cfg.train.exit_on_signal)
+        self.flops_per_token = training_flops_per_token(self.plan.arch, cfg.train.seq_length)
+        self.peak_tflops = peak_tflops_for(torch.cuda.get_device_name()) if on_cuda else None
+        self._build_data()
+
+    # ------------------------------------------------------------------ setup
+
+    def _load(self) -> None:
+        c = self.cfg.checkpoint
+        if ckpt.has_checkpoint(c.save):
+            source, full = c.save, True  # automatic resume of this run
+        elif c.load:
+            source, full = c.load, c.load_optimizer
+        elif self.cfg.model.from_:
+            source, full = self.cfg.model.from_, False
+        else:
+            return
+        state = ckpt.load_checkpoint(source, self.models, self.optimizer if full else None,
+                                     self.scheduler if full else None)
+        if full and state["loaded_optimizer"]:
+            self.iteration = int(state["iteration"])
+            self.consumed_samples = int(state.get("consumed_samples", 0))
+            self.consumed_tokens = int(state.get("consumed_tokens", 0))
+        elif not full:
+            self.optimizer.reload_model_params()
+        print_rank0(f"[checkpoint] loaded {source} (iteration {state['iteration']}); "
+                    f"continuing at step {self.iteration}, {self.consumed_samples} samples consumed")
+
+    def _write_run_files(self) -> None:
+        if not (self.rank0 and self.cfg.checkpoint.save):
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        write_model_info(self.run_dir, self.plan.arch, self.plan.padded_vocab)
+        if self.vocab is not None and not (self.run_dir / "tokenizer").exists():
+            self.vocab.save(self.run_dir / "tokenizer")
+
+    def _build_data(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        train_samples = self.plan.total_steps * t.global_batch_size
+        valid_samples = t.eval_iters * t.global_batch_size
+        if cfg.data.source == "synthetic":
+            self.train_ds = SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed)
+            self.valid_sets = {"valid": SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed + 1)}
+        else:
+            from megatron_slm.data.datasets import build_datasets
+
+            splits = build_datasets(cfg, self.vocab, train_samples, valid_samples, valid_samples)
+            self.train_ds = splits.train
+            self.valid_sets = {"valid": splits.valid} if splits.valid is not None else {}
+            if len(splits.valid_per_dataset or {}) > 1:  # per-dataset losses only say more for a blend
+                self.valid_sets.update(splits.valid_per_dataset)
+        sampler = StepSampler(min(len(self.train_ds), train_samples), self.consumed_samples,
+                              t.micro_batch_size, t.global_batch_size, self.dp_rank, self.dp_size)
+        self.train_iter = iter(make_loader(self.train_ds, sampler, cfg.data.num_workers))
+
+    # ------------------------------------------------------------------ steps
+
+    def _device_batches(self, loader_iter, n: int) -> list[dict]:
+        need_mask = not self.plan.on_cuda  # the local spec's unfused attention needs an explicit mask
+        return [to_model_inputs(next(loader_iter), self.info.device, need_mask) for _ in range(n)]
+
+    def _run_schedule(self, batches: list[dict], forward_only: bool) -> list[dict]:
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        t = self.cfg.train
+        chunks = len(self.ddp_models)
+        data = [iter(batches) for _ in range(chunks)] if chunks > 1 else iter(batches)
+        return get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=data,
+            model=self.ddp_models if chunks > 1 else self.ddp_models[0], num_microbatches=len(batches),
+            seq_length=t.seq_length, micro_batch_size=t.micro_batch_size, forward_only=forward_only)
+
+    def _reduce(self, reports: list[dict]) -> dict[str, Optional[float]]:
+        """Sum (loss, count) pairs over microbatches, then DP, then bring them from the last
+        pipeline stage to every rank; mean per token, None where a modality had no tokens."""
+        from megatron.core import parallel_state as ps
+
+        sums = torch.zeros(len(LOSS_KEYS), 2, dtype=torch.float64)
+        if self.is_last_stage:
+            for rep in reports:
+                for i, key in enumerate(LOSS_KEYS):
+                    sums[i] += rep[key].detach().to("cpu", torch.float64)
+        sums = sums.to(self.info.device)
+        dist.all_reduce(sums, group=ps.get_data_parallel_group())
+        if ps.get_pipeline_model_parallel_world_size() > 1:
+            dist.all_reduce(sums, group=ps.get_pipeline_model_parallel_group())
+        sums = sums.cpu()
+        return {k: (sums[i, 0] / sums[i, 1]).item() if sums[i, 1] > 0 else None for i, k in enumerate(LOSS_KEYS)}
+
+    def train_step(self) -> dict:
+        timings = {}
+        t0 = time.perf_counter()
+        batches = self._device_batches(self.train_iter, self.plan.num_microbatches)
+        t1 = time.perf_counter()
+        for m in self.ddp_models:
+            m.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        reports = self._run_schedule(batches, forward_only=False)
+        losses = self._reduce(reports)
+        t2 = time.perf_counter()
+        record = dict(losses)
+        if not math.isfinite(losses["lm_loss"]):
+            if self.cfg.train.nan_policy == "stop":
+                raise NonFiniteLoss(f"non-finite loss {losses['lm_loss']} at step {self.iteration + 1}; "
+                                    f"stopping (train.nan_policy=stop). The last checkpoint is intact.")
+            self.skipped_in_a_row += 1
+            record.update(skipped=True, grad_norm=None, lr=self.scheduler.get_lr(self.optimizer.param_groups[0]))
+            if self.skipped_in_a_row > self.cfg.train.max_skipped_steps:
+                raise NonFiniteLoss(f"{self.skipped_in_a_row} consecutive non-finite steps (train.max_skipped_steps)")
+        else:
+            self.skipped_in_a_row = 0
+            ok, grad_norm, _ = self.optimizer.step()
+            if ok:
+                self.scheduler.step(increment=self.cfg.train.global_batch_size)
+            record.update(grad_norm=grad_norm, lr=self.optimizer.param_groups[0]["lr"])
+        t3 = time.perf_counter()
+        timings.update(time_data_s=t1 - t0, time_fwd_bwd_s=t2 - t1, time_optimizer_s=t3 - t2)
+        self.iteration += 1
+        self.consumed_samples += self.cfg.train.global_batch_size
+        self.consumed_tokens += self.plan.tokens_per_step
+        record.update(timings)
+        return record
+
+    def evaluate(self) -> dict[str, dict]:
+        t = self.cfg.train
+        results = {}
+        for m in self.ddp_models:
+            m.eval()
+        with torch.no_grad():
+            for name, ds in self.valid_sets.items():
+                total = min(len(ds), t.eval_iters * t.global_batch_size)
+                total -= total % t.global_batch_size
+                if total == 0:
+                    continue
+                sampler = StepSampler(total, 0, t.micro_batch_size, t.global_batch_size, self.dp_rank, self.dp_size)
+                it = iter(make_loader(ds, sampler, 0))
+                reports = []
+                for _ in range(total // t.global_batch_size):
+                    reports += self._run_schedule(self._device_batches(it, self.plan.num_microbatches), True)
+                results[name] = self._reduce(reports)
+        for m in self.ddp_models:
+            m.train()
+        return results
+
+    def _log_validation(self) -> None:
+        results = self.evaluate()
+        if not results:
+            return
+        record = {"validation": True, "iteration": self.iteration, "consumed_tokens": self.consumed_tokens}
+        main = results.get("valid")
+        if main is not None:
+            record.update({k: v for k, v in main.items() if v is not None})
+        for name, losses in results.items():
+            if name != "valid":
+                record[f"{name}/lm_loss"] = losses["lm_loss"]
+        self.metrics.log(record)
+        self.last_validation = record
+
+    def _run_eval_tasks(self) -> None:
+        from megatron_slm.eval.hook import evaluate_in_training
+
+        scores = evaluate_in_training(self.models, self.cfg, self.vocab)
+        self.metrics.log({"eval": True, "iteration": self.iteration, **scores})
+
+    def save(self) -> None:
+        if not self.cfg.checkpoint.save:
+            return
+        state = {"consumed_samples": self.consumed_samples, "consumed_tokens": self.consumed_tokens,
+                 "config": self.cfg.to_dict()}
+        seconds = self.checkpointer.save(self.cfg.checkpoint.save, self.iteration, self.models, self.optimizer,
+                                         self.scheduler, state, keep_last=self.cfg.checkpoint.keep_last)
+        self.metrics.message(f"[checkpoint] saved iteration {self.iteration} to "
+                             f"{ckpt.iter_dir(self.cfg.checkpoint.save, self.iteration)} ({seconds:.1f}s)")
+
+    def _signal_received(self) -> bool:
+        flag = torch.tensor([1.0 if self.preempt.raised else 0.0], device=self.info.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        return bool(flag.item())
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> dict:
+        cfg, t, c = self.cfg, self.cfg.train, self.cfg.checkpoint
+        total = self.plan.total_steps
+        self.skipped_in_a_row = 0
+        self.last_validation = None
+        start_iteration, start = self.iteration, time.perf_counter()
+        self.metrics.message(
+            f"[train] {self.plan.arch.family} {self.plan.arch.num_layers}L h{self.plan.arch.hidden_size} "
+            f"vocab {self.plan.arch.vocab_size} (padded {self.plan.padded_vocab}) | tp {cfg.parallel.tp} pp "
+            f"{cfg.parallel.pp} dp {self.plan.dp}{' vpp ' + str(cfg.parallel.vpp) if cfg.parallel.vpp else ''} | "
+            f"{self.info.device.type}/{self.info.backend} {cfg.precision.dtype} | steps {self.iteration}->{total} "
+            f"x {self.plan.tokens_per_step} tokens | run dir {self.run_dir}")
+        stopped_by_signal = False
+        while self.iteration < total:
+            step_start = time.perf_counter()
+            record = self.train_step()
+            step_time = time.perf_counter() - step_start
+            self.checkpointer.poll()
+            if self.iteration % cfg.logging.interval == 0 or self.iteration == total:
+                tflops = self.flops_per_token * self.plan.tokens_per_step / step_time / self.plan.world_size / 1e12
+                record.update(iteration=self.iteration, consumed_samples=self.consumed_samples,
+                              consumed_tokens=self.consumed_tokens, step_time_s=step_time,
+                              tokens_per_sec=self.plan.tokens_per_step / step_time, model_tflops_per_gpu=tflops,
+                              mfu=tflops / self.peak_tflops if self.peak_tflops else None)
+                if self.plan.on_cuda:
+                    record["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                self.metrics.log({k: record[k] for k in ("iteration", *[k for k in record if k != "iteration"])},
+                                 TRAIN_CONSOLE)
+            if t.eval_interval and self.iteration % t.eval_interval == 0 and self.iteration < total:
+                self._log_validation()
+            if cfg.eval.tasks and cfg.eval.interval and self.iteration % cfg.eval.interval == 0:
+                self._run_eval_tasks()
+            if c.interval and self.iteration % c.interval == 0 and self.iteration < total:
+                self.save()
+            if t.exit_on_signal and self._signal_received():
+                self.metrics.message(f"[train] preemption signal: checkpointing at step {self.iteration} and exiting")
+                stopped_by_signal = True
+                break
+        if not stopped_by_signal:
+            self._log_validation()
+            if cfg.eval.tasks:
+                self._run_eval_tasks()
+        if self.iteration > start_iteration or stopped_by_signal or not ckpt.has_checkpoint(c.save):
+            self.save()
+        self.checkpointer.wait()
+        elapsed = time.perf_counter() - start
+        summary = {"steps": self.iteration - start_iteration, "iteration": self.iteration,
+                   "consumed_tokens": self.consumed_tokens, "seconds": elapsed, "preempted": stopped_by_signal,
+                   "final_validation": self.last_validation}
+        self.metrics.message(
+            f"[done] {summary['steps']} steps in {elapsed:.1f}s, now at step {self.iteration} "
+            f"({self.consumed_tokens} tokens)" +
+            (f", validation lm_loss {self.last_validation.get('lm_loss'):.4f}" if self.last_validation else "") +
+            (f"; checkpoint in {c.save}" if c.save else "") + f"; metrics in {self.metrics.path}")
+        self.metrics.close()
+        return summary
