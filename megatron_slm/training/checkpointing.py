@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -162,8 +162,9 @@ class Checkpointer:
             self.async_queue = AsyncCallsQueue()
 
     def save(self, root: str | Path, iteration: int, models: list, optimizer=None, scheduler=None,
-             state: Optional[dict] = None, keep_last: Optional[int] = None) -> float:
-        """Returns the seconds this call blocked training."""
+             state: Optional[dict] = None, keep_last: Optional[int] = None, sharded_strategy=None) -> float:
+        """Returns the seconds this call blocked training. `sharded_strategy`: a dist_checkpointing
+        save strategy (the converter's streaming writer); None = Megatron's default."""
         from megatron.core import dist_checkpointing
 
         t0 = time.perf_counter()
@@ -178,6 +179,7 @@ class Checkpointer:
             sharded["rng_state"] = _rng_sharded_object(is_loading=False)
             contents += ["optimizer", "rng"]
         full_state = dict(state or {}, iteration=iteration, contents=contents, layout=_layout(),
+                          distributed_optimizer=_is_distributed(optimizer) if optimizer is not None else None,
                           scheduler=scheduler.state_dict() if scheduler is not None else None,
                           saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
@@ -192,7 +194,7 @@ class Checkpointer:
             request.add_finalize_fn(finalize)
             self.async_queue.schedule_async_request(request)
         else:
-            dist_checkpointing.save(sharded, str(tmp))
+            dist_checkpointing.save(sharded, str(tmp), sharded_strategy=sharded_strategy)
             finalize()
         return time.perf_counter() - t0
 
@@ -203,6 +205,28 @@ class Checkpointer:
     def wait(self) -> None:
         if self.async_queue is not None:
             self.async_queue.maybe_finalize_async_calls(blocking=True)
+
+
+def _is_distributed(optimizer) -> bool:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    return any(isinstance(o, DistributedOptimizer) for o in getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _materialize_distributed_optimizer_state(optimizer) -> None:
+    """Without Apex/TE, the distributed optimizer's state_dict() needs torch Adam states to
+    exist; before the first step they do not. Take one step with zero gradients at lr 0 (no
+    weight-decay effect); the loaded checkpoint then overwrites those states in place."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if isinstance(opt, DistributedOptimizer) and len(opt.optimizer.state) == 0:
+            lrs = [group["lr"] for group in opt.optimizer.param_groups]
+            for group in opt.optimizer.param_groups:
+                group["lr"] = 0.0
+            opt._init_optimizer_states_with_dummy_values()
+            for group, lr in zip(opt.optimizer.param_groups, lrs):
+                group["lr"] = lr
 
 
 def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=None,
@@ -217,6 +241,12 @@ def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=No
     sharded = _model_sharded_state_dict(models)
     with_optimizer = optimizer is not None and "optimizer" in state.get("contents", [])
     if with_optimizer:
+        saved_kind, kind = state.get("distributed_optimizer"), _is_distributed(optimizer)
+        if saved_kind is not None and saved_kind != kind:
+            raise ConfigError(f"{path} holds a {'distributed' if saved_kind else 'regular'} optimizer state; "
+                              f"set parallel.distributed_optimizer={str(saved_kind).lower()} to resume it, or "
+                              f"checkpoint.load_optimizer=false to load the weights only")
+        _materialize_distributed_optimizer_state(optimizer)
         sharded["optimizer"] = optimizer.sharded_state_dict(
             {k: v for k, v in sharded.items()}, is_loading=True, metadata=OPTIMIZER_METADATA)
         if state.get("layout") == _layout():
@@ -240,19 +270,16 @@ def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=No
 
 
 def save_model_checkpoint(models: list, save_dir: str | Path, arch: ModelArch, padded_vocab_size: int,
-                          iteration: int = 0, extra_state: Optional[dict] = None) -> None:
+                          iteration: int = 0, extra_state: Optional[dict] = None, sharded_strategy=None) -> None:
     """Weights only, as a run directory the trainer loads (`model.from` / `checkpoint.load`)."""
     if _rank() == 0:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         write_model_info(save_dir, arch, padded_vocab_size)
     Checkpointer().save(save_dir, iteration, models, state=dict(extra_state or {}, consumed_samples=0,
-                                                                consumed_tokens=0))
+                                                                consumed_tokens=0),
+                        sharded_strategy=sharded_strategy)
 
 
 def load_model_checkpoint(models: list, load_dir: str | Path, iteration: Optional[int] = None) -> int:
     state = load_checkpoint(load_dir, models, iteration=iteration)
     return int(state["iteration"])
-
-
-def jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))

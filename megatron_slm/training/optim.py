@@ -27,6 +27,9 @@ def wrap_ddp(models: list, cfg: SLMConfig) -> list:
 def build_optimizer(ddp_models: list, cfg: SLMConfig):
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
+    from megatron_slm.runtime import mcore_fixes
+
+    mcore_fixes.apply()
     o, prec = cfg.optimizer, cfg.precision
     config = OptimizerConfig(
         optimizer="adam" if o.name == "adamw" else "sgd", lr=o.lr, min_lr=o.min_lr,
@@ -51,10 +54,11 @@ def build_scheduler(optimizer, cfg: SLMConfig, total_steps: int):
 
     o = cfg.optimizer
     gbs = cfg.train.global_batch_size
-    decay_steps = max(total_steps, 1) * gbs
+    warmup = warmup_steps(cfg, total_steps)
+    decay_steps = max(total_steps, warmup + 1) * gbs  # Megatron asserts warmup < decay
     return OptimizerParamScheduler(
         optimizer, init_lr=0.0, max_lr=o.lr, min_lr=o.min_lr,
-        lr_warmup_steps=warmup_steps(cfg, total_steps) * gbs, lr_decay_steps=decay_steps,
+        lr_warmup_steps=warmup * gbs, lr_decay_steps=decay_steps,
         lr_decay_style=o.decay_style.upper() if o.decay_style == "wsd" else o.decay_style,
         start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=decay_steps, wd_incr_style="constant",
         use_checkpoint_opt_param_scheduler=True, override_opt_param_scheduler=False,

@@ -64,9 +64,6 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
     p, t, prec = cfg.parallel, cfg.train, cfg.precision
     arch, pinned = resolve_arch(cfg, vocab.vocab_size if vocab is not None else None)
     _check(p.tp >= 1 and p.pp >= 1, "parallel.tp and parallel.pp must be >= 1")
-    _check(world_size % (p.tp * p.pp) == 0,
-           f"world size {world_size} is not divisible by parallel.tp={p.tp} x parallel.pp={p.pp}")
-    dp = world_size // (p.tp * p.pp)
     _check(arch.num_query_groups % p.tp == 0,
            f"parallel.tp={p.tp} does not divide num_query_groups={arch.num_query_groups}")
     _check(arch.num_attention_heads % p.tp == 0,
@@ -77,6 +74,9 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
            (f" x parallel.vpp={p.vpp}" if p.vpp else ""))
     if p.vpp is not None:
         _check(p.pp > 1, "parallel.vpp needs parallel.pp > 1")
+    _check(world_size % (p.tp * p.pp) == 0,
+           f"world size {world_size} is not divisible by parallel.tp={p.tp} x parallel.pp={p.pp}")
+    dp = world_size // (p.tp * p.pp)
     _check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
     _check(t.global_batch_size % (t.micro_batch_size * dp) == 0,
            f"train.global_batch_size={t.global_batch_size} is not divisible by "
@@ -95,8 +95,8 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
         _check(t.token_budget > 0, "train.token_budget must be > 0")
         total_steps = math.ceil(t.token_budget / (t.global_batch_size * t.seq_length))
     o = cfg.optimizer
-    _check(o.warmup_iters is None or o.warmup_fraction is None or o.warmup_fraction == 0.01,
-           "set only one of optimizer.warmup_iters and optimizer.warmup_fraction")
+    _check(o.warmup_fraction is None or 0 <= o.warmup_fraction < 1,
+           f"optimizer.warmup_fraction={o.warmup_fraction} must be in [0, 1)")
     _check(0 <= o.min_lr <= o.lr, f"optimizer.min_lr={o.min_lr} must be within [0, optimizer.lr={o.lr}]")
     if prec.fp8:
         _check(te_available(), f"precision.fp8={prec.fp8} needs Transformer Engine (pip install .[gpu])")

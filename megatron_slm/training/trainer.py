@@ -287,6 +287,16 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(flag.item())
 
+    def _exit_requested(self, start: float) -> bool:
+        t = self.cfg.train
+        if t.exit_interval and self.iteration % t.exit_interval == 0 and self.iteration < self.plan.total_steps:
+            return True
+        if t.exit_duration_minutes is not None:
+            elapsed = torch.tensor([time.perf_counter() - start], device=self.info.device)
+            dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # ranks must agree on the step
+            return elapsed.item() / 60.0 >= t.exit_duration_minutes
+        return False
+
     # ------------------------------------------------------------------ loop
 
     def run(self) -> dict:
@@ -301,7 +311,7 @@ class Trainer:
             f"{cfg.parallel.pp} dp {self.plan.dp}{' vpp ' + str(cfg.parallel.vpp) if cfg.parallel.vpp else ''} | "
             f"{self.info.device.type}/{self.info.backend} {cfg.precision.dtype} | steps {self.iteration}->{total} "
             f"x {self.plan.tokens_per_step} tokens | run dir {self.run_dir}")
-        stopped_by_signal = False
+        stopped_early = False
         while self.iteration < total:
             step_start = time.perf_counter()
             record = self.train_step()
@@ -325,18 +335,22 @@ class Trainer:
                 self.save()
             if t.exit_on_signal and self._signal_received():
                 self.metrics.message(f"[train] preemption signal: checkpointing at step {self.iteration} and exiting")
-                stopped_by_signal = True
+                stopped_early = True
                 break
-        if not stopped_by_signal:
+            if self._exit_requested(start):
+                self.metrics.message(f"[train] exit condition (train.exit_*) reached at step {self.iteration}")
+                stopped_early = True
+                break
+        if not stopped_early:
             self._log_validation()
             if cfg.eval.tasks:
                 self._run_eval_tasks()
-        if self.iteration > start_iteration or stopped_by_signal or not ckpt.has_checkpoint(c.save):
+        if self.iteration > start_iteration or stopped_early or not ckpt.has_checkpoint(c.save):
             self.save()
         self.checkpointer.wait()
         elapsed = time.perf_counter() - start
         summary = {"steps": self.iteration - start_iteration, "iteration": self.iteration,
-                   "consumed_tokens": self.consumed_tokens, "seconds": elapsed, "preempted": stopped_by_signal,
+                   "consumed_tokens": self.consumed_tokens, "seconds": elapsed, "stopped_early": stopped_early,
                    "final_validation": self.last_validation}
         self.metrics.message(
             f"[done] {summary['steps']} steps in {elapsed:.1f}s, now at step {self.iteration} "

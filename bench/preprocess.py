@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Benchmark: interleaved tokens produced per CPU-second, ours vs the naive (SlamKit-style) method.
+
+  ours : per-word text ids from one offset-mapped tokenizer call per utterance (kept), unit ids
+         by arithmetic (V + k), each interleaving assembled from array slices
+  naive: the interleaved *string* with <Un..>/<speech>/<text> token strings, tokenised by the HF
+         tokenizer (K=500 added tokens), as SlamKit builds its interleaved data
+
+Both run in this process over the same synthetic aligned corpus (K=500 units at 25 Hz,
+LibriSpeech-like 20-50 words per utterance), with the same span draws and the same
+units-in-time-range selection, so only the way the ids are made differs; the outputs are checked
+to be identical. Two measurements:
+  A. a new interleaving of already-parsed utterances (what every epoch of dynamic mode costs)
+  B. end to end from the JSONL lines (parse, validate, tokenise, interleave once: static mode)
+and the full `tools/preprocess_data.py` path with 1 worker (incl. .bin/.idx writing and merge).
+
+  python bench/preprocess.py --utterances 3000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+warnings.filterwarnings("ignore", message=".*Apex.*")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from megatron_slm.config import InterleaveConfig  # noqa: E402
+from megatron_slm.data import interleave as il  # noqa: E402
+from megatron_slm.data import preprocess as pp  # noqa: E402
+from megatron_slm.data.alignments import AlignmentIndex, validate  # noqa: E402
+from megatron_slm.data.synthetic import write_synthetic_corpus  # noqa: E402
+from megatron_slm.vocab import SpeechVocab  # noqa: E402
+
+TOKENIZER = os.path.join(os.path.dirname(__file__), "..", "examples", "tokenizer", "tiny-bpe")
+
+
+def parse(lines, vocab, align):
+    """What both methods keep per utterance after the first pass."""
+    out = []
+    for i, line in enumerate(lines):
+        u, rec = pp.prepare_interleaved(json.loads(line), f"units:{i + 1}", vocab, align)
+        al = align.get(rec.id)
+        out.append((u, al.words, rec.units))
+    return out
+
+
+def ours_draw(parsed, vocab, cfg, seed, epoch):
+    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    return [il.assemble(u, il.draw(u, cfg, seed, epoch), mk) for u, _, _ in parsed]
+
+
+def naive_string(tok, words, units, lo, hi, mask):
+    parts = [tok.bos_token]
+    for a, b, speech in il.runs(mask):
+        if speech and hi[b - 1] > lo[a]:
+            parts.append("<speech>" + "".join(f"<Un{k}>" for k in units[lo[a]:hi[b - 1]]))
+        elif parts[-1].startswith("<text>"):  # a unit-less speech span merges into the text
+            parts[-1] += " " + " ".join(words[a:b])
+        else:
+            parts.append("<text>" + (" " if a > 0 else "") + " ".join(words[a:b]))
+    parts.append(tok.eos_token)
+    return "".join(parts)
+
+
+def naive_draw(parsed, vocab, cfg, seed, epoch):
+    tok = vocab.tokenizer
+    out = []
+    for u, words, units in parsed:
+        mask = il.select_speech_words(len(words), il.rng_for(seed, epoch, u.key), cfg)
+        text = naive_string(tok, words, units, u.lo, u.hi, mask)
+        out.append(np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64))
+    return out
+
+
+def ours(lines, vocab, align, cfg, seed):
+    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    out = []
+    for i, line in enumerate(lines):
+        u, _ = pp.prepare_interleaved(json.loads(line), f"units:{i + 1}", vocab, align)
+        out.append(il.assemble(u, il.draw(u, cfg, seed, 0), mk))
+    return out
+
+
+def naive(lines, vocab, align, cfg, seed):
+    tok = vocab.tokenizer
+    out = []
+    for line in lines:
+        rec = json.loads(line)
+        al = validate(align.get(rec["id"]), rec["audio_seconds"])
+        lo, hi = il.word_unit_ranges(al.starts, al.ends, np.asarray(rec["durations"]), rec["unit_seconds"])
+        # the same draw as ours (it needs only the number of words and the utterance key)
+        mask = il.select_speech_words(len(al.words), il.rng_for(seed, 0, il.document_key(rec["id"])), cfg)
+        text = naive_string(tok, al.words, rec["units"], lo, hi, mask)
+        out.append(np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64))
+    return out
+
+
+def cpu_time(fn, *args):
+    t0 = time.process_time()
+    result = fn(*args)
+    return time.process_time() - t0, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--utterances", type=int, default=3000, help="synthetic utterances (8-30 words each)")
+    ap.add_argument("--num-units", type=int, default=500, help="K")
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="bench_preprocess_")
+    corpus = write_synthetic_corpus(tmp, args.utterances, k=args.num_units, words=(20, 50), seed=0)
+    vocab = SpeechVocab.from_pretrained(TOKENIZER, num_units=args.num_units)
+    align = AlignmentIndex(corpus.alignments)
+    lines = open(corpus.units, encoding="utf-8").read().splitlines()
+    cfg = InterleaveConfig()
+
+    parsed = parse(lines, vocab, align)
+    ours_draw(parsed[:50], vocab, cfg, args.seed, 1)  # warm up both paths
+    naive_draw(parsed[:50], vocab, cfg, args.seed, 1)
+    ta_ours, a = cpu_time(ours_draw, parsed, vocab, cfg, args.seed, 1)
+    ta_naive, b = cpu_time(naive_draw, parsed, vocab, cfg, args.seed, 1)
+    same_a = sum(np.array_equal(x, y) for x, y in zip(a, b))
+    tokens_a = sum(len(x) for x in a)
+
+    tb_ours, a = cpu_time(ours, lines, vocab, align, cfg, args.seed)
+    tb_naive, b = cpu_time(naive, lines, vocab, align, cfg, args.seed)
+    same_b = sum(np.array_equal(x, y) for x, y in zip(a, b))
+    tokens_b = sum(len(x) for x in a)
+
+    job = pp.PreprocessJob(kind="interleaved", tokenizer=TOKENIZER, out_prefix=os.path.join(tmp, "out"),
+                           inputs=[corpus.units], alignments=corpus.alignments, seed=args.seed, progress=False)
+    t0 = time.process_time()
+    meta = pp.run(job)
+    t_full = time.process_time() - t0
+
+    print(f"corpus: {args.utterances} utterances, K={args.num_units}, {tokens_b} interleaved tokens per pass; "
+          f"identical sequences: A {same_a}/{len(a)}, B {same_b}/{len(a)}")
+    print(f"{'measurement':58s} {'CPU s':>7s} {'tokens/CPU-s':>13s}")
+    rows = [("A naive: string + HF tokenizer (re-interleave)", ta_naive, tokens_a),
+            ("A ours:  draw + assemble ids (re-interleave)", ta_ours, tokens_a),
+            ("B naive: JSONL -> string + HF tokenizer", tb_naive, tokens_b),
+            ("B ours:  JSONL -> ids", tb_ours, tokens_b),
+            ("ours, full tools/preprocess_data (1 worker, with I/O)", t_full, meta["tokens"]["total"])]
+    for name, t, n in rows:
+        print(f"{name:58s} {t:7.2f} {n / t:13.0f}")
+    print(f"ratio ours/naive: A (per new interleaving) {ta_naive / ta_ours:.1f}x, B (static, end to end) {tb_naive / tb_ours:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""HF text LM -> Megatron run directory at iteration 0, with the speech vocabulary added.
+
+    convert_hf_to_mcore("/models/Llama-3.2-1B", "ckpt/llama1b-slm", tp=2, pp=2, num_units=500)
+
+The checkpoint is written once, in the TP=1/PP=1 layout (dist checkpoints reshard on load);
+`tp`/`pp` only validate that the model splits that way and choose the vocabulary padding
+(a multiple of make_vocab_size_divisible_by x tp, which the trainer keeps when it loads).
+Tensors stream from the safetensors files straight into the checkpoint writer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+from megatron_slm.checkpoint import mapping
+from megatron_slm.checkpoint.families import ConversionError, arch_from_hf_config, read_hf_config
+from megatron_slm.checkpoint.hf_io import HFReader, staged_output_dir
+from megatron_slm.checkpoint.streaming import (
+    DTYPE_NAMES, SliceRegistry, StreamingSaveStrategy, megatron_process, meta_models)
+from megatron_slm.checkpoint.vocab_extension import VocabPlan, extend_rows
+from megatron_slm.models.presets import ModelArch, padded_vocab_size
+
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class ConversionSummary:
+    out: Path
+    arch: ModelArch
+    padded_vocab_size: int
+    plan: VocabPlan
+    already_extended: bool
+    dtype: str
+    tensors: int
+    bytes_read: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        p = self.plan
+        new = "none (tokenizer already has the units)" if self.already_extended else \
+            f"{p.new_rows} rows at ids {p.copy_rows}..{p.vocab_size - 1}, init={p.init}"
+        return [f"wrote {self.out} ({self.arch.family}, {self.arch.num_layers} layers, dtype {self.dtype})",
+                f"  tensors: {self.tensors}, read {self.bytes_read / 2**20:.1f} MiB in {self.seconds:.1f}s",
+                f"  vocabulary: text {p.text_vocab_size} + units/markers -> {p.vocab_size}, "
+                f"padded to {self.padded_vocab_size}; new rows: {new}"]
+
+
+def check_layout(arch: ModelArch, tp: int, pp: int, where: str) -> None:
+    """The model must split evenly over TP (heads, query groups, MLP) and PP (layers)."""
+    for what, n, by in (("num_attention_heads", arch.num_attention_heads, tp),
+                        ("num_key_value_heads (query groups)", arch.num_query_groups, tp),
+                        ("intermediate_size", arch.ffn_hidden_size, tp),
+                        ("num_hidden_layers", arch.num_layers, pp)):
+        if by < 1 or n % by:
+            flag = "--tp" if by is tp else "--pp"
+            raise ConversionError(f"{where}: {what}={n} does not divide by {flag} {by}")
+
+
+def _dtype_from_config(config: dict, reader: HFReader) -> str:
+    name = config.get("torch_dtype") or config.get("dtype") or reader.dtype_name() or "float32"
+    for short, long in DTYPE_NAMES.items():
+        if name == long:
+            return short
+    return "fp32"
+
+
+def _vocab_plan(hf_dir: Path, tokenizer_dir: Path, rows: int, num_units: int, init: str, seed: int,
+                divisible_by: int, tp: int) -> tuple[VocabPlan, bool, object]:
+    from transformers import AutoTokenizer
+
+    from megatron_slm.vocab import SpeechVocab, VocabError, unit_token
+
+    try:
+        vocab = SpeechVocab.from_pretrained(tokenizer_dir, num_units=num_units)
+        base = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    except VocabError as e:
+        raise ConversionError(str(e)) from None
+    already = unit_token(0) in base.get_vocab()
+    copy_rows = vocab.vocab_size if already else vocab.text_vocab_size
+    if rows < copy_rows:
+        raise ConversionError(f"{hf_dir}: the embedding has {rows} rows but the tokenizer in {tokenizer_dir} "
+                              f"needs {copy_rows} ({'extended' if already else 'base'} vocabulary)")
+    plan = VocabPlan(text_vocab_size=vocab.text_vocab_size, copy_rows=copy_rows, vocab_size=vocab.vocab_size,
+                     padded_vocab_size=padded_vocab_size(vocab.vocab_size, divisible_by, tp), init=init, seed=seed)
+    return plan, already, vocab
+
+
+def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: int = 500,
+                        init: str = "mean", dtype: Optional[str] = None, tokenizer_dir: Optional[str | Path] = None,
+                        make_vocab_size_divisible_by: int = 128, seed: int = 1234, force: bool = False,
+                        progress: bool = True) -> ConversionSummary:
+    from megatron_slm.training.checkpointing import save_model_checkpoint
+
+    t0 = time.perf_counter()
+    hf_dir = Path(hf_dir)
+    config = read_hf_config(hf_dir)
+    family, hf_arch = arch_from_hf_config(config, where=str(hf_dir / "config.json"))
+    check_layout(hf_arch, tp, pp, str(hf_dir / "config.json"))
+    reader = HFReader(hf_dir)
+    embed_name = family.model_tensors[0].hf[0]
+    if embed_name not in reader:
+        raise ConversionError(f"{hf_dir}: the checkpoint has no tensor {embed_name!r}")
+    rows = reader.shapes[embed_name][0]
+    plan, already, vocab = _vocab_plan(hf_dir, Path(tokenizer_dir or hf_dir), rows, num_units, init, seed,
+                                       make_vocab_size_divisible_by, tp)
+    arch = hf_arch.replace(vocab_size=plan.vocab_size)
+    dtype = dtype or _dtype_from_config(config, reader)
+    torch_dtype = _TORCH_DTYPES[dtype]
+    tmaps = {tm.mcore: tm for tm in family.all_tensors(arch)}
+
+    bar = tqdm(total=len(tmaps), unit="tensor", desc="hf-to-mcore", disable=not progress)
+    done: set[str] = set()
+    read_bytes = 0
+    last: tuple[Optional[str], Optional[torch.Tensor]] = (None, None)
+    shapes: dict[str, tuple] = {}
+
+    def materialize(name: str) -> torch.Tensor:
+        """Megatron parameter `name` (TP=1), built from its HF tensors; the last one is kept
+        because SwiGLU's linear_fc1 is written as two pieces."""
+        nonlocal last, read_bytes
+        if last[0] == name:
+            return last[1]
+        tm = tmaps[name]
+        hf = [reader.get(h) for h in tm.hf]
+        mapping.check_shapes(tm, hf, arch, str(hf_dir))
+        t = mapping.to_mcore(tm, hf, arch)
+        t = extend_rows(t, plan, torch_dtype) if tm.how == "vocab" else t.to(torch_dtype)
+        if tuple(t.shape) != shapes[name]:
+            raise ConversionError(f"{hf_dir}: {', '.join(tm.hf)} give shape {tuple(t.shape)} for {name}, "
+                                  f"config.json implies {shapes[name]}")
+        if name not in done:
+            done.add(name)
+            read_bytes += sum(reader.nbytes[h] for h in tm.hf)
+            bar.update(1)
+            bar.set_postfix_str(f"{read_bytes / 2**20:.0f} MiB read")
+        last = (name, t)
+        return t
+
+    with megatron_process():
+        models = meta_models(arch, plan.padded_vocab_size, dtype)
+        shapes.update({n: tuple(p.shape) for n, p in models[0].named_parameters()})
+        registry = SliceRegistry(models)
+        if registry.param_names() != set(tmaps):
+            raise RuntimeError(f"family table and Megatron model disagree: "
+                               f"{sorted(registry.param_names() ^ set(tmaps))}")
+        with staged_output_dir(out, force) as tmp:
+            save_model_checkpoint(models, tmp, arch, plan.padded_vocab_size, iteration=0,
+                                  extra_state={"converted_from": str(hf_dir)},
+                                  sharded_strategy=StreamingSaveStrategy(registry, materialize))
+            vocab.save(tmp / "tokenizer")
+            (tmp / "conversion.json").write_text(json.dumps({
+                "source": str(hf_dir.resolve()), "family": family.name, "dtype": dtype, "tp": tp, "pp": pp,
+                "num_units": num_units, "init": None if already else init, "already_extended": already,
+                "text_vocab_size": plan.text_vocab_size, "vocab_size": plan.vocab_size,
+                "padded_vocab_size": plan.padded_vocab_size}, indent=2))
+    bar.close()
+    return ConversionSummary(Path(out), arch, plan.padded_vocab_size, plan, already, dtype, len(done),
+                             read_bytes, time.perf_counter() - t0)

@@ -1,0 +1,128 @@
+"""Check a Megatron checkpoint against an HF model: same tokens in, logits compared.
+
+Runs the real Megatron `GPTModel` (the trainer's provider, local spec, fp32) in the requested
+TP/PP layout -- every rank of a `torchrun --nproc_per_node=TP*PP` job calls `verify` -- and
+the HF model (transformers, fp32) on the last pipeline stage. Compared columns: all ids when
+the HF tokenizer already has the speech units (an exported model), else only the text ids
+[0, V) -- the new rows of a fresh conversion have no HF counterpart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from megatron_slm.checkpoint.families import ConversionError
+
+
+@dataclass
+class VerifyResult:
+    max_abs_diff: float
+    mean_abs_diff: float
+    compared_vocab: int
+    tokens: int
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def line(self) -> str:
+        verdict = "OK" if self.ok else "FAIL"
+        return (f"{verdict}: max |logit diff| = {self.max_abs_diff:.3e}, mean = {self.mean_abs_diff:.3e} "
+                f"over {self.tokens} tokens x {self.compared_vocab} ids (tolerance {self.tolerance:g})")
+
+
+def _compared_vocab(hf_dir: Path, model_vocab: int) -> int:
+    import json
+
+    from transformers import AutoTokenizer
+
+    from megatron_slm.vocab import unit_token
+
+    tok = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
+    hf_rows = json.loads((hf_dir / "config.json").read_text())["vocab_size"]
+    n = model_vocab if unit_token(0) in tok.get_vocab() else len(tok)
+    return min(n, hf_rows, model_vocab)
+
+
+def _megatron_logits(models: list, tokens: torch.Tensor) -> Optional[torch.Tensor]:
+    """Full-vocabulary logits [b, s, padded] on the last pipeline stage, None elsewhere."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    b, s = tokens.shape
+    position_ids = torch.arange(s).unsqueeze(0).expand(b, s)
+    mask = torch.triu(torch.ones(1, 1, s, s, dtype=torch.bool), diagonal=1)  # True = masked
+    captured: list[torch.Tensor] = []
+
+    def loss_func(output: torch.Tensor):
+        captured.append(gather_from_tensor_model_parallel_region(output.detach()))
+        return output.sum() * 0.0, torch.tensor(1), {}
+
+    def forward_step(data_iterator, model):
+        return model(tokens, position_ids, mask), loss_func
+
+    with torch.no_grad():
+        get_forward_backward_func()(forward_step_func=forward_step, data_iterator=iter([None]), model=models,
+                                    num_microbatches=1, seq_length=s, micro_batch_size=b, forward_only=True)
+    return captured[0] if ps.is_pipeline_last_stage() else None
+
+
+def compare(hf_dir: str | Path, mcore_dir: str | Path, iteration: Optional[int] = None, batch_size: int = 2,
+            seq_length: int = 32, seed: int = 0, tolerance: float = 1e-4) -> VerifyResult:
+    """The comparison itself, in already initialised process groups (any TP/PP)."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps
+
+    from megatron_slm.checkpoint.mcore_to_hf import resolve_checkpoint
+    from megatron_slm.checkpoint.streaming import converter_config
+    from megatron_slm.models.provider import build_gpt_models
+    from megatron_slm.training.checkpointing import load_model_checkpoint
+
+    hf_dir, mcore_dir = Path(hf_dir), Path(mcore_dir)
+    tp, pp = ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size()
+    arch, padded, iteration, _ = resolve_checkpoint(mcore_dir, iteration)
+    if padded % tp:
+        raise ConversionError(f"{mcore_dir}: padded vocabulary {padded} does not divide by --tp {tp}")
+    if not (hf_dir / "config.json").is_file():
+        raise ConversionError(f"{hf_dir}: no config.json (not a Hugging Face model directory)")
+    n_vocab = _compared_vocab(hf_dir, arch.vocab_size)
+    models = build_gpt_models(arch, converter_config("fp32", tp, pp), padded)
+    for m in models:
+        m.eval()
+    load_model_checkpoint(models, mcore_dir, iteration)
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, n_vocab, (batch_size, seq_length), generator=gen)
+    logits = _megatron_logits(models, tokens)
+    stats = torch.zeros(2, dtype=torch.float64)
+    if logits is not None and ps.get_tensor_model_parallel_rank() == 0:
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+        with torch.no_grad():
+            ref = hf(input_ids=tokens).logits
+        diff = (logits[..., :n_vocab].double() - ref[..., :n_vocab].double()).abs()
+        stats = torch.tensor([diff.max().item(), diff.mean().item()], dtype=torch.float64)
+    dist.all_reduce(stats)  # exactly one rank contributes
+    return VerifyResult(stats[0].item(), stats[1].item(), n_vocab, batch_size * seq_length, tolerance)
+
+
+def verify(hf_dir: str | Path, mcore_dir: str | Path, iteration: Optional[int] = None, tp: int = 1, pp: int = 1,
+           **kwargs) -> VerifyResult:
+    """Call on every rank of a TP*PP job (or in a plain process for TP=PP=1)."""
+    import torch.distributed as dist
+
+    from megatron_slm.checkpoint.streaming import converter_config
+    from megatron_slm.runtime.distributed import destroy_distributed, init_distributed
+
+    init_distributed(converter_config().runtime, tp=tp, pp=pp)
+    try:
+        if dist.get_world_size() != tp * pp:
+            raise ConversionError(f"verify needs exactly TP*PP = {tp * pp} processes, got {dist.get_world_size()}")
+        return compare(hf_dir, mcore_dir, iteration, **kwargs)
+    finally:
+        destroy_distributed()

@@ -1,0 +1,223 @@
+"""Per-utterance word timings from three formats, validated, keyed by utterance id.
+
+Formats (chosen from the path, or `fmt`):
+  * canonical JSONL (ours): one `{"id", "audio", "text", "words": [{"word", "start", "end"}]}` per line
+  * Montreal Forced Aligner TextGrid: a directory of `<id>.TextGrid` files, tier "words"
+    (long or short text format); empty intervals are silences and are dropped
+  * Whisper-style word-timestamp JSON: a directory of `<id>.json` files with
+    `segments[].words[]` (openai-whisper) or `word_segments[]` (WhisperX)
+
+`AlignmentIndex` maps an id to a lazily parsed `Alignment`, so worker processes parse only
+their own utterances. Problems raise `AlignmentError` naming the file, line and word.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+# a word may end this far past the audio (rounding of aligner outputs)
+DURATION_TOLERANCE_S = 0.05
+
+
+class AlignmentError(ValueError):
+    """A malformed or inconsistent alignment; `reason` is a short key for skip counters."""
+
+    def __init__(self, message: str, reason: str = "invalid_alignment") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class Alignment:
+    id: str
+    words: list[str]
+    starts: np.ndarray  # seconds, float64
+    ends: np.ndarray
+    where: str = ""  # "file:line" for messages
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+def validate(al: Alignment, audio_seconds: Optional[float] = None) -> Alignment:
+    """start <= end, monotone, words non-empty, within the audio; raises AlignmentError."""
+    if not al.words:
+        raise AlignmentError(f"{al.where}: utterance {al.id!r} has no words (empty transcript)", "empty_transcript")
+    for j, w in enumerate(al.words):
+        s, e = float(al.starts[j]), float(al.ends[j])
+        tag = f"{al.where}: utterance {al.id!r} word {j} ({w!r})"
+        if not w.strip():
+            raise AlignmentError(f"{tag}: empty word")
+        if not (math.isfinite(s) and math.isfinite(e)) or s < 0:
+            raise AlignmentError(f"{tag}: bad time start={s} end={e}")
+        if s > e:
+            raise AlignmentError(f"{tag}: start {s} > end {e}")
+        if j and s < float(al.ends[j - 1]) - 1e-6:
+            raise AlignmentError(f"{tag}: starts at {s} before the previous word ends ({float(al.ends[j - 1])})")
+        if audio_seconds is not None and e > audio_seconds + DURATION_TOLERANCE_S:
+            raise AlignmentError(f"{tag}: ends at {e} s, after the audio ({audio_seconds} s)", "outside_audio")
+    return al
+
+
+def _from_word_dicts(uid: str, words: list, where: str, word_key: str = "word") -> Alignment:
+    if not isinstance(words, list):
+        raise AlignmentError(f"{where}: field 'words' must be a list")
+    names, starts, ends = [], [], []
+    for j, w in enumerate(words):
+        if not isinstance(w, dict) or not all(k in w for k in (word_key, "start", "end")):
+            raise AlignmentError(f"{where}: word {j} must have {word_key!r}, 'start' and 'end': {w!r}")
+        try:
+            starts.append(float(w["start"]))
+            ends.append(float(w["end"]))
+        except (TypeError, ValueError):
+            raise AlignmentError(f"{where}: word {j} ({w.get(word_key)!r}): start/end are not numbers") from None
+        names.append(str(w[word_key]).strip())
+    return Alignment(uid, names, np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64), where)
+
+
+def parse_canonical(obj: object, where: str) -> Alignment:
+    if not isinstance(obj, dict):
+        raise AlignmentError(f"{where}: expected a JSON object")
+    for field in ("id", "words"):
+        if field not in obj:
+            raise AlignmentError(f"{where}: missing field {field!r}")
+    return _from_word_dicts(str(obj["id"]), obj["words"], where)
+
+
+def parse_whisper(obj: object, uid: str, where: str) -> Alignment:
+    if not isinstance(obj, dict):
+        raise AlignmentError(f"{where}: expected a JSON object")
+    if isinstance(obj.get("word_segments"), list):  # WhisperX
+        words = obj["word_segments"]
+    elif isinstance(obj.get("segments"), list):
+        words = [w for seg in obj["segments"] for w in (seg.get("words") or [])]
+    else:
+        raise AlignmentError(f"{where}: no 'segments[].words' nor 'word_segments' (word timestamps missing?)")
+    return _from_word_dicts(uid, words, where)
+
+
+_BRACKET = re.compile(r"\[\s*\d*\s*\]")
+_TOKEN = re.compile(r'"((?:[^"]|"")*)"|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)')
+
+
+def parse_textgrid(text: str, uid: str, where: str, tier: str = "words") -> Alignment:
+    """Both Praat text formats reduce to the same stream of strings and numbers once labels
+    (`xmin =`, `item [1]:`) are dropped: header, then per tier class, name, xmin, xmax, size and
+    size x (xmin, xmax, text)."""
+    toks: list = []
+    for m in _TOKEN.finditer(_BRACKET.sub(" ", text)):
+        toks.append(m.group(1).replace('""', '"') if m.group(1) is not None else float(m.group(2)))
+    try:
+        if toks[:2] != ["ooTextFile", "TextGrid"]:
+            raise AlignmentError(f"{where}: not a Praat TextGrid (header {toks[:2]!r})")
+        pos, n_tiers = 5, int(toks[4])
+        for _ in range(n_tiers):
+            cls, name, size = toks[pos], toks[pos + 1], int(toks[pos + 4])
+            pos += 5
+            width = 3 if cls == "IntervalTier" else 2
+            if name == tier and cls == "IntervalTier":
+                names, starts, ends = [], [], []
+                for j in range(size):
+                    s, e, w = toks[pos + 3 * j: pos + 3 * j + 3]
+                    if str(w).strip():
+                        names.append(str(w).strip())
+                        starts.append(s)
+                        ends.append(e)
+                return Alignment(uid, names, np.asarray(starts, float), np.asarray(ends, float), where)
+            pos += width * size
+    except (IndexError, ValueError, TypeError):
+        raise AlignmentError(f"{where}: truncated or malformed TextGrid") from None
+    raise AlignmentError(f"{where}: no interval tier named {tier!r}")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if p.is_file():
+        return "jsonl"
+    if p.is_dir():
+        names = os.listdir(p)
+        if any(n.lower().endswith(".textgrid") for n in names):
+            return "textgrid"
+        if any(n.endswith(".json") for n in names):
+            return "whisper"
+        raise AlignmentError(f"{p}: directory holds no .TextGrid or .json alignment files")
+    raise AlignmentError(f"{p}: no such alignment file or directory")
+
+
+class AlignmentIndex:
+    """id -> Alignment, parsed on demand. For JSONL the raw lines are kept (cheap to fork)."""
+
+    def __init__(self, path: str | os.PathLike, fmt: str = "auto") -> None:
+        self.path = str(path)
+        self.format = detect_format(path) if fmt == "auto" else fmt
+        self._entries: dict[str, tuple] = {}
+        self.problems: list[tuple[str, str]] = []  # (reason, message) of lines that could not be indexed
+        if self.format == "jsonl":
+            self._index_jsonl()
+        else:
+            suffix = ".textgrid" if self.format == "textgrid" else ".json"
+            for name in sorted(os.listdir(self.path)):
+                if name.lower().endswith(suffix):
+                    uid = name[: -len(suffix)]
+                    self._add(uid, (os.path.join(self.path, name),), os.path.join(self.path, name))
+
+    def _add(self, uid: str, entry: tuple, where: str) -> None:
+        if uid in self._entries:
+            self.problems.append(("duplicate_id", f"{where}: utterance id {uid!r} appears again (first kept)"))
+            return
+        self._entries[uid] = entry
+
+    def _index_jsonl(self) -> None:
+        with open(self.path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                where = f"{self.path}:{lineno}"
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.problems.append(("non_utf8", f"{where}: not UTF-8"))
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    self.problems.append(("malformed_json", f"{where}: not JSON ({e.msg})"))
+                    continue
+                if not isinstance(obj, dict) or "id" not in obj:
+                    self.problems.append(("invalid_alignment", f"{where}: missing field 'id'"))
+                    continue
+                self._add(str(obj["id"]), (line, lineno), where)
+
+    def __contains__(self, uid: str) -> bool:
+        return uid in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def ids(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, uid: str) -> Alignment:
+        entry = self._entries[uid]
+        if self.format == "jsonl":
+            line, lineno = entry
+            return parse_canonical(json.loads(line), f"{self.path}:{lineno}")
+        (file,) = entry
+        try:
+            text = Path(file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise AlignmentError(f"{file}: not UTF-8", "non_utf8") from None
+        if self.format == "textgrid":
+            return parse_textgrid(text, uid, file)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AlignmentError(f"{file}: not JSON ({e.msg})", "malformed_json") from None
+        return parse_whisper(obj, uid, file)

@@ -1,0 +1,438 @@
+"""Preprocessing: units (+ alignments) or text -> Megatron indexed datasets (.bin/.idx) + sidecar.
+
+    job = PreprocessJob(kind="interleaved", tokenizer=..., inputs=["units.jsonl"], alignments="align.jsonl",
+                        out_prefix="data/ls_inter", workers=4)
+    summary = run(job)
+
+Inputs are cut into fixed shards of lines (independent of the worker count); each worker turns a
+shard into a small indexed dataset under `<prefix>.tmp/` plus a stats file written last, so a
+killed run resumes from the finished shards. The merge writes `.bin`, the sidecar
+`<prefix>.meta.json`, and the `.idx` last, each through a temporary name: an `.idx` on disk
+always belongs to a complete dataset.
+
+Document layouts (one document = one sequence):
+  text          [BOS] text ids [EOD]
+  speech        [BOS] unit ids [EOD]
+  interleaved   static:  [BOS] <text> .. <speech> .. [EOD] drawn with (seed, epoch 0, utterance key)
+                dynamic: text ids of all words ++ unit ids of the aligned range; the per-word
+                layout goes to `<prefix>_words` (int32: key, n, n token counts, n lo, n hi)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from megatron_slm.config import InterleaveConfig
+from megatron_slm.data import interleave as il
+from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
+from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
+                                       iter_line_shards)
+from megatron_slm.vocab import SpeechVocab, VocabError
+
+SIDECAR_FORMAT = "megatron-slm-dataset/1"
+WORDS_SUFFIX = "_words"
+
+
+class PreprocessError(ValueError):
+    """A user error that stops preprocessing (bad arguments, identity mismatch, --strict)."""
+
+
+@dataclasses.dataclass
+class PreprocessJob:
+    kind: str                                   # interleaved | speech | text
+    tokenizer: str
+    out_prefix: str
+    inputs: list[str]                           # units JSONL (interleaved/speech) or text JSONL files
+    alignments: Optional[str] = None
+    alignment_format: str = "auto"
+    num_units: Optional[int] = None             # default: the units sidecar's k (500 for text)
+    mode: str = "static"                        # interleaved: static | dynamic
+    interleave: InterleaveConfig = dataclasses.field(default_factory=InterleaveConfig)
+    seed: int = 1234
+    text_key: str = "text"
+    workers: int = 1
+    strict: bool = False
+    shard_lines: int = 1000
+    add_bos: bool = True
+    match: list[str] = dataclasses.field(default_factory=list)
+    progress: bool = True
+
+
+def sidecar_path(prefix: str) -> str:
+    return prefix + ".meta.json"
+
+
+def read_sidecar(prefix: str) -> dict:
+    p = sidecar_path(prefix)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"{p}: dataset sidecar missing (was {prefix} made by tools/preprocess_data.py?)")
+    with open(p, encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format") != SIDECAR_FORMAT:
+        raise ValueError(f"{p}: field 'format' is {meta.get('format')!r}, expected {SIDECAR_FORMAT!r}")
+    return meta
+
+
+def token_dtype(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= 65500 else np.int32
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_W: dict[str, Any] = {}  # per-process state: job, vocab, alignment index
+
+
+def _init_worker(job: PreprocessJob, align: Optional[AlignmentIndex], vocab: SpeechVocab, tmpdir: str) -> None:
+    # workers are forked: the driver's vocabulary and alignment index are inherited, not re-read
+    _W.update(job=job, align=align, tmpdir=tmpdir, vocab=vocab)
+
+
+def _markers(vocab: SpeechVocab, add_bos: bool) -> il.Markers:
+    return il.Markers(speech=vocab.speech_id, text=vocab.text_id, bos=vocab.bos if add_bos else None, eod=vocab.eod)
+
+
+def _units_record(obj: dict, where: str, K: int):
+    from megatron_slm.units.records import parse_record
+
+    try:
+        rec = parse_record(obj, where)
+    except (ValueError, TypeError) as e:
+        raise RecordError(str(e), "invalid_units") from None
+    units = np.asarray(rec.units, dtype=np.int64)
+    bad = np.flatnonzero((units < 0) | (units >= K))
+    if bad.size:
+        raise RecordError(f"{where}: field 'units'[{bad[0]}] = {units[bad[0]]} outside [0, {K})", "invalid_units")
+    if not units.size:
+        raise RecordError(f"{where}: utterance {rec.id!r} has no units", "invalid_units")
+    return rec, units
+
+
+def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex) -> tuple[il.PreparedUtterance, Any]:
+    rec, units = _units_record(obj, where, vocab.num_units)
+    if rec.id not in align:
+        raise RecordError(f"{where}: utterance {rec.id!r} has no alignment in {align.path}", "no_alignment")
+    try:
+        al = validate(align.get(rec.id), rec.audio_seconds)
+    except AlignmentError as e:
+        raise RecordError(str(e), e.reason) from None
+    ids, owner = vocab.encode_words_flat(al.words)
+    lo, hi = il.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds)
+    return il.prepare_flat(il.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
+
+
+def _document(obj: dict, where: str) -> tuple[np.ndarray, Optional[np.ndarray], dict]:
+    """One input record -> (document ids, dynamic words record or None, stats)."""
+    job: PreprocessJob = _W["job"]
+    vocab: SpeechVocab = _W["vocab"]
+    bos = [vocab.bos] if job.add_bos and vocab.bos is not None else []
+    if job.kind == "text":
+        text = obj.get(job.text_key)
+        if not isinstance(text, str):
+            raise RecordError(f"{where}: field {job.text_key!r} missing or not a string", "missing_text_key")
+        if not text.strip():
+            raise RecordError(f"{where}: field {job.text_key!r} is empty", "empty_transcript")
+        return np.asarray(bos + vocab.encode_text(text) + [vocab.eod], dtype=np.int64), None, {"words": 0, "audio_seconds": 0.0}
+    if job.kind == "speech":
+        rec, units = _units_record(obj, where, vocab.num_units)
+        doc = np.concatenate([np.asarray(bos, dtype=np.int64), vocab.unit_ids(units), [vocab.eod]])
+        return doc, None, {"words": 0, "audio_seconds": float(rec.audio_seconds)}
+    u, rec = prepare_interleaved(obj, where, vocab, _W["align"])
+    doc = il.assemble(u, il.draw(u, job.interleave, job.seed, 0), _markers(vocab, job.add_bos))
+    extra = {"words": u.num_words, "audio_seconds": float(rec.audio_seconds)}
+    if job.mode == "dynamic":
+        # store the layout once; the statistics describe the epoch-0 draw
+        layout, words = dynamic_record(u)
+        return layout, words, {**extra, "draw": doc}
+    return doc, None, extra
+
+
+def dynamic_record(u: il.PreparedUtterance) -> tuple[np.ndarray, np.ndarray]:
+    """(text ids ++ unit ids of the aligned range, [key, n, token counts, lo, hi]) of an utterance."""
+    base = int(u.lo[0])
+    end = max(int(u.hi[-1]), base)
+    layout = np.concatenate([u.text_ids, u.unit_ids[base:end]])
+    words = np.concatenate([[u.key, u.num_words], np.diff(u.tok_offsets), u.lo - base, u.hi - base]).astype(np.int64)
+    return layout, words
+
+
+def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
+    """Write one shard's documents to `<tmp>/shard_<i>` and return its stats (also saved as JSON)."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    index, lines = args
+    job: PreprocessJob = _W["job"]
+    vocab: SpeechVocab = _W["vocab"]
+    prefix = os.path.join(_W["tmpdir"], f"shard_{index:06d}")
+    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=token_dtype(vocab.vocab_size))
+    words_builder = (IndexedDatasetBuilder(prefix + WORDS_SUFFIX + ".bin", dtype=np.int32)
+                     if job.mode == "dynamic" and job.kind == "interleaved" else None)
+    skips = SkipLog()
+    stats = {"documents": 0, "words": 0, "audio_seconds": 0.0, "tokens": [0, 0, 0], "stored_tokens": 0}
+    for where, raw, duplicate in lines:
+        try:
+            if duplicate:
+                raise RecordError(f"{where}: utterance id seen before in this input (first kept)", "duplicate_id")
+            doc, words, extra = _document(decode_json_line(raw, where), where)
+        except RecordError as e:
+            if job.strict:
+                raise PreprocessError(f"{e} [--strict]") from None
+            skips.add(e.reason, str(e))
+            continue
+        builder.add_document(doc, [len(doc)])
+        if words_builder is not None:
+            words_builder.add_document(words, [len(words)])
+        drawn = extra.get("draw", doc)
+        stats["documents"] += 1
+        stats["words"] += extra["words"]
+        stats["audio_seconds"] += extra["audio_seconds"]
+        stats["stored_tokens"] += len(doc)
+        counts = np.bincount(vocab.modality_of(drawn), minlength=3)
+        stats["tokens"] = [a + int(b) for a, b in zip(stats["tokens"], counts)]
+    builder.finalize(prefix + ".idx")
+    if words_builder is not None:
+        words_builder.finalize(prefix + WORDS_SUFFIX + ".idx")
+    stats["skipped"] = skips.to_dict()
+    _write_json_atomic(prefix + ".json", stats)  # the shard's completion marker
+    return stats
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+_ID_RE = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _flag_duplicates(shards, seen: set):
+    """Mark lines whose utterance id was already seen (cheap regex, no JSON parse)."""
+    for index, lines in shards:
+        flagged = []
+        for where, raw in lines:
+            m = _ID_RE.search(raw)
+            uid = m.group(1).decode("utf-8", "replace") if m else None
+            dup = uid is not None and uid in seen
+            if uid is not None:
+                seen.add(uid)
+            flagged.append((where, raw, dup))
+        yield index, flagged
+
+
+def _units_identity(paths: list[str]) -> dict:
+    from megatron_slm.units.records import check_compatible, compatibility_key
+
+    try:
+        meta = check_compatible(paths)
+    except (FileNotFoundError, ValueError) as e:
+        raise PreprocessError(str(e)) from None
+    return {**compatibility_key(meta), "sidecar": os.path.abspath(paths[0]) + ".meta.json"}
+
+
+def identity_of(job: PreprocessJob, vocab: SpeechVocab, units_identity: Optional[dict]) -> dict:
+    return {"vocab": vocab.identity(), "units": units_identity}
+
+
+def check_identity_against(identity: dict, kind: str, other: dict, where: str) -> None:
+    """Refuse when `other` (a dataset sidecar's identity) disagrees with `identity`."""
+    mine, theirs = identity["vocab"], other.get("vocab") or {}
+    keys = ["text_vocab_sha256", "text_vocab_size"] + (["num_units"] if kind != "text" and other.get("units") else [])
+    diff = [k for k in keys if k in theirs and theirs[k] != mine.get(k)]
+    if diff:
+        raise PreprocessError(f"{where} was made with a different vocabulary: "
+                              + ", ".join(f"{k} {theirs[k]!r} there vs {mine.get(k)!r} here" for k in diff))
+    if identity.get("units") and other.get("units"):
+        a = {k: v for k, v in identity["units"].items() if k != "sidecar"}
+        b = {k: v for k, v in other["units"].items() if k != "sidecar"}
+        if a != b:
+            raise PreprocessError(f"{where} was made with different speech units ({b} there vs {a} here)")
+
+
+def _load_match(path: str) -> tuple[dict, str]:
+    """A dataset prefix / sidecar, or a tokenizer dir (e.g. <checkpoint>/tokenizer)."""
+    if path.endswith(".meta.json") and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["identity"], path
+    if os.path.isfile(sidecar_path(path)):
+        return read_sidecar(path)["identity"], sidecar_path(path)
+    tok_dir = os.path.join(path, "tokenizer") if os.path.isdir(os.path.join(path, "tokenizer")) else path
+    if os.path.isdir(tok_dir):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        vocab = tok.get_vocab()
+        if "<Un0>" not in vocab:
+            raise PreprocessError(f"--match {path}: {tok_dir} is not an extended speech tokenizer")
+        K = sum(1 for t in vocab if t.startswith("<Un") and t.endswith(">"))
+        return {"vocab": SpeechVocab.from_pretrained(tok_dir, num_units=K).identity(), "units": None}, tok_dir
+    raise PreprocessError(f"--match {path}: not a dataset prefix, sidecar, checkpoint or tokenizer dir")
+
+
+def run(job: PreprocessJob) -> dict:
+    """Run (or resume) a preprocessing job; returns the sidecar dict. Raises PreprocessError."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    t0 = time.time()
+    if job.kind not in ("interleaved", "speech", "text"):
+        raise PreprocessError(f"unknown dataset kind {job.kind!r}")
+    for p in job.inputs:
+        if not os.path.isfile(p):
+            raise PreprocessError(f"input {p}: no such file")
+    units_identity = _units_identity(job.inputs) if job.kind != "text" else None
+    K = job.num_units
+    if units_identity is not None:
+        if K is not None and K != units_identity["k"]:
+            raise PreprocessError(f"--num-units {K} but {units_identity['sidecar']} says the units have k={units_identity['k']}")
+        K = units_identity["k"]
+    K = K if K is not None else 500
+    try:
+        vocab = SpeechVocab.from_pretrained(job.tokenizer, num_units=K)
+    except VocabError as e:
+        raise PreprocessError(str(e)) from None
+    identity = identity_of(job, vocab, units_identity)
+    for m in job.match:
+        other, where = _load_match(m)
+        check_identity_against(identity, job.kind, other, where)
+    if os.path.isfile(sidecar_path(job.out_prefix)):
+        check_identity_against(identity, job.kind, read_sidecar(job.out_prefix)["identity"], sidecar_path(job.out_prefix))
+
+    align = None
+    if job.kind == "interleaved":
+        if not job.alignments:
+            raise PreprocessError("interleaved datasets need --alignments")
+        try:
+            align = AlignmentIndex(job.alignments, job.alignment_format)
+        except AlignmentError as e:
+            raise PreprocessError(str(e)) from None
+        if job.strict and align.problems:
+            raise PreprocessError(f"{align.problems[0][1]} [--strict]")
+
+    # ---- resume or restart the shard directory
+    tmpdir = job.out_prefix + ".tmp"
+    fingerprint = {"job": {k: v for k, v in dataclasses.asdict(job).items() if k not in ("workers", "progress", "match")},
+                   "inputs": file_fingerprint(job.inputs), "identity": identity,
+                   "alignments": file_fingerprint([job.alignments]) if job.alignments and os.path.isfile(job.alignments) else None}
+    run_json = os.path.join(tmpdir, "run.json")
+    if os.path.isdir(tmpdir):
+        try:
+            with open(run_json, encoding="utf-8") as f:
+                same = json.load(f) == json.loads(json.dumps(fingerprint))
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(tmpdir)
+    os.makedirs(tmpdir, exist_ok=True)
+    _write_json_atomic(run_json, fingerprint)
+    done = {int(n[6:12]) for n in os.listdir(tmpdir) if re.fullmatch(r"shard_\d{6}\.json", n)}
+
+    total_lines = count_lines(job.inputs)
+    n_shards = max(1, -(-total_lines // job.shard_lines))
+    seen_ids: set = set()
+    shards = _flag_duplicates(iter_line_shards(job.inputs, job.shard_lines), seen_ids) if job.kind != "text" \
+        else ((i, [(w, r, False) for w, r in lines]) for i, lines in iter_line_shards(job.inputs, job.shard_lines))
+    pending = ((i, lines) for i, lines in shards if i not in done)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_shards, initial=len(done), unit="shard", desc=f"{job.kind} {os.path.basename(job.out_prefix)}",
+               disable=not job.progress)
+    initargs = (job, align, vocab, tmpdir)
+    try:
+        if job.workers <= 1:
+            _init_worker(*initargs)
+            for item in pending:
+                process_shard(item)
+                bar.update()
+        else:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(job.workers, initializer=_init_worker, initargs=initargs) as pool:
+                for _ in pool.imap_unordered(process_shard, pending, chunksize=1):
+                    bar.update()
+    finally:
+        bar.close()
+
+    # ---- merge in shard order; .idx last
+    shard_ids = sorted(int(n[6:12]) for n in os.listdir(tmpdir) if re.fullmatch(r"shard_\d{6}\.json", n))
+    out = job.out_prefix
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    prefixes = [out] + ([out + WORDS_SUFFIX] if job.kind == "interleaved" and job.mode == "dynamic" else [])
+    for p in prefixes:  # an old .idx must never sit next to a new .bin
+        for suffix in (".idx", ".bin"):
+            if os.path.exists(p + suffix):
+                os.remove(p + suffix)
+    if os.path.exists(sidecar_path(out)):
+        os.remove(sidecar_path(out))
+    totals = {"documents": 0, "words": 0, "audio_seconds": 0.0, "tokens": [0, 0, 0], "stored_tokens": 0}
+    skips = SkipLog()
+    for sfx in ([""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else [])):
+        builder = IndexedDatasetBuilder(out + sfx + ".bin.tmp", dtype=np.int32 if sfx else token_dtype(vocab.vocab_size))
+        for i in shard_ids:
+            builder.add_index(os.path.join(tmpdir, f"shard_{i:06d}{sfx}"))
+        builder.finalize(out + sfx + ".idx.tmp")
+    for i in shard_ids:
+        with open(os.path.join(tmpdir, f"shard_{i:06d}.json"), encoding="utf-8") as f:
+            st = json.load(f)
+        for k in ("documents", "words", "audio_seconds", "stored_tokens"):
+            totals[k] += st[k]
+        totals["tokens"] = [a + b for a, b in zip(totals["tokens"], st["tokens"])]
+        skips.merge(st["skipped"])
+    if align is not None:
+        for reason, msg in align.problems:
+            skips.add(reason, msg)
+        unmatched = [uid for uid in align.ids() if uid not in seen_ids]
+        for uid in unmatched:
+            skips.add("no_units", f"{job.alignments}: utterance {uid!r} has an alignment but no units")
+    text, speech, other = totals["tokens"]
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "kind": job.kind,
+        "mode": job.mode if job.kind == "interleaved" else None,
+        "seed": job.seed if job.kind == "interleaved" else None,
+        "interleave": dataclasses.asdict(job.interleave) if job.kind == "interleaved" else None,
+        "add_bos": job.add_bos,
+        "dtype": np.dtype(token_dtype(vocab.vocab_size)).name,
+        "identity": identity,
+        "tokenizer": os.path.abspath(job.tokenizer),
+        "inputs": [os.path.abspath(p) for p in job.inputs],
+        "alignments": os.path.abspath(job.alignments) if job.alignments else None,
+        "documents": totals["documents"],
+        "words": totals["words"],
+        "stored_tokens": totals["stored_tokens"],
+        "tokens": {"text": text, "speech": speech, "other": other, "total": text + speech + other,
+                   "note": "of the stored documents; dynamic mode: of the epoch-0 draw"},
+        "audio_hours": totals["audio_seconds"] / 3600.0,
+        "skipped": skips.to_dict(),
+        "elapsed_s": round(time.time() - t0, 3),
+    }
+    for sfx in [""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else []):
+        os.replace(out + sfx + ".bin.tmp", out + sfx + ".bin")
+    _write_json_atomic(sidecar_path(out), sidecar)
+    if len(prefixes) == 2:
+        os.replace(out + WORDS_SUFFIX + ".idx.tmp", out + WORDS_SUFFIX + ".idx")
+    os.replace(out + ".idx.tmp", out + ".idx")  # the dataset exists from here on
+    shutil.rmtree(tmpdir)
+    return sidecar
+
+
+def content_hash(prefix: str) -> str:
+    """sha256 of a dataset's .bin and .idx (for reproducibility checks)."""
+    h = hashlib.sha256()
+    for suffix in (".bin", ".idx"):
+        h.update(Path(prefix + suffix).read_bytes())
+    return h.hexdigest()

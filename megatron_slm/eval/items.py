@@ -1,0 +1,196 @@
+"""The scored-item file: one JSONL per benchmark, what every preparer writes and the scorer reads.
+
+Line 1 is a header, every other line one item:
+
+    {"format": "megatron-slm-eval-items", "version": 1, "task": "ssc", "unit_identity": {...} | null}
+    {"id": "1234", "task": "ssc", "part": null,
+     "positive": {"units": [12, 7, ...]},
+     "negatives": [{"units": [12, 9, ...]}],
+     "prompt": null, "meta": {"positive_text": "...", ...}}
+
+A candidate carries `units` (unit indices 0..K-1, consecutive duplicates already collapsed)
+and/or `text`. Cross-modal items add a `prompt` candidate: it conditions every candidate and
+is never scored itself. `unit_identity` is the units extractor's identity (name, layer, k,
+centroid hash ...): scoring refuses items whose identity differs from the model vocabulary's,
+since unit ids from another k-means are meaningless to the model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+FORMAT = "megatron-slm-eval-items"
+VERSION = 1
+
+
+class ItemError(ValueError):
+    """Bad benchmark data; the message names the file, line and field."""
+
+
+@dataclass
+class Candidate:
+    units: Optional[list[int]] = None
+    text: Optional[str] = None
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.units is not None:
+            out["units"] = [int(u) for u in self.units]
+        if self.text is not None:
+            out["text"] = self.text
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str, name: str) -> "Candidate":
+        if not isinstance(obj, dict):
+            raise ItemError(f"{where}: field {name!r} must be an object with 'units' and/or 'text'")
+        units, text = obj.get("units"), obj.get("text")
+        if units is None and text is None:
+            raise ItemError(f"{where}: field {name!r} has neither 'units' nor 'text'")
+        if units is not None:
+            if not isinstance(units, list) or not all(isinstance(u, int) and u >= 0 for u in units):
+                raise ItemError(f"{where}: field '{name}.units' must be a list of non-negative integers")
+            if not units:
+                raise ItemError(f"{where}: field '{name}.units' is an empty unit sequence")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise ItemError(f"{where}: field '{name}.text' must be a non-empty string")
+        return cls(units=units, text=text)
+
+
+@dataclass
+class Item:
+    id: str
+    task: str
+    positive: Candidate
+    negatives: list[Candidate]
+    part: Optional[str] = None
+    prompt: Optional[Candidate] = None
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "task": self.task, "part": self.part,
+                "positive": self.positive.to_json(),
+                "negatives": [n.to_json() for n in self.negatives],
+                "prompt": self.prompt.to_json() if self.prompt else None,
+                "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "Item":
+        if not isinstance(obj, dict):
+            raise ItemError(f"{where}: an item must be a JSON object")
+        for key in ("id", "task", "positive", "negatives"):
+            if key not in obj:
+                raise ItemError(f"{where}: missing field {key!r}")
+        if not isinstance(obj["id"], str) or not obj["id"]:
+            raise ItemError(f"{where}: field 'id' must be a non-empty string")
+        negs = obj["negatives"]
+        if not isinstance(negs, list) or not negs:
+            raise ItemError(f"{where}: field 'negatives' needs at least one candidate")
+        prompt = obj.get("prompt")
+        return cls(id=obj["id"], task=str(obj["task"]), part=obj.get("part"),
+                   positive=Candidate.from_json(obj["positive"], where, "positive"),
+                   negatives=[Candidate.from_json(n, where, f"negatives[{i}]") for i, n in enumerate(negs)],
+                   prompt=Candidate.from_json(prompt, where, "prompt") if prompt is not None else None,
+                   meta=obj.get("meta") or {})
+
+    def candidates(self) -> list[Candidate]:
+        return [self.positive, *self.negatives]
+
+
+@dataclass
+class ItemSet:
+    task: str
+    items: list[Item]
+    unit_identity: Optional[dict] = None
+    path: Optional[str] = None
+
+
+def write_items(path: str | os.PathLike, task: str, items: Iterable[Item],
+                unit_identity: Optional[dict]) -> int:
+    """Write header + items atomically (a partial file never looks complete). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    seen: set[str] = set()
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"format": FORMAT, "version": VERSION, "task": task,
+                            "unit_identity": unit_identity}) + "\n")
+        for item in items:
+            if item.id in seen:
+                raise ItemError(f"{path}: duplicate item id {item.id!r}")
+            seen.add(item.id)
+            f.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def read_items(path: str | os.PathLike) -> ItemSet:
+    path = Path(path)
+    if not path.is_file():
+        raise ItemError(f"{path}: benchmark item file not found (make it with tools/prepare_eval_data.py)")
+    items: list[Item] = []
+    header: Optional[dict] = None
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ItemError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+            if header is None:
+                if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+                    raise ItemError(f"{path}:{lineno}: first line must be the header with \"format\": \"{FORMAT}\"")
+                if obj.get("version") != VERSION:
+                    raise ItemError(f"{path}:{lineno}: unsupported version {obj.get('version')!r} (this code reads {VERSION})")
+                header = obj
+                continue
+            item = Item.from_json(obj, f"{path}:{lineno}")
+            if item.id in seen:
+                raise ItemError(f"{path}:{lineno}: duplicate item id {item.id!r}")
+            seen.add(item.id)
+            items.append(item)
+    if header is None:
+        raise ItemError(f"{path}: empty file (no header)")
+    if not items:
+        raise ItemError(f"{path}: no items after the header")
+    return ItemSet(task=str(header["task"]), items=items, unit_identity=header.get("unit_identity"),
+                   path=str(path))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_identity(items_identity: Optional[dict], model_identity: Optional[dict], where: str,
+                   num_units: Optional[int] = None) -> None:
+    """Raise ItemError when the benchmark's units cannot be fed to this model.
+
+    Identities are the units sidecar's compatibility key (megatron_slm.units.records:
+    extractor settings, k, centroid sha256, dedup). The unit count is always checked against the
+    vocabulary; the rest when the model's own units identity is known (fields both declare)."""
+    if items_identity is None:
+        raise ItemError(f"{where}: the header has no unit_identity; re-run tools/prepare_eval_data.py")
+    k = items_identity.get("k")
+    if num_units is not None and k is not None and int(k) != int(num_units):
+        raise ItemError(f"{where}: units come from a k={k} extractor but the model vocabulary has "
+                        f"{num_units} units")
+    if not model_identity:
+        return
+    mine, theirs = _flatten(items_identity), _flatten(model_identity)
+    diff = [key for key in mine if key in theirs and mine[key] != theirs[key]]
+    if diff:
+        detail = ", ".join(f"{key}: {mine[key]!r} here vs {theirs[key]!r} for the model" for key in diff[:4])
+        raise ItemError(f"{where}: units come from a different extractor than the model's ({detail})")

@@ -1,0 +1,52 @@
+"""Workarounds for Megatron-Core bugs we hit, applied once, each scoped as narrowly as possible.
+
+Remove an entry when the pinned megatron-core range no longer needs it.
+"""
+from __future__ import annotations
+
+import torch
+
+_APPLIED = False
+
+
+def apply() -> None:
+    global _APPLIED
+    if _APPLIED:
+        return
+    _APPLIED = True
+    _distributed_optimizer_step_on_load()
+
+
+def _distributed_optimizer_step_on_load() -> None:
+    """megatron-core 0.16, distributed optimizer with torch's Adam (no Apex/TE: every CPU run).
+
+    Loading a `fully_reshardable` checkpoint raises KeyError 'step': the loader skips the
+    per-parameter 'step' it then copies into. The step is restored from the common state anyway, so
+    we hand back the current value, making that copy a no-op."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    def set_states(self, model_param, tensors):
+        if "step" not in tensors and not self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+            step = self.optimizer.state[main_param].get("step")
+            if step is not None:
+                tensors = {**tensors, "step": step}
+        return original(self, model_param, tensors)
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = set_states
+
+    # The same loader also assigns ONE shared 'step' tensor to every parameter's state; torch's
+    # foreach Adam then increments it once per parameter per step, corrupting bias correction
+    # after a resume. Give each parameter its own copy.
+    original_load = DistributedOptimizer.load_state_dict
+
+    def load_state_dict(self, state_dict):
+        original_load(self, state_dict)
+        for state in self.optimizer.state.values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()
+
+    DistributedOptimizer.load_state_dict = load_state_dict

@@ -1,0 +1,264 @@
+"""Audio loading for unit extraction: DALI decoding (CPU or GPU) with a soundfile fallback.
+
+Both backends turn a list of files into `AudioBatch`es: mono float32 at 16 kHz, zero-padded
+to the longest item, with per-item lengths. Batches are length-bucketed and bounded by total
+padded seconds, so a batch of short files is wide and a batch of long files is narrow.
+
+DALI facts this relies on (DESIGN.md §4): `fn.decoders.audio` runs on the CPU only; resampling
+can run on the GPU, so on a GPU we decode at the native rate and resample on the device (the
+batch lands in GPU memory without a host round trip); `device_id=None` builds a CPU-only pipe.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16000
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+try:  # DALI is optional: the package must import (and work) without it.
+    from nvidia.dali import fn as _dali_fn
+    from nvidia.dali import pipeline_def as _dali_pipeline_def
+    from nvidia.dali import types as _dali_types
+
+    HAVE_DALI = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_DALI = False
+
+
+@dataclasses.dataclass
+class AudioItem:
+    """One file to load: `duration` (seconds) comes from the header and drives bucketing."""
+
+    id: str
+    path: str
+    duration: float
+
+
+@dataclasses.dataclass
+class AudioBatch:
+    items: list[AudioItem]
+    waves: torch.Tensor  # [B, T] float32, zero padded, on the loader's device
+    lengths: torch.Tensor  # [B] int64 samples, on the loader's device
+
+
+@dataclasses.dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+def list_audio_files(audio_dir: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[str]:
+    """All audio files under a directory (recursive), sorted for a stable order across ranks."""
+    out = []
+    for root, _, files in os.walk(audio_dir):
+        out.extend(os.path.join(root, f) for f in files if f.lower().endswith(tuple(extensions)))
+    return sorted(out)
+
+
+def utterance_id(path: str, root: str | None = None) -> str:
+    """Id of a file: its path relative to `root` without extension ('/' kept), else the stem."""
+    rel = os.path.relpath(path, root) if root else os.path.basename(path)
+    return os.path.splitext(rel)[0].replace(os.sep, "/")
+
+
+def probe(paths: Sequence[str], ids: Sequence[str] | None = None, min_seconds: float = 0.0,
+          max_seconds: float | None = None) -> tuple[list[AudioItem], list[Skipped]]:
+    """Read headers; unreadable, empty and too-short/long files become `Skipped` with a reason."""
+    import soundfile as sf
+
+    items, skipped = [], []
+    for i, path in enumerate(paths):
+        try:
+            info = sf.info(path)
+        except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/OSError variously
+            skipped.append(Skipped(path, f"unreadable: {str(e).splitlines()[0][:200]}"))
+            continue
+        dur = info.frames / info.samplerate if info.samplerate else 0.0
+        if info.frames <= 0:
+            skipped.append(Skipped(path, "empty (0 samples)"))
+        elif dur < min_seconds:
+            skipped.append(Skipped(path, f"too short ({dur:.3f} s < {min_seconds} s)"))
+        elif max_seconds is not None and dur > max_seconds:
+            skipped.append(Skipped(path, f"too long ({dur:.1f} s > {max_seconds} s)"))
+        else:
+            items.append(AudioItem(ids[i] if ids is not None else utterance_id(path), path, dur))
+    return items, skipped
+
+
+def bucket_batches(items: Sequence[AudioItem], max_batch_seconds: float, max_batch_size: int = 64) -> list[list[AudioItem]]:
+    """Sort by duration and cut into batches whose padded size (n × longest) stays within
+    `max_batch_seconds`; an item longer than the budget gets a batch of its own."""
+    batches: list[list[AudioItem]] = []
+    cur: list[AudioItem] = []
+    for item in sorted(items, key=lambda it: (it.duration, it.id)):
+        if cur and ((len(cur) + 1) * item.duration > max_batch_seconds or len(cur) >= max_batch_size):
+            batches.append(cur)
+            cur = []
+        cur.append(item)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode one file with soundfile, downmix to mono and resample (polyphase) to `sample_rate`."""
+    import soundfile as sf
+
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if sr != sample_rate:
+        g = np.gcd(int(sr), sample_rate)
+        audio = resample_poly(audio, sample_rate // g, int(sr) // g).astype(np.float32)
+    return audio
+
+
+def pad_batch(waves: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([w.size for w in waves], dtype=torch.int64)
+    out = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for i, w in enumerate(waves):
+        out[i, : w.size] = torch.from_numpy(w)
+    return out.to(device), lengths.to(device)
+
+
+class AudioLoader:
+    """Iterate `AudioBatch`es for a list of `AudioItem`s.
+
+    backend: "dali" (DALI pipeline; GPU resampling when `device` is CUDA), "soundfile"
+    (plain decode + scipy resampling), or "auto" (DALI when installed). A batch that DALI
+    cannot decode is retried file by file with soundfile so one bad file costs one file.
+    """
+
+    def __init__(self, backend: str = "auto", device: str | torch.device = "cpu", num_threads: int = 2,
+                 sample_rate: int = SAMPLE_RATE, max_batch_seconds: float = 120.0, max_batch_size: int = 64):
+        if backend == "auto":
+            backend = "dali" if HAVE_DALI else "soundfile"
+        if backend not in ("dali", "soundfile"):
+            raise ValueError(f"unknown audio backend {backend!r} (choose dali, soundfile or auto)")
+        if backend == "dali" and not HAVE_DALI:
+            raise RuntimeError("audio backend 'dali' requested but nvidia-dali is not installed "
+                               "(pip install nvidia-dali-cuda120, or use --audio-backend soundfile)")
+        self.backend = backend
+        self.device = torch.device(device)
+        self.num_threads = num_threads
+        self.sample_rate = sample_rate
+        self.max_batch_seconds = max_batch_seconds
+        self.max_batch_size = max_batch_size
+
+    def batches(self, items: Sequence[AudioItem], on_skip: Callable[[Skipped], None] | None = None) -> Iterator[AudioBatch]:
+        plan = bucket_batches(items, self.max_batch_seconds, self.max_batch_size)
+        if self.backend == "dali":
+            yield from self._dali_batches(plan, on_skip)
+        else:
+            for batch in plan:
+                out = self._soundfile_batch(batch, on_skip)
+                if out is not None:
+                    yield out
+
+    # -- soundfile ---------------------------------------------------------------------------
+    def _soundfile_batch(self, batch: list[AudioItem], on_skip) -> AudioBatch | None:
+        kept, waves = [], []
+        for item in batch:
+            try:
+                wave = load_audio(item.path, self.sample_rate)
+            except Exception as e:
+                _report(on_skip, Skipped(item.path, f"decode failed: {str(e).splitlines()[0][:200]}"))
+                continue
+            if wave.size == 0:
+                _report(on_skip, Skipped(item.path, "empty after decoding"))
+                continue
+            kept.append(item)
+            waves.append(wave)
+        if not kept:
+            return None
+        w, n = pad_batch(waves, self.device)
+        return AudioBatch(kept, w, n)
+
+    # -- DALI --------------------------------------------------------------------------------
+    def _dali_batches(self, plan: list[list[AudioItem]], on_skip) -> Iterator[AudioBatch]:
+        on_gpu = self.device.type == "cuda"
+        pending: collections.deque[list[AudioItem]] = collections.deque()
+        source = _EncodedSource(plan, pending)
+        pipe = _build_dali_pipeline(source, max(len(b) for b in plan) if plan else 1, self.num_threads,
+                                    self.device.index if on_gpu else None, self.sample_rate)
+        pipe.build()
+        while True:
+            try:
+                outputs = pipe.run()
+            except StopIteration:
+                break
+            except RuntimeError:
+                # One undecodable file fails the whole DALI batch and invalidates the pipeline:
+                # redo that batch file by file, then rebuild the pipeline for the rest.
+                batch = pending.popleft()
+                out = self._soundfile_batch(batch, on_skip)
+                if out is not None:
+                    yield out
+                rest = [pending.popleft() for _ in range(len(pending))] + list(source.remaining())
+                yield from self._dali_batches(rest, on_skip)
+                return
+            batch = pending.popleft()
+            waves, lengths = outputs
+            yield AudioBatch(batch, *_dali_to_torch(waves, lengths, self.device))
+
+
+def _report(on_skip, skipped: Skipped) -> None:
+    if on_skip is not None:
+        on_skip(skipped)
+
+
+class _EncodedSource:
+    """External-source callback: the encoded bytes of the next planned batch. It records each
+    batch it hands out in `pending`, so outputs (which come back in order) can be matched."""
+
+    def __init__(self, plan: list[list[AudioItem]], pending: collections.deque):
+        self._it = iter(plan)
+        self._pending = pending
+
+    def __call__(self):
+        batch = next(self._it)  # StopIteration ends the DALI epoch
+        self._pending.append(batch)
+        return [np.fromfile(item.path, dtype=np.uint8) for item in batch]
+
+    def remaining(self) -> Iterable[list[AudioItem]]:
+        return self._it
+
+
+def _build_dali_pipeline(source: _EncodedSource, batch_size: int, num_threads: int, device_id: int | None,
+                         sample_rate: int):
+    @_dali_pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
+                        prefetch_queue_depth=1, exec_dynamic=True)
+    def pipe():
+        encoded = _dali_fn.external_source(source=source, batch=True, dtype=_dali_types.UINT8, ndim=1,
+                                           no_copy=False)
+        if device_id is None:
+            # CPU: the decoder resamples while decoding.
+            audio, _ = _dali_fn.decoders.audio(encoded, dtype=_dali_types.FLOAT, downmix=True,
+                                               sample_rate=sample_rate)
+        else:
+            # GPU: decode at the native rate on the CPU, resample on the device.
+            audio, rate = _dali_fn.decoders.audio(encoded, dtype=_dali_types.FLOAT, downmix=True)
+            audio = _dali_fn.audio_resample(audio.gpu(), in_rate=rate, out_rate=float(sample_rate),
+                                            dtype=_dali_types.FLOAT)
+        lengths = audio.shape(dtype=_dali_types.INT64)
+        return _dali_fn.pad(audio, fill_value=0.0), lengths
+
+    return pipe()
+
+
+def _dali_to_torch(waves, lengths, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    n = torch.from_numpy(np.asarray(lengths.as_array()).reshape(-1).astype(np.int64))
+    dense = waves.as_tensor()
+    if device.type == "cuda":
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        out = torch.empty(tuple(dense.shape()), dtype=torch.float32, device=device)
+        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(device))
+        return out, n.to(device)
+    return torch.from_numpy(np.array(dense)), n

@@ -1,0 +1,62 @@
+"""Argument groups and input resolution shared by tools/extract_units.py and tools/train_kmeans.py."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from megatron_slm.units.audio import list_audio_files, utterance_id
+from megatron_slm.units.synth import iter_alignments
+
+
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input audio (one of)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio-dir", help="directory searched recursively for .wav/.flac/.ogg")
+    src.add_argument("--file-list", help="text file with one audio path per line (relative to the list's folder)")
+    src.add_argument("--alignments", help="a corpus alignments.jsonl: uses its ids and 'audio' paths")
+    g.add_argument("--ids", choices=("stem", "relpath"), default="stem",
+                   help="utterance id of a file from --audio-dir/--file-list: file name without extension "
+                        "(default) or path relative to the input root without extension")
+    g.add_argument("--min-seconds", type=float, default=0.1, help="skip files shorter than this (default 0.1)")
+    g.add_argument("--max-seconds", type=float, default=None, help="skip files longer than this")
+
+
+def add_extractor_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("features")
+    g.add_argument("--extractor", choices=("hubert", "mel"), default="mel",
+                   help="hubert: HubertModel hidden layer (needs --model-dir); mel: log-mel frames, no weights (default)")
+    g.add_argument("--model-dir", help="local HuggingFace HubertModel directory (e.g. mhubert-base-25hz)")
+    g.add_argument("--layer", type=int, default=11, help="HuBERT hidden layer, 1-based (default 11)")
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu)")
+    g.add_argument("--audio-backend", choices=("auto", "dali", "soundfile"), default="auto",
+                   help="decoder: DALI (GPU resampling on CUDA) or soundfile+scipy; auto = DALI when installed")
+    g.add_argument("--max-batch-seconds", type=float, default=120.0,
+                   help="padded seconds of audio per batch (length-bucketed; default 120)")
+    g.add_argument("--num-threads", type=int, default=2, help="DALI decoding threads (default 2)")
+
+
+def resolve_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(paths, ids) from --audio-dir / --file-list / --alignments; ids must be unique."""
+    if args.alignments:
+        root = os.path.dirname(os.path.abspath(args.alignments))
+        recs = list(iter_alignments(args.alignments))
+        paths = [os.path.join(root, r["audio"]) for r in recs]
+        ids = [r["id"] for r in recs]
+    else:
+        if args.audio_dir:
+            if not os.path.isdir(args.audio_dir):
+                raise FileNotFoundError(f"--audio-dir {args.audio_dir!r} is not a directory")
+            root, paths = args.audio_dir, list_audio_files(args.audio_dir)
+        else:
+            root = os.path.dirname(os.path.abspath(args.file_list))
+            with open(args.file_list, encoding="utf-8") as f:
+                paths = [os.path.join(root, line.strip()) for line in f if line.strip()]
+        ids = [utterance_id(p, root if args.ids == "relpath" else None) for p in paths]
+    if not paths:
+        raise ValueError("no audio files found in the input")
+    seen: dict[str, str] = {}
+    for p, i in zip(paths, ids):
+        if i in seen:
+            raise ValueError(f"duplicate utterance id {i!r} ({seen[i]} and {p}); use --ids relpath")
+        seen[i] = p
+    return paths, ids

@@ -1,0 +1,213 @@
+"""The extended speech-text vocabulary: one source of truth for token ids.
+
+Layout (SlamKit / SIMS compatible), with V = length of the base text tokenizer and K units:
+
+    [0, V)        text tokens of the base tokenizer (incl. its own specials)
+    V + k         <Un{k}>  speech unit k, 0 <= k < K
+    V + K         <speech> modality marker
+    V + K + 1     <text>   modality marker
+    vocab_size  = V + K + 2
+
+    vocab = SpeechVocab.from_pretrained("examples/tokenizer/tiny-bpe", num_units=100)
+    vocab.unit_ids(np.array([3, 7]))          # -> [V+3, V+7] without any string round trip
+    vocab.save("ckpt/tokenizer")              # AutoTokenizer.from_pretrained gives the same ids
+
+`SpeechVocab` also serves as the tokenizer of Megatron's dataset configs (`vocab_size`, `eod`,
+`pad`, `unique_identifiers`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+SPEECH_TOKEN = "<speech>"
+TEXT_TOKEN = "<text>"
+
+# modality ids used by datasets and the trainer's per-modality losses
+MODALITY_TEXT = 0
+MODALITY_SPEECH = 1
+MODALITY_OTHER = 2
+
+
+class VocabError(ValueError):
+    """The tokenizer cannot be used as (or does not match) the requested extended vocabulary."""
+
+
+def unit_token(k: int) -> str:
+    return f"<Un{k}>"
+
+
+def _load_hf_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    if path.is_file() and path.suffix == ".model":  # a bare sentencepiece model (Llama-2 style)
+        import shutil
+        import tempfile
+
+        # transformers converts a sentencepiece model only from a tokenizer dir: make one
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(path, Path(tmp) / "tokenizer.model")
+            (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(
+                {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "legacy": False}))
+            return AutoTokenizer.from_pretrained(tmp, local_files_only=True)
+    if not path.is_dir():
+        raise VocabError(f"tokenizer {str(path)!r}: not a directory with an HF tokenizer nor a sentencepiece .model file")
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # transformers raises many types for a broken dir
+        raise VocabError(f"tokenizer {str(path)!r}: cannot load it with transformers.AutoTokenizer: {e}") from None
+
+
+class SpeechVocab:
+    """A base text tokenizer extended with K speech units and two modality markers."""
+
+    def __init__(self, tokenizer: Any, num_units: int, text_vocab_size: int, source: str = "") -> None:
+        self.tokenizer = tokenizer
+        self.num_units = int(num_units)
+        self.text_vocab_size = int(text_vocab_size)
+        self.source = source
+        self.unit_offset = self.text_vocab_size
+        self.speech_id = self.unit_offset + self.num_units
+        self.text_id = self.speech_id + 1
+        self.vocab_size = self.text_id + 1
+        self.bos: Optional[int] = tokenizer.bos_token_id
+        eod = tokenizer.eos_token_id
+        if eod is None:
+            raise VocabError(f"tokenizer {source!r} has no EOS token, which the datasets need as end-of-document")
+        self.eod: int = int(eod)
+        # Llama-style tokenizers have no pad: fall back to EOD (the datasets mask padding by position)
+        self.pad: int = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else self.eod
+        self.has_pad = tokenizer.pad_token_id is not None
+        # offsets are char offsets in the HF wrapper and in the backend alike (no normalizer shifts them)
+        self._backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        self._base_sha256 = self._hash_text_vocab()
+        self.unique_identifiers = OrderedDict(
+            [("class", "SpeechVocab"), ("text_vocab_sha256", self._base_sha256),
+             ("text_vocab_size", self.text_vocab_size), ("num_units", self.num_units)]
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(cls, tokenizer_dir: str | os.PathLike, num_units: int = 500) -> "SpeechVocab":
+        """Load a base tokenizer (HF dir or sentencepiece .model) and extend it, or check an
+        already-extended one has exactly this layout and K."""
+        if num_units <= 0:
+            raise VocabError(f"num_units must be positive, got {num_units}")
+        path = Path(tokenizer_dir)
+        tok = _load_hf_tokenizer(path)
+        vocab = tok.get_vocab()
+        if unit_token(0) in vocab:
+            V = vocab[unit_token(0)]
+            cls._check_layout(tok, vocab, V, num_units, str(path))
+        else:
+            if SPEECH_TOKEN in vocab or TEXT_TOKEN in vocab:
+                raise VocabError(f"tokenizer {str(path)!r} has <speech>/<text> but no <Un0>: not an extended vocabulary we can use")
+            V = len(tok)
+            tok.add_tokens([unit_token(k) for k in range(num_units)] + [SPEECH_TOKEN, TEXT_TOKEN])
+            cls._check_layout(tok, tok.get_vocab(), V, num_units, str(path))
+        return cls(tok, num_units, V, source=str(path))
+
+    @staticmethod
+    def _check_layout(tok: Any, vocab: dict, V: int, K: int, source: str) -> None:
+        if unit_token(K) in vocab:
+            k_max = max(int(t[3:-1]) for t in vocab if t.startswith("<Un") and t.endswith(">") and t[3:-1].isdigit())
+            raise VocabError(f"tokenizer {source!r} has {k_max + 1} speech units (<Un0>..<Un{k_max}>), but num_units={K}")
+        for k in range(K):
+            if vocab.get(unit_token(k)) != V + k:
+                got = vocab.get(unit_token(k))
+                raise VocabError(f"tokenizer {source!r}: {unit_token(k)} has id {got}, expected {V + k} "
+                                 f"(layout text|<Un0..Un{K - 1}>|<speech>|<text>, K={K})")
+        for name, want in ((SPEECH_TOKEN, V + K), (TEXT_TOKEN, V + K + 1)):
+            if vocab.get(name) != want:
+                raise VocabError(f"tokenizer {source!r}: {name} has id {vocab.get(name)}, expected {want} (K={K})")
+        if len(tok) != V + K + 2:
+            raise VocabError(f"tokenizer {source!r} has {len(tok)} tokens, expected {V + K + 2} "
+                             f"(text {V} + {K} units + 2 markers): extra tokens after <text>")
+
+    def _hash_text_vocab(self) -> str:
+        # Hash token->id of the text part only, so a base tokenizer and its extended save agree.
+        items = sorted((i, t) for t, i in self.tokenizer.get_vocab().items() if i < self.text_vocab_size)
+        return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+    # ------------------------------------------------------------------ ids
+
+    def unit_ids(self, units: np.ndarray | Sequence[int]) -> np.ndarray:
+        u = np.asarray(units)
+        if u.size and (u.min() < 0 or u.max() >= self.num_units):
+            bad = u[(u < 0) | (u >= self.num_units)][0]
+            raise VocabError(f"unit {int(bad)} outside [0, {self.num_units})")
+        return u.astype(np.int64) + self.unit_offset
+
+    def encode_text(self, text: str) -> list[int]:
+        """Text -> ids without BOS/EOS."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode_words(self, words: Sequence[str]) -> list[list[int]]:
+        """Tokenise `" ".join(words)` once and give every word its tokens (each word after the
+        first carries its leading space). The concatenation equals `encode_text` of the joined
+        text, so an all-text interleaving is exactly the plain tokenisation."""
+        ids, owner = self.encode_words_flat(words)
+        cuts = np.searchsorted(owner, np.arange(1, len(words)), side="left")
+        return [part.tolist() for part in np.split(ids, cuts)] if len(words) else []
+
+    def encode_words_flat(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids, index of the word each token belongs to) -- `encode_words` as arrays."""
+        if not words:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        text = " ".join(words)
+        lengths = np.fromiter((len(w) + 1 for w in words), dtype=np.int64, count=len(words))
+        # word i owns its leading space: chars [start_i - 1, start_i + len_i)
+        owned_from = np.concatenate(([0], np.cumsum(lengths)[:-1] - 1))
+        if self._backend is not None:  # the Rust tokenizer directly: no per-call Python wrapping
+            enc = self._backend.encode(text, add_special_tokens=False)
+            ids, begins = np.asarray(enc.ids, dtype=np.int64), np.asarray([b for b, _ in enc.offsets], dtype=np.int64)
+        else:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = np.asarray(enc["input_ids"], dtype=np.int64)
+            begins = np.asarray([b for b, _ in enc["offset_mapping"]], dtype=np.int64)
+        # a token belongs to the word its first character belongs to (a lone-space token is the
+        # leading space of the next word)
+        owner = np.maximum(np.searchsorted(owned_from, begins, side="right") - 1, 0)
+        return ids, owner
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def modality_of(self, ids: np.ndarray) -> np.ndarray:
+        """0 text, 1 speech unit, 2 other (modality markers, EOD, BOS, pad, padding ids < 0)."""
+        ids = np.asarray(ids)
+        out = np.full(ids.shape, MODALITY_OTHER, dtype=np.int64)
+        out[(ids >= 0) & (ids < self.unit_offset)] = MODALITY_TEXT
+        out[(ids >= self.unit_offset) & (ids < self.speech_id)] = MODALITY_SPEECH
+        for special in {self.eod, self.pad, self.bos}:
+            if special is not None:
+                out[ids == special] = MODALITY_OTHER
+        return out
+
+    # ------------------------------------------------------------------ identity and saving
+
+    def identity(self) -> dict:
+        return {"text_vocab_sha256": self._base_sha256, "text_vocab_size": self.text_vocab_size,
+                "num_units": self.num_units, "vocab_size": self.vocab_size}
+
+    def check_identity(self, other: dict, where: str) -> None:
+        """Refuse data/checkpoints made with a different vocabulary."""
+        mine = self.identity()
+        diff = [k for k in ("text_vocab_sha256", "text_vocab_size", "num_units") if k in other and other[k] != mine[k]]
+        if diff:
+            detail = ", ".join(f"{k}: {other[k]!r} there vs {mine[k]!r} here" for k in diff)
+            raise VocabError(f"{where} was made with a different vocabulary ({detail})")
+
+    def save(self, directory: str | os.PathLike) -> None:
+        self.tokenizer.save_pretrained(str(directory))
+
+    def __repr__(self) -> str:
+        return (f"SpeechVocab(V={self.text_vocab_size}, K={self.num_units}, vocab_size={self.vocab_size}, "
+                f"eod={self.eod}, bos={self.bos}, source={self.source!r})")

@@ -1,0 +1,132 @@
+"""Interleaving: span statistics, word boundaries, units inside time ranges, sequence assembly."""
+import numpy as np
+import pytest
+
+from megatron_slm.config import InterleaveConfig
+from megatron_slm.data import interleave as il
+from megatron_slm.units.records import dedup, expand
+
+MK = il.Markers(speech=1000, text=1001, bos=1, eod=2)
+
+
+def _span_lengths(mask):
+    return [b - a for a, b, sp in il.runs(mask) if sp]
+
+
+def test_poisson_hits_speech_fraction_and_mean_span_length():
+    cfg = InterleaveConfig(method="poisson", mean_span_words=10.0, speech_fraction=0.3)
+    spoken = total = 0
+    spans = []
+    for doc in range(300):
+        n = 400
+        mask = il.select_speech_words(n, il.rng_for(7, 0, doc), cfg)
+        spoken += int(mask.sum())
+        total += n
+        spans += _span_lengths(mask)
+    assert abs(spoken / total - 0.3) <= 0.02
+    assert abs(np.mean(spans) - 10.0) <= 1.0  # +-10%
+
+
+def test_poisson_fraction_on_short_utterances_and_other_settings():
+    for eta, lam, n in ((0.3, 10, 14), (0.5, 3, 20), (0.1, 5, 60)):
+        cfg = InterleaveConfig(method="poisson", mean_span_words=lam, speech_fraction=eta)
+        masks = [il.select_speech_words(n, il.rng_for(1, 0, d), cfg) for d in range(2000)]
+        assert abs(np.mean([m.mean() for m in masks]) - eta) <= 0.02, (eta, lam, n)
+
+
+def test_poisson_edge_fractions():
+    rng = np.random.default_rng(0)
+    assert not il.select_poisson(10, rng, 10, 0.0).any()
+    assert il.select_poisson(10, rng, 10, 1.0).all()
+    assert not il.select_poisson(0, rng, 10, 0.3).any()
+    m = il.select_poisson(5, rng, 1.0, 0.99)  # many spans, few gaps: spans merge, still a valid mask
+    assert m.dtype == bool and m.size == 5
+
+
+def test_span_and_random_methods():
+    cfg = InterleaveConfig(method="random", word_prob=0.4)
+    frac = np.mean([il.select_speech_words(200, il.rng_for(3, 0, d), cfg).mean() for d in range(200)])
+    assert abs(frac - 0.4) < 0.02
+    cfg = InterleaveConfig(method="span", span_prob=0.05, span_words=4)
+    mask = il.select_speech_words(5000, il.rng_for(3, 0, 0), cfg)
+    lengths = _span_lengths(mask)
+    # spans are 4 words; two spans may touch and read as one longer span
+    assert all(length % 4 == 0 or length == lengths[-1] for length in lengths) and mask.any()
+
+
+def test_draws_are_seeded_by_seed_epoch_key():
+    cfg = InterleaveConfig()
+    a = il.select_speech_words(100, il.rng_for(1, 0, 5), cfg)
+    assert np.array_equal(a, il.select_speech_words(100, il.rng_for(1, 0, 5), cfg))
+    others = [il.select_speech_words(100, il.rng_for(*k), cfg) for k in ((2, 0, 5), (1, 1, 5), (1, 0, 6))]
+    assert all(not np.array_equal(a, o) for o in others)
+    assert il.document_key("utt-1") == il.document_key("utt-1") != il.document_key("utt-2")
+
+
+def _random_utterance(rng, n_words=30, T=0.04):
+    """Words with gaps, and frame-level units deduplicated into runs."""
+    gaps = rng.uniform(0.0, 0.3, n_words)
+    lens = rng.uniform(0.05, 0.6, n_words)
+    starts = np.cumsum(gaps + np.concatenate(([0], lens[:-1])))
+    ends = starts + lens
+    n_frames = int(np.ceil((ends[-1] + 0.3) / T))
+    frames = np.repeat(rng.integers(0, 50, n_frames // 2 + 1), 2)[:n_frames]  # runs of 2+ frames
+    units, durations = dedup(frames)
+    return starts, ends, np.asarray(units), np.asarray(durations), frames
+
+
+def test_units_of_a_span_are_exactly_those_in_its_time_range():
+    rng = np.random.default_rng(0)
+    T = 0.04
+    for _ in range(20):
+        starts, ends, units, durations, frames = _random_utterance(rng, T=T)
+        lo, hi = il.word_unit_ranges(starts, ends, durations, T)
+        assert expand(units, durations) == frames.tolist()
+        for _ in range(20):
+            i = int(rng.integers(0, len(starts)))
+            j = int(rng.integers(i, len(starts)))
+            centres = (np.arange(len(frames)) + 0.5) * T
+            inside = frames[(centres >= starts[i]) & (centres <= ends[j])]
+            expected, _ = dedup(inside)
+            got = units[lo[i]:hi[j]].tolist() if hi[j] > lo[i] else []
+            assert got == expected
+
+
+def test_assemble_modality_tokens_and_word_boundaries():
+    words = [[10], [11, 12], [13], [14], [15, 16]]
+    unit_ids = np.array([500, 501, 502, 503, 504, 505])
+    lo, hi = np.array([0, 1, 2, 3, 5]), np.array([1, 2, 3, 5, 6])
+    u = il.prepare(42, words, unit_ids, lo, hi)
+    mask = np.array([False, True, True, False, False])
+    doc = il.assemble(u, mask, MK)
+    assert doc.tolist() == [1, 1001, 10, 1000, 501, 502, 1001, 14, 15, 16, 2]
+    assert il.assembled_length(u, mask, True) == len(doc)
+    # all text == the plain tokenisation; all speech == the aligned units; no BOS when None
+    assert il.assemble(u, np.zeros(5, bool), MK).tolist() == [1, 1001, 10, 11, 12, 13, 14, 15, 16, 2]
+    no_bos = il.Markers(1000, 1001, None, 2)
+    assert il.assemble(u, np.ones(5, bool), no_bos).tolist() == [1000, 500, 501, 502, 503, 504, 505, 2]
+
+
+def test_speech_span_without_units_becomes_text():
+    u = il.prepare(1, [[10], [11], [12]], np.array([500, 501]), np.array([0, 1, 1]), np.array([1, 1, 2]))
+    mask = np.array([False, True, False])  # word 1 has no frames
+    doc = il.assemble(u, mask, MK)
+    assert doc.tolist() == [1, 1001, 10, 11, 12, 2]
+    assert il.assembled_length(u, mask, True) == len(doc)
+
+
+@pytest.mark.parametrize("method", ["poisson", "span", "random"])
+def test_assembled_length_matches_for_every_method(method):
+    rng = np.random.default_rng(1)
+    starts, ends, units, durations, _ = _random_utterance(rng, 40)
+    lo, hi = il.word_unit_ranges(starts, ends, durations, 0.04)
+    u = il.prepare(3, [[i, i + 1] for i in range(40)], units + 500, lo, hi)
+    cfg = InterleaveConfig(method=method, span_prob=0.2, span_words=3)
+    for epoch in range(10):
+        mask = il.draw(u, cfg, 0, epoch)
+        doc = il.assemble(u, mask, MK)
+        assert len(doc) == il.assembled_length(u, mask, True)
+        # a modality marker at the start and at every switch, none elsewhere
+        markers = np.flatnonzero((doc == 1000) | (doc == 1001))
+        assert markers[0] == 1
+        assert len(markers) == len(il.effective_runs(u, mask))

@@ -1,0 +1,206 @@
+"""Preprocessing to indexed datasets: content, determinism across workers, bad input, identity
+checks, resume after a kill, and the CLI."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from megatron_slm.config import InterleaveConfig
+from megatron_slm.data import interleave as il
+from megatron_slm.data import preprocess as pp
+from megatron_slm.data.alignments import AlignmentIndex
+from megatron_slm.data.synthetic import write_synthetic_corpus
+from megatron_slm.vocab import SpeechVocab
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "examples" / "tokenizer" / "tiny-bpe")
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return SpeechVocab.from_pretrained(TINY, num_units=20)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_synthetic_corpus(str(tmp_path_factory.mktemp("corpus")), n=60, k=20, seed=3)
+
+
+def _job(corpus, out, **kw):
+    args = dict(kind="interleaved", tokenizer=TINY, out_prefix=str(out), inputs=[corpus.units],
+                alignments=corpus.alignments, shard_lines=16, progress=False)
+    args.update(kw)
+    return pp.PreprocessJob(**args)
+
+
+def _docs(prefix):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    ds = IndexedDataset(str(prefix))
+    return [ds[i].astype(np.int64) for i in range(len(ds))]
+
+
+def test_static_documents_are_the_pure_interleaving(corpus, vocab, tmp_path):
+    meta = pp.run(_job(corpus, tmp_path / "inter", seed=5))
+    docs = _docs(tmp_path / "inter")
+    assert meta["documents"] == len(docs) == 60 and not meta["skipped"]["counts"]
+    align = AlignmentIndex(corpus.alignments)
+    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    lines = Path(corpus.units).read_text().splitlines()
+    for line, doc in zip(lines, docs):
+        u, _ = pp.prepare_interleaved(json.loads(line), "x", vocab, align)
+        assert np.array_equal(doc, il.assemble(u, il.draw(u, InterleaveConfig(), 5, 0), mk))
+    assert meta["identity"]["vocab"] == vocab.identity()
+    assert meta["identity"]["units"]["k"] == 20
+    tok = meta["tokens"]
+    assert tok["total"] == sum(len(d) for d in docs) == meta["stored_tokens"]
+    assert tok["speech"] == sum(int(((d >= vocab.unit_offset) & (d < vocab.speech_id)).sum()) for d in docs)
+    seconds = sum(json.loads(line)["audio_seconds"] for line in lines)
+    assert meta["audio_hours"] == pytest.approx(seconds / 3600) and meta["words"] > 60 * 8
+    assert not (tmp_path / "inter.tmp").exists()
+
+
+def test_output_independent_of_workers_and_dynamic_layout(corpus, vocab, tmp_path):
+    pp.run(_job(corpus, tmp_path / "w1", workers=1))
+    pp.run(_job(corpus, tmp_path / "w2", workers=2))
+    assert pp.content_hash(str(tmp_path / "w1")) == pp.content_hash(str(tmp_path / "w2"))
+    # dynamic storage: the epoch-0 draw from the stored layout equals the static document
+    meta = pp.run(_job(corpus, tmp_path / "dyn", mode="dynamic"))
+    assert meta["mode"] == "dynamic" and (tmp_path / "dyn_words.idx").exists()
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    layout, words = IndexedDataset(str(tmp_path / "dyn")), IndexedDataset(str(tmp_path / "dyn_words"))
+    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    for i, static in enumerate(_docs(tmp_path / "w1")):
+        w = words[i].astype(np.int64)
+        n = int(w[1])
+        offsets = np.concatenate(([0], np.cumsum(w[2:2 + n])))
+        lay = layout[i].astype(np.int64)
+        u = il.PreparedUtterance(int(w[0]), lay[:offsets[-1]], offsets, lay[offsets[-1]:], w[2 + n:2 + 2 * n], w[2 + 2 * n:])
+        assert np.array_equal(il.assemble(u, il.draw(u, InterleaveConfig(), 1234, 0), mk), static)
+
+
+def test_speech_and_text_kinds(corpus, vocab, tmp_path):
+    meta = pp.run(_job(corpus, tmp_path / "speech", kind="speech", alignments=None))
+    first = json.loads(Path(corpus.units).read_text().splitlines()[0])
+    doc = _docs(tmp_path / "speech")[0]
+    assert doc.tolist() == [vocab.bos] + (np.array(first["units"]) + vocab.unit_offset).tolist() + [vocab.eod]
+    assert meta["tokens"]["text"] == 0 and meta["kind"] == "speech"
+    text = tmp_path / "t.jsonl"
+    text.write_text(json.dumps({"body": "Once upon a time."}) + "\n" + json.dumps({"body": ""}) + "\n"
+                    + json.dumps({"other": 1}) + "\n")
+    meta = pp.run(pp.PreprocessJob(kind="text", tokenizer=TINY, out_prefix=str(tmp_path / "text"),
+                                   inputs=[str(text)], text_key="body", progress=False))
+    assert _docs(tmp_path / "text")[0].tolist() == [vocab.bos] + vocab.encode_text("Once upon a time.") + [vocab.eod]
+    assert meta["skipped"]["counts"] == {"empty_transcript": 1, "missing_text_key": 1}
+    assert meta["identity"]["units"] is None
+
+
+def _messy_corpus(tmp_path, corpus):
+    units = Path(corpus.units).read_bytes().splitlines(keepends=True)[:10]
+    aligns = Path(corpus.alignments).read_text().splitlines(keepends=True)[:10]
+    bad_unit = json.loads(units[1])
+    bad_unit["units"][3] = 20  # K = 20
+    empty = json.loads(aligns[2])
+    empty["words"] = []
+    bad_time = json.loads(aligns[4])
+    bad_time["words"][1]["start"] = bad_time["words"][1]["end"] + 1
+    u = tmp_path / "messy_units.jsonl"
+    u.write_bytes(units[0] + (json.dumps(bad_unit) + "\n").encode() + units[2] + b"{truncated\n" + b'{"id": "\xff\xfe"}\n'
+                  + units[3] + units[4] + units[0] + units[5])  # units[0] twice: duplicate id
+    (tmp_path / "messy_units.jsonl.meta.json").write_text(Path(corpus.units + ".meta.json").read_text())
+    a = tmp_path / "messy_al.jsonl"
+    # units[5] has no alignment; aligns[6] has no units
+    a.write_text("".join([aligns[0], aligns[1], json.dumps(empty) + "\n", aligns[3], json.dumps(bad_time) + "\n", aligns[6]]))
+    return str(u), str(a)
+
+
+def test_bad_records_are_skipped_counted_or_rejected_when_strict(corpus, tmp_path):
+    units, aligns = _messy_corpus(tmp_path, corpus)
+    job = pp.PreprocessJob(kind="interleaved", tokenizer=TINY, out_prefix=str(tmp_path / "m"), inputs=[units],
+                           alignments=aligns, progress=False)
+    meta = pp.run(job)
+    assert meta["documents"] == 2  # units[0] and units[3]
+    assert meta["skipped"]["counts"] == {"duplicate_id": 1, "empty_transcript": 1, "invalid_alignment": 1,
+                                         "invalid_units": 1, "malformed_json": 1, "no_alignment": 1,
+                                         "no_units": 1, "non_utf8": 1}
+    examples = "\n".join(meta["skipped"]["examples"])
+    assert f"{units}:2: field 'units'[3] = 20 outside [0, 20)" in examples
+    assert f"{units}:4: not JSON" in examples
+    job.strict = True
+    job.out_prefix = str(tmp_path / "strict")
+    with pytest.raises(pp.PreprocessError, match=r"messy_units.jsonl:2: field 'units'\[3\] = 20 outside .*--strict"):
+        pp.run(job)
+    assert not (tmp_path / "strict.idx").exists()
+
+
+def test_identity_mismatches_are_refused(corpus, vocab, tmp_path):
+    with pytest.raises(pp.PreprocessError, match=r"--num-units 30 but .*k=20"):
+        pp.run(_job(corpus, tmp_path / "a", num_units=30))
+    ext = tmp_path / "ext_tok"
+    SpeechVocab.from_pretrained(TINY, num_units=50).save(ext)
+    with pytest.raises(pp.PreprocessError, match="has 50 speech units.*num_units=20"):
+        pp.run(_job(corpus, tmp_path / "a", tokenizer=str(ext)))
+    pp.run(_job(corpus, tmp_path / "ok", kind="speech", alignments=None))
+    other = write_synthetic_corpus(str(tmp_path / "c2"), n=4, k=20, seed=1,
+                                   meta={**json.loads(Path(corpus.units + ".meta.json").read_text()),
+                                         "kmeans": {"k": 20, "sha256": "1" * 64, "path": None}})
+    with pytest.raises(pp.PreprocessError, match="different speech units"):
+        pp.run(pp.PreprocessJob(kind="speech", tokenizer=TINY, out_prefix=str(tmp_path / "b"), inputs=[other.units],
+                                match=[str(tmp_path / "ok")], progress=False))
+    # re-writing an existing dataset with other units is refused too
+    with pytest.raises(pp.PreprocessError, match="ok.meta.json was made with different speech units"):
+        pp.run(pp.PreprocessJob(kind="speech", tokenizer=TINY, out_prefix=str(tmp_path / "ok"), inputs=[other.units],
+                                progress=False))
+    with pytest.raises(pp.PreprocessError, match="is not an extended speech tokenizer"):
+        pp.run(_job(corpus, tmp_path / "c", kind="speech", alignments=None, match=[TINY]))
+    pp.run(_job(corpus, tmp_path / "d", kind="speech", alignments=None, match=[str(tmp_path / "ok.meta.json")]))
+
+
+def test_killed_run_leaves_no_idx_and_resumes(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    real = pp.process_shard
+    calls = []
+
+    def dying(args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the job is killed while working on its third shard
+        calls.append(args[0])
+        return real(args)
+
+    monkeypatch.setattr(pp, "process_shard", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pp.run(_job(corpus, out))
+    assert not Path(str(out) + ".idx").exists() and not Path(str(out) + ".bin").exists()
+    assert sorted(p.name for p in Path(str(out) + ".tmp").glob("shard_*.json")) == ["shard_000000.json", "shard_000001.json"]
+    calls.clear()
+    monkeypatch.setattr(pp, "process_shard", lambda args: (calls.append(args[0]), real(args))[1])
+    pp.run(_job(corpus, out))
+    assert calls == [2, 3]  # 60 lines / 16 per shard: the two finished shards were kept
+    pp.run(_job(corpus, tmp_path / "clean"))
+    assert pp.content_hash(str(out)) == pp.content_hash(str(tmp_path / "clean"))
+    # changed arguments never reuse stale shards
+    Path(str(out) + ".tmp").mkdir()
+    (Path(str(out) + ".tmp") / "run.json").write_text("{}")
+    (Path(str(out) + ".tmp") / "shard_000000.json").write_text("{}")
+    pp.run(_job(corpus, out))
+    assert pp.content_hash(str(out)) == pp.content_hash(str(tmp_path / "clean"))
+
+
+def test_cli_summary_and_user_errors(corpus, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("preprocess_data", ROOT / "tools" / "preprocess_data.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    rc = cli.main(["speech", "--tokenizer", TINY, "--units", corpus.units, "--out-prefix", str(tmp_path / "s"), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "60 documents" in out and "skipped 0 records" in out
+    rc = cli.main(["interleaved", "--tokenizer", TINY, "--units", corpus.units, "--alignments", str(tmp_path / "none.jsonl"),
+                   "--out-prefix", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "none.jsonl" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0 and "interleaved" in capsys.readouterr().out

@@ -1,0 +1,62 @@
+"""Config loading and up-front validation: every mistake is one clear line naming the key."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY_CPU, run_python
+from megatron_slm.config import ConfigError, load_config
+from megatron_slm.training.plan import make_plan
+
+
+def plan(overrides, world=1, on_cuda=False):
+    return make_plan(load_config(TINY_CPU, overrides), world, on_cuda)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(TINY_CPU, ["parallel.tp=2", "optimizer.lr=1e-3", "train.token_budget=1e6",
+                                 "train.iters=null", "data.blend=[{path: a, weight: 0.3, kind: text}]"])
+    assert cfg.parallel.tp == 2 and cfg.optimizer.lr == 1e-3 and cfg.train.iters is None
+    assert cfg.data.blend[0].kind == "text" and cfg.data.blend[0].weight == 0.3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["parallel.tq=2"], "unknown config key 'parallel.tq'"),
+    (["precision.dtype=fp64"], "precision.dtype='fp64' is not one of"),
+    (["train.iters=abc"], "train.iters='abc' must be an integer"),
+    (["parallel.tp"], "must look like section.key=value"),
+])
+def test_load_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(TINY_CPU, overrides)
+
+
+@pytest.mark.parametrize("overrides, world, message", [
+    (["parallel.tp=3"], 3, "parallel.tp=3 does not divide num_query_groups=2"),
+    (["parallel.pp=3"], 3, "num_layers=4 is not divisible by parallel.pp=3"),
+    (["parallel.tp=2"], 3, "world size 3 is not divisible by parallel.tp=2"),
+    (["train.global_batch_size=6", "train.micro_batch_size=4"], 1, "train.global_batch_size=6 is not divisible"),
+    (["train.token_budget=1000"], 1, "set exactly one of train.iters and train.token_budget"),
+    (["precision.fp8=hybrid"], 1, "precision.fp8=hybrid needs"),
+    (["parallel.sequence_parallel=true", "parallel.tp=2"], 2, "sequence_parallel needs"),
+    (["data.source=blend", "data.blend=[{path: /nonexistent/ds, kind: text}]"], 1,
+     "data.blend[0].path='/nonexistent/ds'"),
+    (["train.seq_length=100000"], 1, "exceeds max_position_embeddings"),
+    (["parallel.vpp=2"], 1, "parallel.vpp needs parallel.pp > 1"),
+])
+def test_plan_errors(overrides, world, message):
+    with pytest.raises(ConfigError) as e:
+        plan(overrides, world)
+    assert message in str(e.value)
+
+
+def test_token_budget_sets_steps_and_dp_is_derived():
+    p = plan(["train.iters=null", "train.token_budget=5000", "parallel.tp=2"], world=4)
+    assert p.dp == 2 and p.total_steps == -(-5000 // (8 * 64)) and p.num_microbatches == 2
+
+
+def test_cli_reports_one_line_without_traceback(repo, tmp_path):
+    proc = run_python([repo / "pretrain_slm.py", "--config", TINY_CPU, "parallel.tp=3"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert err[-1] == "error: parallel.tp=3 does not divide num_query_groups=2", proc.stderr
+    assert "Traceback" not in proc.stderr
