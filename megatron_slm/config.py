@@ -114,7 +114,7 @@ class TrainConfig:
 class BlendEntry:
     path: str = opt("", "dataset prefix (without .bin/.idx)")
     weight: float = opt(1.0, "sampling weight (normalised over the blend)")
-    kind: Literal["text", "speech", "interleaved", "gpt"] = opt("gpt", "what the dataset holds")
+    kind: Literal["text", "speech", "interleaved", "gpt"] = opt("gpt", "what the dataset holds (checked against its .meta.json); gpt: any, incl. plain Megatron data without a sidecar")
     name: Optional[str] = opt(None, "name used for per-dataset validation loss (default: file stem)")
 
 
@@ -134,11 +134,11 @@ class DataConfig:
     tokenizer: Optional[str] = opt(None, "extended tokenizer dir (HF format); default: <model.from>/tokenizer")
     num_units: int = opt(500, "speech units in the vocabulary")
     blend: list[BlendEntry] = opt([], "datasets with weights and kinds")
-    split: str = opt("98,1,1", "train,valid,test proportions of every dataset")
-    mode: Literal["static", "dynamic"] = opt("static", "interleaved data: stored once, or re-drawn per epoch")
-    interleave: InterleaveConfig = opt(InterleaveConfig, "interleaving parameters (dynamic mode)")
+    split: str = opt("98,1,1", "train,valid,test proportions of every dataset (contiguous document ranges; each needs >= 1 document)")
+    mode: Literal["static", "dynamic"] = opt("static", "interleaved data: as stored, or re-drawn per (train.seed, epoch, utterance) (needs data preprocessed with --mode dynamic)")
+    interleave: InterleaveConfig = opt(InterleaveConfig, "interleaving parameters for data preprocessed with --mode dynamic")
     attention_across_documents: bool = opt(True, "let packed documents attend to each other (False: block-diagonal mask)")
-    loss_on: Literal["all", "speech", "text"] = opt("all", "which target tokens count in the loss")
+    loss_on: Literal["all", "speech", "text"] = opt("all", "which target tokens count in the loss (speech: unit labels only; text: text labels only; markers/EOD count only with all)")
     cache_dir: Optional[str] = opt(None, "where dataset index caches go (default: next to the data)")
     num_workers: int = opt(1, "DataLoader worker processes")
 

@@ -158,7 +158,12 @@ def test_verify_cli_single_process_passes_and_fails_on_tolerance(work, capsys):
 def test_megatron_tp2_pp2_matches_hf_logits(work):
     """One torchrun job (4 ranks, TP=2 x PP=2) compares every converted model with its source."""
     pairs = [f"{work / (n + '_hf')}:{work / (n + '_mc')}" for n in MODELS]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", "--master_port=0",
+    import socket
+
+    with socket.socket() as sock:  # torchrun's --master_port=0 does not reach the ranks' init
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", f"--master_port={port}",
            __file__, *pairs]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

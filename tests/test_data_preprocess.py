@@ -201,6 +201,9 @@ def test_cli_summary_and_user_errors(corpus, tmp_path, capsys):
                    "--out-prefix", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: ") and "none.jsonl" in err and "Traceback" not in err
+    rc = cli.main(["interleaved", "--tokenizer", TINY, "--units", corpus.units, "--alignments", corpus.alignments,
+                   "--out-prefix", str(tmp_path / "y"), "--speech-fraction", "1.5"])
+    assert rc == 1 and "--speech-fraction=1.5 must be within [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0 and "interleaved" in capsys.readouterr().out

@@ -106,8 +106,17 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     driver.write_text(KILL_DRIVER)
     save = tmp_path / "run"
     args = [*BASE, "train.iters=6", "checkpoint.interval=2", f"checkpoint.save={save}"]
-    proc = run_python([driver, *args], cwd=tmp_path, check=False)
-    assert proc.returncode == -signal.SIGKILL
+    # Output to a file, not a pipe: the checkpoint writer's helper processes outlive the
+    # killed trainer and would hold a pipe open. Their process group is cleaned up after.
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, driver, *map(str, args)], cwd=tmp_path, env=_env(),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        returncode = proc.wait(timeout=300)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    assert returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
     assert (save / "latest_checkpointed_iteration.txt").read_text() == "2"
     assert (save / "iter_0000004.tmp").is_dir() and not (save / "iter_0000004").exists()
     run_python([PRETRAIN, *args], cwd=tmp_path)  # resumes from step 2 and finishes

@@ -21,7 +21,10 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")  # megatron.core import noise
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -94,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     except (PreprocessError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished shards are kept in {args.out_prefix}.tmp/; "
+              "re-run the same command to resume", file=sys.stderr)
+        return 130
     tok = meta["tokens"]
     print(f"wrote {args.out_prefix}.bin/.idx/.meta.json: {meta['documents']} documents, {tok['total']} tokens "
           f"(text {tok['text']}, speech {tok['speech']}, other {tok['other']}), "

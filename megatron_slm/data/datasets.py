@@ -126,7 +126,6 @@ class SLMDataset(GPTDataset):
         self._markers = il.Markers(self.vocab.speech_id, self.vocab.text_id,
                                    self.vocab.bos if (indexed_dataset.meta or {}).get("add_bos", True) else None,
                                    self.vocab.eod)
-        self._doc_cache: dict[tuple[int, int], np.ndarray] = {}
         with warnings.catch_warnings():  # pad == eod for Llama-style tokenizers: handled below
             warnings.filterwarnings("ignore", message=".*pad token id.*")
             super().__init__(indexed_dataset, dataset_path, indexed_indices, num_samples, index_split, config)
@@ -158,13 +157,30 @@ class SLMDataset(GPTDataset):
         # data.mode=static over dynamic storage: every epoch sees the epoch-0 draw
         return epoch if self.config.mode == "dynamic" else 0
 
-    def _drawn_lengths(self, epoch: int) -> np.ndarray:
-        out = np.zeros(len(self.dataset), dtype=np.int32)
-        seed, cfg, has_bos = self.config.random_seed, self.config.interleave, self._markers.bos is not None
-        for doc in self.indices:
-            u = self.dataset.prepared(int(doc))
-            out[doc] = il.assembled_length(u, il.draw(u, cfg, seed, self._epoch_of(epoch)), has_bos)
-        return out
+    def _draw_epoch(self, epoch: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Draw every document of this split for `epoch`: (lengths indexed by document,
+        [run counts per document, run source starts, run lengths, run is-speech]). A run's
+        source is its offset in the document's stored layout (text ids ++ unit ids)."""
+        N = len(self.dataset)
+        lengths, counts = np.zeros(N, dtype=np.int32), np.zeros(N, dtype=np.int32)
+        src, lens, speech = [], [], []
+        seed, cfg, extra = self.config.random_seed, self.config.interleave, int(self._markers.bos is not None) + 1
+        for doc in self.indices.tolist():
+            u = self.dataset.prepared(doc)
+            T = int(u.tok_offsets[-1])
+            n = extra
+            runs = il.effective_runs(u, il.draw(u, cfg, seed, self._epoch_of(epoch)))
+            for a, b, sp in runs:
+                if sp:
+                    start, length = T + int(u.lo[a]), int(u.hi[b - 1] - u.lo[a])
+                else:
+                    start, length = int(u.tok_offsets[a]), int(u.tok_offsets[b] - u.tok_offsets[a])
+                src.append(start)
+                lens.append(length)
+                speech.append(sp)
+                n += 1 + length
+            lengths[doc], counts[doc] = n, len(runs)
+        return lengths, [counts, np.asarray(src, np.int32), np.asarray(lens, np.int32), np.asarray(speech, bool)]
 
     def _build_document_sample_shuffle_indices(self):
         if len(self.indices) == 0:  # an empty split (tiny corpora): no samples instead of an endless epoch loop
@@ -176,29 +192,34 @@ class SLMDataset(GPTDataset):
     def _dynamic_indices(self):
         """GPTDataset's indices over virtual documents `epoch * N + doc`, whose lengths are those
         of that epoch's draw. The shuffles use the same RandomState sequence as GPTDataset, so at
-        epoch 0 the samples equal those of the static dataset."""
+        epoch 0 the samples equal those of the static dataset. The draws are kept as a run table
+        (a few int32 per document and epoch) from which samples are assembled with array ops."""
         import torch
         from megatron.core.datasets import helpers
 
         base = f"{self.unique_description_hash}-{type(self).__name__}-{self.index_split.name}"
         cache = self.config.path_to_cache or os.path.join(self.dataset.path_prefix, "cache", "SLMDataset_indices")
-        paths = {k: os.path.join(cache, f"{base}-{k}.npy") for k in ("document_index", "sample_index", "shuffle_index", "sizes")}
+        names = ("document_index", "sample_index", "shuffle_index", "run_offsets", "run_src", "run_len", "run_speech")
+        paths = {k: os.path.join(cache, f"{base}-{k}.npy") for k in names}
         if all(os.path.isfile(p) for p in paths.values()):
-            self._virtual_sizes = np.load(paths["sizes"], mmap_mode="r")
-            return tuple(np.load(paths[k], mmap_mode="r") for k in ("document_index", "sample_index", "shuffle_index"))
+            loaded = {k: np.load(paths[k], mmap_mode="r") for k in names}
+            self._runs = tuple(loaded[k] for k in names[3:])
+            return tuple(loaded[k] for k in names[:3])
         t0 = time.time()
         N, seq = len(self.dataset), self.config.sequence_length
         extra = int(self.config.add_extra_token_to_sequence)
         wanted = (self.num_samples or 0) * seq + extra
-        lengths = [self._drawn_lengths(0)]
-        per_epoch = [int(lengths[0][self.indices].sum())]
+        epochs = [self._draw_epoch(0)]
+        per_epoch = [int(epochs[0][0][self.indices].sum())]
         while self.num_samples is not None and sum(per_epoch) < wanted:
-            lengths.append(self._drawn_lengths(len(lengths)) if self.config.mode == "dynamic" else lengths[0])
-            per_epoch.append(int(lengths[-1][self.indices].sum()))
-        num_epochs, total = len(lengths), sum(per_epoch)
+            epochs.append(self._draw_epoch(len(epochs)) if self.config.mode == "dynamic" else epochs[0])
+            per_epoch.append(int(epochs[-1][0][self.indices].sum()))
+        num_epochs, total = len(epochs), sum(per_epoch)
         if num_epochs * N >= np.iinfo(np.int32).max:
             raise DatasetError(f"{self.dataset.path_prefix}: {num_epochs} epochs x {N} documents overflow the int32 document index")
-        sizes = np.concatenate(lengths).astype(np.int32)
+        sizes = np.concatenate([e[0] for e in epochs]).astype(np.int32)
+        run_offsets = np.concatenate(([0], np.cumsum(np.concatenate([e[1][0] for e in epochs]), dtype=np.int64)))
+        run_src, run_len, run_speech = (np.concatenate([e[1][i] for e in epochs]) for i in (1, 2, 3))
         separate_final_epoch = False
         if num_epochs > 1:
             before_final = (total - per_epoch[-1] - extra) // seq
@@ -220,21 +241,21 @@ class SLMDataset(GPTDataset):
         n = sample_index.shape[0] - 1
         shuffle_index = (_build_shuffle_index(before_final, n, rs) if separate_final_epoch
                          else _build_shuffle_index(n, n, rs))
+        arrays = dict(zip(names, (document_index, sample_index, shuffle_index, run_offsets, run_src, run_len, run_speech)))
         if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
             os.makedirs(cache, exist_ok=True)
-            for k, arr in (("sizes", sizes), ("document_index", document_index),
-                           ("sample_index", sample_index), ("shuffle_index", shuffle_index)):
+            for k in names[::-1]:  # document_index last: it marks the cache complete
                 tmp = paths[k][:-4] + ".tmp.npy"
-                np.save(tmp, arr)
+                np.save(tmp, arrays[k])
                 os.replace(tmp, paths[k])
         logger.info("built dynamic indices for %s (%s): %d epochs, %d samples in %.2fs",
                     self.dataset.path_prefix, self.index_split.name, num_epochs, n, time.time() - t0)
-        self._virtual_sizes = sizes
+        self._runs = (run_offsets, run_src, run_len, run_speech)
         return document_index, sample_index, shuffle_index
 
     def _get_num_tokens_per_epoch(self) -> int:
         if self._drawn:  # used by __len__ only with defer_npy_index_mmap, which we do not set
-            return int(self._drawn_lengths(0)[self.indices].sum())
+            return int(self._draw_epoch(0)[0][self.indices].sum())
         return super()._get_num_tokens_per_epoch()
 
     # ------------------------------------------------------------------ samples
@@ -243,34 +264,61 @@ class SLMDataset(GPTDataset):
         """The token ids of document `doc` as seen in `epoch` (dynamic: drawn now)."""
         if not self._drawn:
             return self.dataset.get(doc).astype(np.int64)
-        key = (doc, epoch)
-        if key not in self._doc_cache:
-            u = self.dataset.prepared(doc)
-            mask = il.draw(u, self.config.interleave, self.config.random_seed, self._epoch_of(epoch))
-            if len(self._doc_cache) >= 4:  # samples cross at most a few documents
-                self._doc_cache.pop(next(iter(self._doc_cache)))
-            self._doc_cache[key] = il.assemble(u, mask, self._markers)
-        return self._doc_cache[key]
+        u = self.dataset.prepared(doc)
+        return il.assemble(u, il.draw(u, self.config.interleave, self.config.random_seed, self._epoch_of(epoch)), self._markers)
 
     def _query_document_sample_shuffle_indices(self, idx: int):
         if not self._drawn:
             return super()._query_document_sample_shuffle_indices(idx)
         idx = self.shuffle_index[idx]
         (beg, beg_off), (end, end_off) = self.sample_index[idx], self.sample_index[idx + 1]
-        N, extra = len(self.dataset), int(self.config.add_extra_token_to_sequence)
-        parts, doc_ids = [], []
-        for i in range(int(beg), int(end) + 1):
-            epoch, doc = divmod(int(self.document_index[i]), N)
-            tokens = self.document(doc, epoch)
-            start = int(beg_off) if i == beg else 0
-            stop = int(end_off) + extra if i == end else len(tokens)
-            parts.append(tokens[start:stop])
-            doc_ids.append(doc)
-        text = np.concatenate(parts)
+        virtual = np.asarray(self.document_index[int(beg):int(end) + 1], dtype=np.int64)
+        text = self._assemble(virtual)
+        extra = int(self.config.add_extra_token_to_sequence)
+        stop = len(text) - (self._virtual_length(virtual[-1]) - int(end_off) - extra)
+        text = text[int(beg_off):stop]
         want = self.config.sequence_length + extra
         if len(text) < want:
             text = np.concatenate([text, np.full(want - len(text), self._pad_token_id, dtype=np.int64)])
-        return text, np.asarray(doc_ids, dtype=np.int64)
+        return text, virtual % len(self.dataset)
+
+    def _virtual_length(self, v: int) -> int:
+        offsets, _, lens, _ = self._runs
+        a, b = int(offsets[v]), int(offsets[v + 1])
+        return int(lens[a:b].sum()) + (b - a) + int(self._markers.bos is not None) + 1
+
+    def _assemble(self, virtual: np.ndarray) -> np.ndarray:
+        """The drawn documents `virtual` (epoch * N + doc), concatenated, built from the run
+        table with array operations: [BOS] (marker, run tokens)* EOD per document."""
+        offsets, run_src, run_len, run_speech = self._runs
+        mk, N = self._markers, len(self.dataset)
+        if not hasattr(self, "_layout"):
+            index = self.dataset.indexed.index
+            self._layout = np.memmap(self.dataset.path_prefix + ".bin", dtype=index.dtype, mode="r")
+            self._doc_start = np.asarray(index.sequence_pointers, dtype=np.int64) // np.dtype(index.dtype).itemsize
+        first, count = np.asarray(offsets[virtual]), np.asarray(offsets[virtual + 1]) - np.asarray(offsets[virtual])
+        runs = np.repeat(first - np.concatenate(([0], np.cumsum(count)[:-1])), count) + np.arange(int(count.sum()))
+        doc_of_run = np.repeat(np.arange(len(virtual)), count)
+        j = np.arange(len(runs)) - np.repeat(np.concatenate(([0], np.cumsum(count)[:-1])), count)
+        bos = int(mk.bos is not None)
+        pieces = bos + 2 * count + 1
+        p0 = np.concatenate(([0], np.cumsum(pieces)[:-1]))
+        P = int(pieces.sum())
+        p_len, p_src, p_const = np.ones(P, np.int64), np.full(P, -1, np.int64), np.zeros(P, np.int64)
+        if bos:
+            p_const[p0] = mk.bos
+        p_const[p0 + pieces - 1] = mk.eod
+        marker_at = p0[doc_of_run] + bos + 2 * j
+        p_const[marker_at] = np.where(np.asarray(run_speech[runs]), mk.speech, mk.text)
+        p_len[marker_at + 1] = np.asarray(run_len[runs])
+        p_src[marker_at + 1] = self._doc_start[virtual[doc_of_run] % N] + np.asarray(run_src[runs])
+        piece = np.repeat(np.arange(P), p_len)
+        within = np.arange(len(piece)) - np.repeat(np.cumsum(p_len) - p_len, p_len)
+        src = p_src[piece]
+        out = p_const[piece]
+        content = src >= 0
+        out[content] = self._layout[src[content] + within[content]]
+        return out
 
     def __getitem__(self, idx: Optional[int]) -> dict[str, np.ndarray]:
         text, _ = self._query_document_sample_shuffle_indices(0 if idx is None else idx)
@@ -322,6 +370,10 @@ def dataset_config(cfg: SLMConfig, vocab: SpeechVocab) -> SLMDatasetConfig:
     weights = [float(e.weight) for e in data.blend]
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ConfigError(f"data.blend weights must be >= 0 with a positive sum, got {weights}")
+    try:
+        il.check_config(data.interleave, prefix="data.interleave")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return SLMDatasetConfig(
         random_seed=cfg.train.seed, sequence_length=cfg.train.seq_length, blend=(prefixes, weights),
         split=data.split, path_to_cache=data.cache_dir, tokenizer=vocab,

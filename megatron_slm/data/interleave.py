@@ -15,7 +15,9 @@ dataset produce the same document for the same epoch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import threading
 import zlib
 from typing import Optional
 
@@ -29,8 +31,21 @@ def document_key(utterance_id: str) -> int:
     return zlib.crc32(utterance_id.encode("utf-8")) & 0x7FFFFFFF
 
 
+_THREAD = threading.local()
+
+
 def rng_for(seed: int, epoch: int, key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), int(key)])))
+    """A PCG64 generator whose state is a BLAKE2b hash of (seed, epoch, key). It is this
+    thread's one generator, re-stated on every call (4x cheaper than a SeedSequence, which
+    matters at one draw per document per sample): use it before calling rng_for again."""
+    gen = getattr(_THREAD, "gen", None)
+    if gen is None:
+        gen = _THREAD.gen = np.random.Generator(np.random.PCG64(0))
+    h = hashlib.blake2b(b"%d,%d,%d" % (int(seed), int(epoch), int(key)), digest_size=32).digest()
+    gen.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
+                               "state": {"state": int.from_bytes(h[:16], "little"),
+                                         "inc": int.from_bytes(h[16:], "little") | 1}}
+    return gen
 
 
 # ----------------------------------------------------------------------------- span selection
@@ -48,21 +63,29 @@ def select_poisson(n: int, rng: np.random.Generator, mean_span: float, fraction:
     if m >= n:
         mask[:] = True
         return mask
-    lengths: list[int] = []
-    while sum(lengths) < m:
-        lengths.append(1 + int(rng.poisson(max(mean_span - 1.0, 0.0))))
-    lengths[-1] -= sum(lengths) - m
-    # k spans need k slots among the n-m+1 gaps around text words; merge spans if too many
-    while len(lengths) > n - m + 1:
-        lengths[-2] += lengths.pop()
-    order = rng.permutation(len(lengths))
-    lengths = [lengths[i] for i in order]
-    slots = np.sort(rng.choice(n - m + 1, size=len(lengths), replace=False))
-    # slot s = "after s text words": span i starts after slots[i] text words and i earlier spans
+    # span lengths 1 + Poisson(mean - 1) until they cover m words; the last one is cut to fit.
+    # (small lists: plain Python beats numpy calls here, and this runs per document per sample)
+    lam = max(mean_span - 1.0, 0.0)
+    drawn = (rng.poisson(lam, size=int(m / (lam + 1.0)) + 2) + 1).tolist()
+    lengths, total = [], 0
+    while total < m:
+        if len(lengths) == len(drawn):
+            drawn += (rng.poisson(lam, size=len(drawn)) + 1).tolist()
+        lengths.append(drawn[len(lengths)])
+        total += lengths[-1]
+    lengths[-1] -= total - m
+    # k spans need k distinct slots among the n-m+1 gaps around text words; merge if too many
+    gaps = n - m + 1
+    if len(lengths) > gaps:
+        lengths = lengths[:gaps - 1] + [sum(lengths[gaps - 1:])]
+    k = len(lengths)
+    if k > 1:
+        lengths = [lengths[j] for j in rng.permutation(k).tolist()]
+    slots = sorted(rng.permutation(gaps)[:k].tolist())
+    # slot s = "after s text words": a span starts after its slot's text words and the earlier spans
     offset = 0
     for slot, length in zip(slots, lengths):
-        start = int(slot) + offset
-        mask[start:start + length] = True
+        mask[slot + offset:slot + offset + length] = True
         offset += length
     return mask
 
@@ -85,6 +108,17 @@ def select_random(n: int, rng: np.random.Generator, prob: float) -> np.ndarray:
     return rng.random(n) < prob
 
 
+def check_config(cfg: InterleaveConfig, prefix: str = "interleave") -> None:
+    """Raise ValueError naming the bad parameter."""
+    for name in ("speech_fraction", "span_prob", "word_prob"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{prefix}.{name}={getattr(cfg, name)} must be within [0, 1]")
+    if cfg.mean_span_words < 1.0:
+        raise ValueError(f"{prefix}.mean_span_words={cfg.mean_span_words} must be >= 1")
+    if cfg.span_words < 1:
+        raise ValueError(f"{prefix}.span_words={cfg.span_words} must be >= 1")
+
+
 def select_speech_words(n: int, rng: np.random.Generator, cfg: InterleaveConfig) -> np.ndarray:
     if cfg.method == "poisson":
         return select_poisson(n, rng, cfg.mean_span_words, cfg.speech_fraction)
@@ -100,9 +134,9 @@ def runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
     n = len(mask)
     if n == 0:
         return []
-    cuts = np.flatnonzero(mask[1:] != mask[:-1]) + 1
-    bounds = np.concatenate(([0], cuts, [n]))
-    return [(int(a), int(b), bool(mask[a])) for a, b in zip(bounds[:-1], bounds[1:])]
+    bounds = [0] + (np.flatnonzero(mask[1:] != mask[:-1]) + 1).tolist() + [n]
+    first = bool(mask[0])
+    return [(bounds[r], bounds[r + 1], first != bool(r & 1)) for r in range(len(bounds) - 1)]
 
 
 # ----------------------------------------------------------------------------- units in time

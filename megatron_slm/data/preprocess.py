@@ -290,6 +290,12 @@ def run(job: PreprocessJob) -> dict:
     t0 = time.time()
     if job.kind not in ("interleaved", "speech", "text"):
         raise PreprocessError(f"unknown dataset kind {job.kind!r}")
+    try:
+        il.check_config(job.interleave, prefix="--interleave")
+    except ValueError as e:
+        raise PreprocessError(str(e).replace("--interleave.", "--").replace("_", "-")) from None
+    if job.workers < 1 or job.shard_lines < 1:
+        raise PreprocessError(f"--workers ({job.workers}) and --shard-lines ({job.shard_lines}) must be >= 1")
     for p in job.inputs:
         if not os.path.isfile(p):
             raise PreprocessError(f"input {p}: no such file")

@@ -47,17 +47,57 @@ def load_task(data_dir: str, task: str) -> ItemSet:
 def model_unit_identity(*dirs: Optional[str]) -> Optional[dict]:
     """The units identity a model was trained with, if its directory records one
     (`units.meta.json` -- the sidecar of the training units -- in the run or tokenizer dir)."""
-    from megatron_slm.units.records import compatibility_key
-
     for d in dirs:
         if not d:
             continue
         for name in UNITS_META_NAMES:
             p = os.path.join(d, name)
             if os.path.isfile(p):
-                with open(p, encoding="utf-8") as f:
-                    return compatibility_key(json.load(f))
+                return read_units_identity(p)
     return None
+
+
+def training_units_identity(dataset_prefixes: list[str]) -> Optional[dict]:
+    """The units identity recorded in the training datasets' sidecars (`<prefix>.meta.json`,
+    written by tools/preprocess_data.py), from the first dataset that has speech."""
+    for prefix in dataset_prefixes:
+        p = f"{prefix}.meta.json"
+        if not os.path.isfile(p):
+            continue
+        try:
+            with open(p, encoding="utf-8") as f:
+                units = (json.load(f).get("identity") or {}).get("units")
+        except (OSError, ValueError) as e:
+            raise ItemError(f"{p}: unreadable dataset sidecar ({e})") from None
+        if units:
+            units = {k: v for k, v in units.items() if k != "sidecar"}
+            if isinstance(units.get("extractor"), dict):  # paths are informational
+                units["extractor"] = {k: v for k, v in units["extractor"].items() if k != "model"}
+            return units
+    return None
+
+
+def run_dataset_prefixes(run_dir: str) -> list[str]:
+    """Dataset prefixes of a run directory's resolved config (<run>/config.yaml), if any."""
+    import yaml
+
+    p = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(p):
+        return []
+    with open(p, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f) or {}
+    return [b["path"] for b in ((cfg.get("data") or {}).get("blend") or []) if isinstance(b, dict) and b.get("path")]
+
+
+def read_units_identity(meta_file: str) -> dict:
+    """The compatibility key of a units sidecar file (`<units>.jsonl.meta.json`)."""
+    from megatron_slm.units.records import compatibility_key
+
+    try:
+        with open(meta_file, encoding="utf-8") as f:
+            return compatibility_key(json.load(f))
+    except (OSError, ValueError, KeyError) as e:
+        raise ItemError(f"{meta_file}: not a readable units sidecar ({e})") from None
 
 
 def evaluate_in_training(models: list, cfg, vocab) -> dict[str, float]:
@@ -67,7 +107,8 @@ def evaluate_in_training(models: list, cfg, vocab) -> dict[str, float]:
         return {}
     if not cfg.eval.data:
         raise ItemError("eval.tasks is set but eval.data (the directory of prepared benchmarks) is not")
-    identity = model_unit_identity(cfg.checkpoint.save, cfg.data.tokenizer)
+    identity = (model_unit_identity(cfg.checkpoint.save, cfg.data.tokenizer)
+                or training_units_identity([b.path for b in cfg.data.blend]))
     backend = MegatronBackend(models, vocab, padded_vocab_size=None)
     out: dict[str, float] = {}
     for task in tasks:

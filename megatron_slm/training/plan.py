@@ -60,6 +60,17 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def planned_steps(cfg: SLMConfig) -> int:
+    """Optimizer steps of the whole run: `train.iters`, or the token budget in whole steps."""
+    t = cfg.train
+    _check((t.iters is None) != (t.token_budget is None), "set exactly one of train.iters and train.token_budget")
+    if t.iters is not None:
+        _check(t.iters >= 0, "train.iters must be >= 0")
+        return t.iters
+    _check(t.token_budget > 0, "train.token_budget must be > 0")
+    return math.ceil(t.token_budget / (t.global_batch_size * t.seq_length))
+
+
 def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> RunPlan:
     p, t, prec = cfg.parallel, cfg.train, cfg.precision
     arch, pinned = resolve_arch(cfg, vocab.vocab_size if vocab is not None else None)
@@ -87,13 +98,7 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
                f"interleaved pipelining needs microbatches per step ({num_microbatches}) divisible by parallel.pp={p.pp}")
     _check(t.seq_length <= arch.max_position_embeddings,
            f"train.seq_length={t.seq_length} exceeds max_position_embeddings={arch.max_position_embeddings}")
-    _check((t.iters is None) != (t.token_budget is None), "set exactly one of train.iters and train.token_budget")
-    if t.iters is not None:
-        _check(t.iters >= 0, "train.iters must be >= 0")
-        total_steps = t.iters
-    else:
-        _check(t.token_budget > 0, "train.token_budget must be > 0")
-        total_steps = math.ceil(t.token_budget / (t.global_batch_size * t.seq_length))
+    total_steps = planned_steps(cfg)
     o = cfg.optimizer
     _check(o.warmup_fraction is None or 0 <= o.warmup_fraction < 1,
            f"optimizer.warmup_fraction={o.warmup_fraction} must be in [0, 1)")

@@ -104,6 +104,7 @@ class Trainer:
 
         self.checkpointer = ckpt.Checkpointer(async_save=cfg.checkpoint.async_save)
         self.iteration, self.consumed_samples, self.consumed_tokens = 0, 0, 0
+        self.consumed_speech_tokens, self.consumed_text_tokens = 0, 0
         self._load()
         self._write_run_files()
         self.metrics = MetricsLogger(self.run_dir, cfg.logging, enabled=self.rank0, run_config=cfg.to_dict())
@@ -130,6 +131,8 @@ class Trainer:
             self.iteration = int(state["iteration"])
             self.consumed_samples = int(state.get("consumed_samples", 0))
             self.consumed_tokens = int(state.get("consumed_tokens", 0))
+            self.consumed_speech_tokens = int(state.get("consumed_speech_tokens", 0))
+            self.consumed_text_tokens = int(state.get("consumed_text_tokens", 0))
         elif not full:
             self.optimizer.reload_model_params()
         print_rank0(f"[checkpoint] loaded {source} (iteration {state['iteration']}); "
@@ -180,22 +183,28 @@ class Trainer:
             model=self.ddp_models if chunks > 1 else self.ddp_models[0], num_microbatches=len(batches),
             seq_length=t.seq_length, micro_batch_size=t.micro_batch_size, forward_only=forward_only)
 
-    def _reduce(self, reports: list[dict]) -> dict[str, Optional[float]]:
+    def _reduce(self, reports: list[dict], batches: list[dict]) -> tuple[dict, dict]:
         """Sum (loss, count) pairs over microbatches, then DP, then bring them from the last
-        pipeline stage to every rank; mean per token, None where a modality had no tokens."""
+        pipeline stage to every rank. Returns mean losses per token (None where a modality had
+        no tokens) and the step's token counts per modality (all tokens, not only the loss's)."""
         from megatron.core import parallel_state as ps
 
-        sums = torch.zeros(len(LOSS_KEYS), 2, dtype=torch.float64)
-        if self.is_last_stage:
+        sums = torch.zeros(len(LOSS_KEYS) + 1, 2, dtype=torch.float64)
+        if self.is_last_stage:  # one stage contributes, so the PP sum below counts once
             for rep in reports:
                 for i, key in enumerate(LOSS_KEYS):
                     sums[i] += rep[key].detach().to("cpu", torch.float64)
+            for b in batches:
+                modality = b["modality"]
+                sums[-1, 0] += (modality == SPEECH).sum().item()
+                sums[-1, 1] += (modality == TEXT).sum().item()
         sums = sums.to(self.info.device)
         dist.all_reduce(sums, group=ps.get_data_parallel_group())
         if ps.get_pipeline_model_parallel_world_size() > 1:
             dist.all_reduce(sums, group=ps.get_pipeline_model_parallel_group())
         sums = sums.cpu()
-        return {k: (sums[i, 0] / sums[i, 1]).item() if sums[i, 1] > 0 else None for i, k in enumerate(LOSS_KEYS)}
+        losses = {k: (sums[i, 0] / sums[i, 1]).item() if sums[i, 1] > 0 else None for i, k in enumerate(LOSS_KEYS)}
+        return losses, {"speech": int(sums[-1, 0]), "text": int(sums[-1, 1])}
 
     def train_step(self) -> dict:
         timings = {}
@@ -206,7 +215,9 @@ class Trainer:
             m.zero_grad_buffer()
         self.optimizer.zero_grad()
         reports = self._run_schedule(batches, forward_only=False)
-        losses = self._reduce(reports)
+        losses, counts = self._reduce(reports, batches)
+        self.consumed_speech_tokens += counts["speech"]
+        self.consumed_text_tokens += counts["text"]
         t2 = time.perf_counter()
         record = dict(losses)
         if not math.isfinite(losses["lm_loss"]):
@@ -246,8 +257,9 @@ class Trainer:
                 it = iter(make_loader(ds, sampler, 0))
                 reports = []
                 for _ in range(total // t.global_batch_size):
-                    reports += self._run_schedule(self._device_batches(it, self.plan.num_microbatches), True)
-                results[name] = self._reduce(reports)
+                    batches = self._device_batches(it, self.plan.num_microbatches)
+                    reports += self._run_schedule(batches, True)
+                results[name], _ = self._reduce(reports, [])
         for m in self.ddp_models:
             m.train()
         return results
@@ -276,6 +288,8 @@ class Trainer:
         if not self.cfg.checkpoint.save:
             return
         state = {"consumed_samples": self.consumed_samples, "consumed_tokens": self.consumed_tokens,
+                 "consumed_speech_tokens": self.consumed_speech_tokens,
+                 "consumed_text_tokens": self.consumed_text_tokens,
                  "config": self.cfg.to_dict()}
         seconds = self.checkpointer.save(self.cfg.checkpoint.save, self.iteration, self.models, self.optimizer,
                                          self.scheduler, state, keep_last=self.cfg.checkpoint.keep_last)
@@ -312,15 +326,20 @@ class Trainer:
             f"{self.info.device.type}/{self.info.backend} {cfg.precision.dtype} | steps {self.iteration}->{total} "
             f"x {self.plan.tokens_per_step} tokens | run dir {self.run_dir}")
         stopped_early = False
+        overhead = 0.0  # the previous iteration's time outside train_step (logging, checks)
         while self.iteration < total:
             step_start = time.perf_counter()
             record = self.train_step()
-            step_time = time.perf_counter() - step_start
+            step_end = time.perf_counter()
+            step_time = step_end - step_start
+            record["time_loop_overhead_s"] = overhead
             self.checkpointer.poll()
             if self.iteration % cfg.logging.interval == 0 or self.iteration == total:
                 tflops = self.flops_per_token * self.plan.tokens_per_step / step_time / self.plan.world_size / 1e12
                 record.update(iteration=self.iteration, consumed_samples=self.consumed_samples,
-                              consumed_tokens=self.consumed_tokens, step_time_s=step_time,
+                              consumed_tokens=self.consumed_tokens,
+                              consumed_speech_tokens=self.consumed_speech_tokens,
+                              consumed_text_tokens=self.consumed_text_tokens, step_time_s=step_time,
                               tokens_per_sec=self.plan.tokens_per_step / step_time, model_tflops_per_gpu=tflops,
                               mfu=tflops / self.peak_tflops if self.peak_tflops else None)
                 if self.plan.on_cuda:
@@ -341,6 +360,7 @@ class Trainer:
                 self.metrics.message(f"[train] exit condition (train.exit_*) reached at step {self.iteration}")
                 stopped_early = True
                 break
+            overhead = time.perf_counter() - step_end
         if not stopped_early:
             self._log_validation()
             if cfg.eval.tasks:
