@@ -278,6 +278,10 @@ def _srun_and_requeue(args, config: str, overrides: list[str], cfg: SLMConfig, e
     for flag, value in (("--nproc-per-node", args.nproc_per_node), ("--port", args.port)):
         if value is not None:
             inner += [flag, str(value)]
+    done, why = run_finished(cfg)
+    if done:  # a resubmitted sweep: nothing left to train
+        print(f"[launch] nothing to do, run complete: {why}", flush=True)
+        return 0
     cmd = ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *inner]
     print(f"[launch] {shlex.join(cmd)}", flush=True)
     rc = subprocess.call(cmd)

@@ -1,7 +1,6 @@
 """Training datasets built through BlendedMegatronDatasetBuilder: static == dynamic at a fixed
 epoch, fresh draws per epoch, blend proportions, labels/loss masks/attention at document
 boundaries, and refusal of mismatched data."""
-import os
 import tempfile
 from pathlib import Path
 
@@ -92,6 +91,19 @@ def test_dynamic_draws_change_with_the_epoch_and_are_reproducible(data, vocab):
     beg, off = ds.sample_index[5]
     start = sum(len(ds.document(int(v) % len(ds.dataset), int(v) // len(ds.dataset))) for v in ds.document_index[:beg]) + off
     assert np.array_equal(ds[int(np.flatnonzero(np.asarray(ds.shuffle_index) == 5)[0])]["tokens"], seq[start:start + 48])
+
+
+def test_dynamic_index_is_the_same_when_drawn_by_worker_processes(data, vocab, monkeypatch):
+    from megatron_slm.data import datasets as D
+
+    cfg = _cfg(data, [("dynamic", 1, "interleaved")], "data.mode=dynamic")
+    single = build_datasets(cfg, vocab, 150, 0, 0).train
+    monkeypatch.setattr(D, "DRAW_CHUNK", 30)  # 108 train documents -> forked drawing processes
+    cfg.data.cache_dir = str(data / "cache_parallel")
+    forked = build_datasets(cfg, vocab, 150, 0, 0).train
+    assert np.array_equal(np.asarray(single.datasets[0].sample_index), np.asarray(forked.datasets[0].sample_index))
+    for i in range(0, 150, 7):
+        assert np.array_equal(single[i]["tokens"], forked[i]["tokens"])
 
 
 def test_blend_proportions_and_per_dataset_validation(data, vocab):

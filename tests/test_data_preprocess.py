@@ -81,6 +81,27 @@ def test_output_independent_of_workers_and_dynamic_layout(corpus, vocab, tmp_pat
         assert np.array_equal(il.assemble(u, il.draw(u, InterleaveConfig(), 1234, 0), mk), static)
 
 
+def _textgrid(words):
+    head = f'File type = "ooTextFile"\nObject class = "TextGrid"\nxmin = 0\nxmax = {words[-1]["end"]}\ntiers? <exists>\nsize = 1\nitem []:\n'
+    tier = (f'    item [1]:\n        class = "IntervalTier"\n        name = "words"\n        xmin = 0\n'
+            f'        xmax = {words[-1]["end"]}\n        intervals: size = {len(words)}\n')
+    body = "".join(f'        intervals [{i + 1}]:\n            xmin = {w["start"]}\n            xmax = {w["end"]}\n'
+                   f'            text = "{w["word"]}"\n' for i, w in enumerate(words))
+    return head + tier + body
+
+
+def test_textgrid_alignments_give_the_same_documents(corpus, tmp_path):
+    grids = tmp_path / "mfa"
+    grids.mkdir()
+    keep = [json.loads(line) for line in Path(corpus.alignments).read_text().splitlines()[:5]]
+    for al in keep:
+        (grids / f"{al['id']}.TextGrid").write_text(_textgrid(al["words"]))
+    meta = pp.run(_job(corpus, tmp_path / "tg", alignments=str(grids)))
+    assert meta["documents"] == 5 and meta["skipped"]["counts"] == {"no_alignment": 55}
+    pp.run(_job(corpus, tmp_path / "canon"))
+    assert all(np.array_equal(a, b) for a, b in zip(_docs(tmp_path / "tg"), _docs(tmp_path / "canon")[:5]))
+
+
 def test_speech_and_text_kinds(corpus, vocab, tmp_path):
     meta = pp.run(_job(corpus, tmp_path / "speech", kind="speech", alignments=None))
     first = json.loads(Path(corpus.units).read_text().splitlines()[0])

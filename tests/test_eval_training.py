@@ -13,7 +13,11 @@ CORPUS = REPO / "examples" / "data" / "tiny_corpus"
 TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 
 
-def test_trainer_logs_eval_accuracy_and_cli_reproduces_it(tmp_path):
+def test_trainer_logs_eval_accuracy_and_cli_reproduces_it(tmp_path, monkeypatch):
+    # an in-process converter run earlier in the session leaves RANK/MASTER_PORT/... in os.environ
+    # (init_distributed sets them for a single process); children must pick their own
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
     run_python(["tools/preprocess_data.py", "speech", "--tokenizer", TOKENIZER, "--units", CORPUS / "units.jsonl",
                 "--out-prefix", tmp_path / "speech", "--quiet"], cwd=REPO)
     run_python(["tools/prepare_eval_data.py", "word-shuffle", "--units-file", CORPUS / "units.jsonl",

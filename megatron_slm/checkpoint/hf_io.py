@@ -1,8 +1,9 @@
 """Reading and writing Hugging Face safetensors checkpoints one tensor at a time.
 
 `HFReader` validates a model dir up front (index, every shard present and complete) and then
-hands out single tensors through lazily opened `safe_open` handles, so a conversion never
-holds more than the tensors it is transforming. `ShardWriter` does the reverse: it buffers
+hands out single tensors by reading exactly their bytes (plain reads, not a memory map: mapped
+pages of every tensor touched would stay in the process's resident set), so a conversion
+never holds more than the tensors it is transforming. `ShardWriter` does the reverse: it buffers
 tensors until a shard is full, writes it, and ends with the HF index. `staged_output_dir`
 makes an output appear under its final name only once it is complete.
 """
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from megatron_slm.checkpoint.families import ConversionError
@@ -26,8 +26,14 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+
 def _safetensors_header(path: Path) -> dict:
-    """Parse the header and check the file is as long as it says (catches truncated copies)."""
+    """Parse the header (adding each tensor's absolute byte range as "_start") and check the
+    file is as long as it says (catches truncated copies)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -42,6 +48,8 @@ def _safetensors_header(path: Path) -> dict:
             raise ConversionError(f"{path}: corrupt safetensors header") from None
     header.pop("__metadata__", None)
     end = max((v["data_offsets"][1] for v in header.values()), default=0)
+    for meta in header.values():
+        meta["_start"] = 8 + n + meta["data_offsets"][0]
     if 8 + n + end > size:
         raise ConversionError(f"{path}: truncated: {size} bytes on disk, the header needs {8 + n + end} "
                               f"(incomplete download or copy?)")
@@ -67,12 +75,14 @@ class HFReader:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.nbytes: dict[str, int] = {}
         self.file_of: dict[str, str] = {}
+        self._meta: dict[str, dict] = {}
         for name in files:
             path = self.dir / name
             if not path.is_file():
                 raise ConversionError(f"{index}: lists shard {name}, which is missing from {self.dir}")
             for tensor, meta in _safetensors_header(path).items():
                 self.file_of[tensor] = name
+                self._meta[tensor] = meta
                 self.shapes[tensor] = tuple(meta["shape"])
                 start, end = meta["data_offsets"]
                 self.nbytes[tensor] = end - start
@@ -80,7 +90,6 @@ class HFReader:
             for tensor, name in weight_map.items():
                 if self.file_of.get(tensor) != name:
                     raise ConversionError(f"{index}: tensor {tensor} should be in {name} but is not there")
-        self._handles: dict[str, object] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self.file_of
@@ -88,10 +97,31 @@ class HFReader:
     def get(self, name: str) -> torch.Tensor:
         if name not in self.file_of:
             raise ConversionError(f"{self.dir}: the checkpoint has no tensor {name!r}")
-        fname = self.file_of[name]
-        if fname not in self._handles:
-            self._handles[fname] = safe_open(str(self.dir / fname), framework="pt")
-        return self._handles[fname].get_tensor(name)
+        meta = self._meta[name]
+        if meta["dtype"] not in _ST_DTYPES:
+            raise ConversionError(f"{self.dir / self.file_of[name]}: tensor {name} has unsupported dtype {meta['dtype']}")
+        buf = bytearray(self.nbytes[name])
+        with open(self.dir / self.file_of[name], "rb") as f:
+            f.seek(meta["_start"])
+            if f.readinto(buf) != len(buf):
+                raise ConversionError(f"{self.dir / self.file_of[name]}: truncated while reading {name}")
+        if not buf:
+            return torch.empty(meta["shape"], dtype=_ST_DTYPES[meta["dtype"]])
+        return torch.frombuffer(buf, dtype=_ST_DTYPES[meta["dtype"]]).reshape(meta["shape"])
+
+    def read_rows_into(self, name: str, dest: torch.Tensor) -> bool:
+        """Read the first dest.shape[0] rows of a 2-D tensor straight into `dest` (same dtype
+        and width), so a big embedding is never held twice. False when it does not apply."""
+        meta = self._meta[name]
+        if _ST_DTYPES.get(meta["dtype"]) != dest.dtype or list(dest.shape[1:]) != meta["shape"][1:] \
+                or dest.shape[0] > meta["shape"][0] or not dest.is_contiguous():
+            return False
+        view = memoryview(dest.view(torch.uint8).numpy()).cast("B")
+        with open(self.dir / self.file_of[name], "rb") as f:
+            f.seek(meta["_start"])
+            if f.readinto(view) != len(view):
+                raise ConversionError(f"{self.dir / self.file_of[name]}: truncated while reading {name}")
+        return True
 
     def dtype_name(self) -> Optional[str]:
         """The floating dtype most tensors are stored in (e.g. 'bfloat16')."""

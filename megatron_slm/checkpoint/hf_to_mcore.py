@@ -23,7 +23,7 @@ from megatron_slm.checkpoint.families import ConversionError, arch_from_hf_confi
 from megatron_slm.checkpoint.hf_io import HFReader, staged_output_dir
 from megatron_slm.checkpoint.streaming import (
     DTYPE_NAMES, SliceRegistry, StreamingSaveStrategy, megatron_process, meta_models)
-from megatron_slm.checkpoint.vocab_extension import VocabPlan, extend_rows
+from megatron_slm.checkpoint.vocab_extension import VocabPlan, empty_matrix, init_new_rows
 from megatron_slm.models.presets import ModelArch, padded_vocab_size
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -91,6 +91,16 @@ def _vocab_plan(hf_dir: Path, tokenizer_dir: Path, rows: int, num_units: int, in
     return plan, already, vocab
 
 
+def _vocab_matrix(reader: HFReader, name: str, plan: VocabPlan, dtype: torch.dtype) -> torch.Tensor:
+    """Embedding/lm_head with the new rows, read straight into the padded matrix when possible."""
+    rows, hidden = reader.shapes[name]
+    out = empty_matrix(plan, hidden, dtype)
+    if not reader.read_rows_into(name, out[: plan.copy_rows]):
+        out[: plan.copy_rows] = reader.get(name)[: plan.copy_rows]
+    init_new_rows(out, plan)
+    return out
+
+
 def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: int = 500,
                         init: str = "mean", dtype: Optional[str] = None, tokenizer_dir: Optional[str | Path] = None,
                         make_vocab_size_divisible_by: int = 128, seed: int = 1234, force: bool = False,
@@ -127,10 +137,14 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
         if last[0] == name:
             return last[1]
         tm = tmaps[name]
-        hf = [reader.get(h) for h in tm.hf]
-        mapping.check_shapes(tm, hf, arch, str(hf_dir))
-        t = mapping.to_mcore(tm, hf, arch)
-        t = extend_rows(t, plan, torch_dtype) if tm.how == "vocab" else t.to(torch_dtype)
+        last = (None, None)  # drop the previous tensor before reading the next
+        if tm.how == "vocab":
+            t = _vocab_matrix(reader, tm.hf[0], plan, torch_dtype)
+        else:
+            hf = [reader.get(h) for h in tm.hf]
+            mapping.check_shapes(tm, hf, arch, str(hf_dir))
+            t = mapping.to_mcore(tm, hf, arch).to(torch_dtype)
+            del hf
         if tuple(t.shape) != shapes[name]:
             raise ConversionError(f"{hf_dir}: {', '.join(tm.hf)} give shape {tuple(t.shape)} for {name}, "
                                   f"config.json implies {shapes[name]}")

@@ -34,22 +34,50 @@ class VocabPlan:
         return self.vocab_size - self.copy_rows
 
 
+def empty_matrix(plan: VocabPlan, hidden: int, dtype: torch.dtype) -> torch.Tensor:
+    """The Megatron [padded_vocab, h] matrix, zeros (padding rows stay zero)."""
+    return torch.zeros(plan.padded_vocab_size, hidden, dtype=dtype)
+
+
+def _row_stats(rows: torch.Tensor, block: int = 4096) -> tuple[torch.Tensor, float]:
+    """Per-column mean and overall std of `rows`, in float64 blocks (no full fp32 copy of a
+    128k x h embedding)."""
+    total = torch.zeros(rows.shape[1], dtype=torch.float64)
+    sq = 0.0
+    for i in range(0, rows.shape[0], block):
+        chunk = rows[i:i + block].double()
+        total += chunk.sum(dim=0)
+        sq += float((chunk * chunk).sum())
+    n = rows.shape[0]
+    mean = total / n
+    var = sq / (n * rows.shape[1]) - float(mean.mean()) ** 2
+    return mean, max(var, 0.0) ** 0.5
+
+
+def init_new_rows(out: torch.Tensor, plan: VocabPlan) -> None:
+    """Fill rows [copy_rows, vocab_size) of `out` (whose first rows hold the text tokens)."""
+    if not plan.new_rows:
+        return
+    h = out.shape[1]
+    if plan.init == "zero":
+        out[plan.copy_rows: plan.vocab_size] = 0
+        return
+    mean, std = _row_stats(out[: plan.text_vocab_size])
+    if plan.init == "mean":
+        new = mean.float().unsqueeze(0).expand(plan.new_rows, h)
+    else:
+        gen = torch.Generator().manual_seed(plan.seed)
+        new = torch.randn(plan.new_rows, h, generator=gen) * std
+    out[plan.copy_rows: plan.vocab_size] = new.to(out.dtype)
+
+
 def extend_rows(hf: torch.Tensor, plan: VocabPlan, dtype: torch.dtype) -> torch.Tensor:
     """HF embedding/lm_head [rows, h] -> Megatron [padded_vocab, h] in `dtype`."""
     if hf.shape[0] < plan.copy_rows:
         raise ValueError(f"the matrix has {hf.shape[0]} rows but the tokenizer needs {plan.copy_rows}")
-    out = torch.zeros(plan.padded_vocab_size, hf.shape[1], dtype=dtype)
+    out = empty_matrix(plan, hf.shape[1], dtype)
     out[: plan.copy_rows] = hf[: plan.copy_rows]
-    if plan.new_rows:
-        old = hf[: plan.text_vocab_size].float()
-        if plan.init == "mean":
-            new = old.mean(dim=0, keepdim=True).expand(plan.new_rows, -1)
-        elif plan.init == "normal":
-            gen = torch.Generator().manual_seed(plan.seed)
-            new = torch.randn(plan.new_rows, hf.shape[1], generator=gen) * old.std()
-        else:
-            new = torch.zeros(plan.new_rows, hf.shape[1])
-        out[plan.copy_rows: plan.vocab_size] = new.to(dtype)
+    init_new_rows(out, plan)
     return out
 
 

@@ -50,6 +50,11 @@ def validate(al: Alignment, audio_seconds: Optional[float] = None) -> Alignment:
     """start <= end, monotone, words non-empty, within the audio; raises AlignmentError."""
     if not al.words:
         raise AlignmentError(f"{al.where}: utterance {al.id!r} has no words (empty transcript)", "empty_transcript")
+    s, e = al.starts, al.ends
+    limit = np.inf if audio_seconds is None else audio_seconds + DURATION_TOLERANCE_S
+    if (all(al.words) and np.isfinite(s).all() and np.isfinite(e).all() and (s >= 0).all() and (s <= e).all()
+            and (s[1:] >= e[:-1] - 1e-6).all() and (e <= limit).all()):
+        return al  # the common case, checked with array operations; the loop below names the problem
     for j, w in enumerate(al.words):
         s, e = float(al.starts[j]), float(al.ends[j])
         tag = f"{al.where}: utterance {al.id!r} word {j} ({w!r})"
@@ -69,6 +74,12 @@ def validate(al: Alignment, audio_seconds: Optional[float] = None) -> Alignment:
 def _from_word_dicts(uid: str, words: list, where: str, word_key: str = "word") -> Alignment:
     if not isinstance(words, list):
         raise AlignmentError(f"{where}: field 'words' must be a list")
+    try:  # the common case in one pass; the loop below names the first bad word
+        return Alignment(uid, [str(w[word_key]).strip() for w in words],
+                         np.array([w["start"] for w in words], dtype=np.float64),
+                         np.array([w["end"] for w in words], dtype=np.float64), where)
+    except (KeyError, TypeError, ValueError):
+        pass
     names, starts, ends = [], [], []
     for j, w in enumerate(words):
         if not isinstance(w, dict) or not all(k in w for k in (word_key, "start", "end")):

@@ -25,8 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-from megatron.core.datasets.gpt_dataset import (GPTDataset, GPTDatasetConfig, _build_document_index,
-                                                _build_shuffle_index)
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, _build_shuffle_index
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import Split
 
@@ -38,6 +37,17 @@ from megatron_slm.vocab import MODALITY_SPEECH, MODALITY_TEXT, SpeechVocab
 logger = logging.getLogger(__name__)
 
 NO_PAD = -1  # Megatron's "no pad token" sentinel: never a real id
+
+
+# dynamic index building: documents per forked drawing process, and at most this many processes
+DRAW_CHUNK = 20000
+DRAW_WORKERS = 16
+_DRAWING: Optional["SLMDataset"] = None  # the dataset being drawn, inherited by forked workers
+
+
+def _draw_chunk(args: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
+    docs, epoch = args
+    return _DRAWING._draw_docs(docs, epoch)
 
 
 class DatasetError(ValueError):
@@ -160,12 +170,32 @@ class SLMDataset(GPTDataset):
     def _draw_epoch(self, epoch: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Draw every document of this split for `epoch`: (lengths indexed by document,
         [run counts per document, run source starts, run lengths, run is-speech]). A run's
-        source is its offset in the document's stored layout (text ids ++ unit ids)."""
+        source is its offset in the document's stored layout (text ids ++ unit ids). Large
+        splits are drawn by forked processes in document chunks (the result is the same)."""
         N = len(self.dataset)
+        docs = self.indices.astype(np.int64)
+        workers = min(DRAW_WORKERS, len(os.sched_getaffinity(0)), -(-len(docs) // DRAW_CHUNK))
+        chunks = np.array_split(docs, max(workers, 1) * 4) if workers > 1 else [docs]
+        if workers > 1:
+            global _DRAWING
+            _DRAWING = self
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_draw_chunk, [(c, epoch) for c in chunks])
+            _DRAWING = None
+        else:
+            parts = [self._draw_docs(c, epoch) for c in chunks]
         lengths, counts = np.zeros(N, dtype=np.int32), np.zeros(N, dtype=np.int32)
-        src, lens, speech = [], [], []
+        lengths[docs] = np.concatenate([p[0] for p in parts])
+        counts[docs] = np.concatenate([p[1] for p in parts])
+        return lengths, [counts] + [np.concatenate([p[i] for p in parts]) for i in (2, 3, 4)]
+
+    def _draw_docs(self, docs: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
+        """(lengths, run counts, run sources, run lengths, run is-speech) of `docs` in `epoch`."""
         seed, cfg, extra = self.config.random_seed, self.config.interleave, int(self._markers.bos is not None) + 1
-        for doc in self.indices.tolist():
+        lengths, counts, src, lens, speech = [], [], [], [], []
+        for doc in docs.tolist():
             u = self.dataset.prepared(doc)
             T = int(u.tok_offsets[-1])
             n = extra
@@ -179,8 +209,10 @@ class SLMDataset(GPTDataset):
                 lens.append(length)
                 speech.append(sp)
                 n += 1 + length
-            lengths[doc], counts[doc] = n, len(runs)
-        return lengths, [counts, np.asarray(src, np.int32), np.asarray(lens, np.int32), np.asarray(speech, bool)]
+            lengths.append(n)
+            counts.append(len(runs))
+        return (np.asarray(lengths, np.int32), np.asarray(counts, np.int32), np.asarray(src, np.int32),
+                np.asarray(lens, np.int32), np.asarray(speech, bool))
 
     def _build_document_sample_shuffle_indices(self):
         if len(self.indices) == 0:  # an empty split (tiny corpora): no samples instead of an endless epoch loop

@@ -151,6 +151,20 @@ def _finalize(root: Path, iteration: int, tmp: Path, state: dict, keep_last: Opt
             shutil.rmtree(old, ignore_errors=True)
 
 
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed; the previous one (and `latest`) is untouched."""
+
+
+def _save_failed(root: Path, iteration: int, tmp: Path, error: Exception) -> CheckpointSaveError:
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    previous = (root / LATEST).read_text().strip() if (root / LATEST).is_file() else None
+    kept = f"the previous checkpoint (iteration {previous}) is intact" if previous else "no earlier checkpoint exists"
+    return CheckpointSaveError(f"saving iteration {iteration} to {root} failed "
+                               f"({lines[-1] if lines else type(error).__name__}); {kept}")
+
+
 class Checkpointer:
     """Saves and loads the full training state; owns the async-save queue on GPU."""
 
@@ -194,7 +208,12 @@ class Checkpointer:
             request.add_finalize_fn(finalize)
             self.async_queue.schedule_async_request(request)
         else:
-            dist_checkpointing.save(sharded, str(tmp), sharded_strategy=sharded_strategy)
+            from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
+            try:
+                dist_checkpointing.save(sharded, str(tmp), sharded_strategy=sharded_strategy)
+            except (Exception, CheckpointException) as e:  # e.g. disk full: drop the partial shards
+                raise _save_failed(root, iteration, tmp, e) from e
             finalize()
         return time.perf_counter() - t0
 
