@@ -201,6 +201,15 @@ _REVERSE_ALIASES = {v: k for k, v in _ALIASES.items()}
 
 
 def _type_name(tp: Any) -> str:
+    """Readable type for the docs: `int (or null)`, `one of auto, te, local`, `list of str`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:
+        inner = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return f"{inner} (or null)" if type(None) in args else inner
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -327,6 +336,11 @@ def iter_fields(cls: type = SLMConfig, prefix: str = ""):
         if dataclasses.is_dataclass(tp):
             yield key, "section", None, f.metadata.get("help", "")
             yield from iter_fields(tp, key + ".")
+            continue
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
+        if dataclasses.is_dataclass(item):  # e.g. data.blend: document the fields of one entry
+            yield key, _type_name(tp), [], f.metadata.get("help", "")
+            yield from iter_fields(item, key + "[].")
             continue
         if f.default is not dataclasses.MISSING:
             default = f.default

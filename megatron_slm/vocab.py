@@ -95,14 +95,17 @@ class SpeechVocab:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_pretrained(cls, tokenizer_dir: str | os.PathLike, num_units: int = 500) -> "SpeechVocab":
-        """Load a base tokenizer (HF dir or sentencepiece .model) and extend it, or check an
-        already-extended one has exactly this layout and K."""
-        if num_units <= 0:
+    def from_pretrained(cls, tokenizer_dir: str | os.PathLike, num_units: Optional[int] = None) -> "SpeechVocab":
+        """Load a base tokenizer (HF dir or sentencepiece .model) and extend it with `num_units`
+        units (default 500), or check an already-extended one has exactly this layout and K
+        (default: the K it holds)."""
+        if num_units is not None and num_units <= 0:
             raise VocabError(f"num_units must be positive, got {num_units}")
         path = Path(tokenizer_dir)
         tok = _load_hf_tokenizer(path)
         vocab = tok.get_vocab()
+        if num_units is None:
+            num_units = sum(1 for t in vocab if t.startswith("<Un") and t.endswith(">") and t[3:-1].isdigit()) or 500
         if unit_token(0) in vocab:
             V = vocab[unit_token(0)]
             cls._check_layout(tok, vocab, V, num_units, str(path))

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-bos", dest="add_bos", action="store_false", help="do not start documents with the tokenizer's BOS")
         p.add_argument("--match", action="append", default=[], metavar="PATH",
                        help="refuse unless the vocabulary/units agree with this dataset prefix, sidecar or checkpoint (repeatable)")
-        p.add_argument("--num-units", type=int, default=None, help="K; default: the units sidecar's k (500 for text)")
+        p.add_argument("--num-units", type=int, default=None, help="K; default: the units sidecar's k, else the K an extended tokenizer holds, else 500")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("interleaved", help="units + alignments -> interleaved documents",

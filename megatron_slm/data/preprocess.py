@@ -55,7 +55,7 @@ class PreprocessJob:
     inputs: list[str]                           # units JSONL (interleaved/speech) or text JSONL files
     alignments: Optional[str] = None
     alignment_format: str = "auto"
-    num_units: Optional[int] = None             # default: the units sidecar's k (500 for text)
+    num_units: Optional[int] = None             # default: units sidecar k, else the tokenizer's, else 500
     mode: str = "static"                        # interleaved: static | dynamic
     interleave: InterleaveConfig = dataclasses.field(default_factory=InterleaveConfig)
     seed: int = 1234
@@ -305,7 +305,6 @@ def run(job: PreprocessJob) -> dict:
         if K is not None and K != units_identity["k"]:
             raise PreprocessError(f"--num-units {K} but {units_identity['sidecar']} says the units have k={units_identity['k']}")
         K = units_identity["k"]
-    K = K if K is not None else 500
     try:
         vocab = SpeechVocab.from_pretrained(job.tokenizer, num_units=K)
     except VocabError as e:

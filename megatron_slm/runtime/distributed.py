@@ -21,6 +21,9 @@ import torch.distributed as dist
 from megatron_slm.config import RuntimeConfig
 
 
+_SET_BY_US: set[str] = set()
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     device: torch.device
@@ -64,8 +67,10 @@ def init_distributed(runtime: RuntimeConfig | None = None, tp: int = 1, pp: int 
 
         cpu_compat.enable()
     if "RANK" not in os.environ:  # a plain `python script.py`: a group of one
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+        single = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+        _SET_BY_US.update(k for k in single if k not in os.environ)
+        os.environ.update(single)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
@@ -100,6 +105,9 @@ def destroy_distributed() -> None:
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+    for key in _SET_BY_US:  # child processes must not inherit a finished group's rendezvous
+        os.environ.pop(key, None)
+    _SET_BY_US.clear()
 
 
 def is_rank0() -> bool:

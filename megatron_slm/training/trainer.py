@@ -155,8 +155,13 @@ class Trainer:
             self.train_ds = SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed)
             self.valid_sets = {"valid": SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed + 1)}
         else:
+            import dataclasses
+
             from megatron_slm.data.datasets import build_datasets
 
+            if cfg.data.cache_dir is None and cfg.checkpoint.save:  # keep index caches with the run
+                cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+                    cfg.data, cache_dir=str(Path(cfg.checkpoint.save) / "data_cache")))
             splits = build_datasets(cfg, self.vocab, train_samples, valid_samples, valid_samples)
             self.train_ds = splits.train
             self.valid_sets = {"valid": splits.valid} if splits.valid is not None else {}
@@ -348,7 +353,8 @@ class Trainer:
                                  TRAIN_CONSOLE)
             if t.eval_interval and self.iteration % t.eval_interval == 0 and self.iteration < total:
                 self._log_validation()
-            if cfg.eval.tasks and cfg.eval.interval and self.iteration % cfg.eval.interval == 0:
+            if cfg.eval.tasks and cfg.eval.interval and self.iteration % cfg.eval.interval == 0 \
+                    and self.iteration < total:  # the end of the run evaluates anyway
                 self._run_eval_tasks()
             if c.interval and self.iteration % c.interval == 0 and self.iteration < total:
                 self.save()

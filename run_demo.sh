@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install everything, then run the whole pipeline on the bundled corpus (CPU, a few minutes).
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/install.sh
+exec bash examples/demo.sh "$@"
