@@ -34,15 +34,15 @@ step "4/7 a spoken-LM benchmark from the corpus: real utterances vs word-shuffle
 python tools/prepare_eval_data.py word-shuffle --alignments $C/alignments.jsonl \
   --units-file $OUT/units.jsonl --out $OUT/eval/word_shuffle.jsonl
 
-step "6/7 export the trained model to Hugging Face"
-python tools/convert_checkpoint.py mcore-to-hf --mcore-dir $OUT/run --out $OUT/hf --force
-
 step "5/7 train with tensor parallelism 2 on the CPU (gloo), scoring the benchmark every 100 steps"
 rm -rf $OUT/run
 torchrun --nproc_per_node=2 pretrain_slm.py --config examples/configs/demo_cpu.yaml \
   model.from=$OUT/ckpt checkpoint.save=$OUT/run \
   "data.blend=[{path: $OUT/data/text, weight: 0.2024, kind: text},{path: $OUT/data/inter, weight: 0.5433, kind: interleaved},{path: $OUT/data/speech, weight: 0.2543, kind: speech}]" \
   eval.data=$OUT/eval ${DEMO_TRAIN_OVERRIDES:-}
+
+step "6/7 export the trained model to Hugging Face"
+python tools/convert_checkpoint.py mcore-to-hf --mcore-dir $OUT/run --out $OUT/hf --force
 
 step "7/7 evaluate the exported model"
 python tools/eval_slm.py --hf-dir $OUT/hf --items $OUT/eval/word_shuffle.jsonl --out $OUT/eval_report.json
