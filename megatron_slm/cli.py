@@ -25,19 +25,17 @@ def _is_rank0() -> bool:
 
 def run_main(main: Callable[[SLMConfig], None], argv: list[str] | None = None, description: str = "") -> None:
     """Parse, run; user errors become one line on stderr (from rank 0) and exit code 2."""
+    from megatron_slm.training.checkpointing import CheckpointSaveError
     from megatron_slm.training.trainer import NonFiniteLoss
 
+    # Exit codes: 2 configuration, 3 non-finite loss, 4 checkpoint write failed (e.g. disk full).
     try:
         cfg = parse_config(argv, description)
         main(cfg)
-    except ConfigError as e:
+    except (ConfigError, NonFiniteLoss, CheckpointSaveError) as e:
         if _is_rank0():
             print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except NonFiniteLoss as e:
-        if _is_rank0():
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(3)
+        sys.exit(2 if isinstance(e, ConfigError) else 3 if isinstance(e, NonFiniteLoss) else 4)
     finally:
         from megatron_slm.runtime.distributed import destroy_distributed
 

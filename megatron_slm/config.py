@@ -132,7 +132,7 @@ class InterleaveConfig:
 class DataConfig:
     source: Literal["synthetic", "blend"] = opt("synthetic", "synthetic smoke-test tokens, or the datasets in `blend`")
     tokenizer: Optional[str] = opt(None, "extended tokenizer dir (HF format); default: <model.from>/tokenizer")
-    num_units: int = opt(500, "speech units in the vocabulary")
+    num_units: Optional[int] = opt(None, "speech units K; default: the K the extended tokenizer holds (500 when extending a base tokenizer)")
     blend: list[BlendEntry] = opt([], "datasets with weights and kinds")
     split: str = opt("98,1,1", "train,valid,test proportions of every dataset (contiguous document ranges; each needs >= 1 document)")
     mode: Literal["static", "dynamic"] = opt("static", "interleaved data: as stored, or re-drawn per (train.seed, epoch, utterance) (needs data preprocessed with --mode dynamic)")

@@ -25,9 +25,7 @@ from megatron_slm.checkpoint.streaming import (
     DTYPE_NAMES, SliceRegistry, StreamingSaveStrategy, megatron_process, meta_models)
 from megatron_slm.checkpoint.vocab_extension import VocabPlan, empty_matrix, init_new_rows
 from megatron_slm.models.presets import ModelArch, padded_vocab_size
-
-_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
+from megatron_slm.models.provider import TORCH_DTYPES
 
 @dataclass
 class ConversionSummary:
@@ -121,7 +119,7 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
                                        make_vocab_size_divisible_by, tp)
     arch = hf_arch.replace(vocab_size=plan.vocab_size)
     dtype = dtype or _dtype_from_config(config, reader)
-    torch_dtype = _TORCH_DTYPES[dtype]
+    torch_dtype = TORCH_DTYPES[dtype]
     tmaps = {tm.mcore: tm for tm in family.all_tensors(arch)}
 
     bar = tqdm(total=len(tmaps), unit="tensor", desc="hf-to-mcore", disable=not progress)

@@ -24,9 +24,7 @@ from megatron_slm.checkpoint.streaming import (
 from megatron_slm.checkpoint.vocab_extension import trim_rows
 from megatron_slm.config import ConfigError
 from megatron_slm.models.presets import ModelArch
-
-_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
+from megatron_slm.models.provider import TORCH_DTYPES
 
 @dataclass
 class ExportSummary:
@@ -94,7 +92,7 @@ def convert_mcore_to_hf(mcore_dir: str | Path, out: str | Path, iteration: Optio
     n_tensors = sum(len(tm.hf) for g in groups for tm in g)
     with megatron_process():
         stored = stored_dtype(path)
-        out_dtype = _TORCH_DTYPES[dtype] if dtype else stored
+        out_dtype = TORCH_DTYPES[dtype] if dtype else stored
         dtype_name = str(out_dtype).replace("torch.", "")
         registry = SliceRegistry(meta_models(arch, padded))
         bar = tqdm(total=n_tensors, unit="tensor", desc="mcore-to-hf", disable=not progress)

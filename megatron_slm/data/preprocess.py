@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from megatron_slm import sidecar
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave as il
 from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
@@ -73,14 +74,8 @@ def sidecar_path(prefix: str) -> str:
 
 
 def read_sidecar(prefix: str) -> dict:
-    p = sidecar_path(prefix)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"{p}: dataset sidecar missing (was {prefix} made by tools/preprocess_data.py?)")
-    with open(p, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{p}: field 'format' is {meta.get('format')!r}, expected {SIDECAR_FORMAT!r}")
-    return meta
+    return sidecar.read_sidecar(sidecar_path(prefix), SIDECAR_FORMAT,
+                                f"dataset sidecar missing (was {prefix} made by tools/preprocess_data.py?)")
 
 
 def token_dtype(vocab_size: int) -> type:

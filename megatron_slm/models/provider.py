@@ -107,8 +107,11 @@ def use_te_spec(cfg: SLMConfig, on_cuda: bool) -> bool:
     return on_cuda and te_available()
 
 
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def params_dtype(cfg: SLMConfig) -> torch.dtype:
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision.dtype]
+    return TORCH_DTYPES[cfg.precision.dtype]
 
 
 def build_transformer_config(arch: ModelArch, cfg: SLMConfig, on_cuda: bool):

@@ -93,7 +93,7 @@ def trained_arch(preset: str, cfg) -> ModelArch:
     arch = PRESETS[preset]
     if cfg.model.vocab_size:
         return arch.replace(vocab_size=cfg.model.vocab_size)
-    return arch if cfg.data.source == "synthetic" else arch.with_speech_units(cfg.data.num_units)
+    return arch if cfg.data.source == "synthetic" else arch.with_speech_units(cfg.data.num_units or 500)
 
 
 def _nearest(names: Sequence[str], n: float, arch_of: Callable[[str], ModelArch]) -> str:
@@ -275,14 +275,15 @@ def slurm_script(n: int, out: Path, trainer: str, nodes: int, gpus_per_node: int
 #SBATCH --gpus-per-node={gpus_per_node}
 #SBATCH --time={time}
 #SBATCH --output={out / 'logs'}/%A_%a.out
+#SBATCH --signal=USR1@120
+#SBATCH --requeue
+#SBATCH --open-mode=append
 {extra}set -euo pipefail
 mkdir -p {q(str(out / 'logs'))}
-CONFIG=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {q(str(out / 'configs.txt'))})
-MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-echo "task $SLURM_ARRAY_TASK_ID: $CONFIG"
-srun torchrun --nnodes="$SLURM_NNODES" --nproc_per_node={gpus_per_node} \\
-    --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:29500" --rdzv_id="$SLURM_JOB_ID-$SLURM_ARRAY_TASK_ID" \\
-    {q(trainer)} --config "$CONFIG"
+# tools/launch.py: multi-node torchrun from the SLURM variables, checkpoint on SIGUSR1 and
+# requeue, finished runs exit at once (see examples/slurm/sweep.sbatch and docs/slurm.md).
+exec "${{PYTHON:-python}}" {q(str(Path(trainer).resolve().parent / 'tools' / 'launch.py'))} --srun \\
+    --config-list {q(str(out / 'configs.txt'))}
 """
 
 

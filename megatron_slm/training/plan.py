@@ -13,7 +13,7 @@ from typing import Optional
 
 from megatron_slm.config import ConfigError, SLMConfig
 from megatron_slm.models.presets import ModelArch
-from megatron_slm.models.provider import resolve_arch, resolve_padded_vocab, te_available
+from megatron_slm.models.provider import resolve_arch, resolve_padded_vocab, te_available, use_te_spec
 
 
 @dataclass
@@ -112,6 +112,11 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
         _check(on_cuda and te_available(), "parallel.sequence_parallel needs CUDA and Transformer Engine")
     if cfg.model.spec == "te":
         _check(te_available() and on_cuda, "model.spec=te needs Transformer Engine and a CUDA GPU")
+    if not cfg.data.attention_across_documents and use_te_spec(cfg, on_cuda):
+        # The TE layer spec applies its own causal mask and ignores a dense per-sample mask;
+        # blocking needs packed (THD) sequences, which this trainer does not build yet.
+        raise ConfigError("data.attention_across_documents=false is not supported on the Transformer Engine "
+                          "spec yet; use model.spec=local or allow attention across documents")
     if cfg.checkpoint.async_save:
         _check(on_cuda, "checkpoint.async_save needs a CUDA GPU (save synchronously on CPU)")
     if cfg.data.source == "blend":

@@ -9,7 +9,6 @@ then log / validate / checkpoint / react to preemption signals at the step bound
 """
 from __future__ import annotations
 
-import functools
 import math
 import signal
 import time
@@ -26,6 +25,7 @@ from megatron_slm.models.provider import build_gpt_models, write_model_info
 from megatron_slm.runtime.distributed import choose_device, init_distributed, print_rank0, world_size_from_env
 from megatron_slm.training import checkpointing as ckpt
 from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
+from megatron_slm.training.loss import make_forward_step
 from megatron_slm.training.metrics import MetricsLogger
 from megatron_slm.training.optim import build_optimizer, build_scheduler, wrap_ddp
 from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
@@ -37,27 +37,6 @@ TRAIN_CONSOLE = ("iteration", "lm_loss", "speech_loss", "text_loss", "lr", "grad
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def loss_func(loss_mask: torch.Tensor, modality: torch.Tensor, output_tensor: torch.Tensor):
-    """Per-token loss sums; Megatron divides by the global token count (calculate_per_token_loss).
-
-    `modality` gives each label token's modality so speech and text losses are reported apart.
-    """
-    losses = output_tensor.float()
-    mask = loss_mask.float()
-    total, count = (losses * mask).sum(), mask.sum()
-    report = {"lm_loss": torch.stack([total.detach(), count])}
-    for name, value in (("speech_loss", SPEECH), ("text_loss", TEXT)):
-        m = mask * (modality == value)
-        report[name] = torch.stack([(losses * m).sum().detach(), m.sum()])
-    return total, count.int(), report
-
-
-def forward_step(data_iterator, model):
-    batch = next(data_iterator)
-    output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
-    return output, functools.partial(loss_func, batch["loss_mask"], batch["modality"])
 
 
 class _PreemptionFlag:
@@ -109,6 +88,7 @@ class Trainer:
         self._write_run_files()
         self.metrics = MetricsLogger(self.run_dir, cfg.logging, enabled=self.rank0, run_config=cfg.to_dict())
         self.preempt = _PreemptionFlag(cfg.train.exit_on_signal)
+        self.forward_step = make_forward_step(self.plan.arch.vocab_size)
         self.flops_per_token = training_flops_per_token(self.plan.arch, cfg.train.seq_length)
         self.peak_tflops = peak_tflops_for(torch.cuda.get_device_name()) if on_cuda else None
         self._build_data()
@@ -184,7 +164,7 @@ class Trainer:
         chunks = len(self.ddp_models)
         data = [iter(batches) for _ in range(chunks)] if chunks > 1 else iter(batches)
         return get_forward_backward_func()(
-            forward_step_func=forward_step, data_iterator=data,
+            forward_step_func=self.forward_step, data_iterator=data,
             model=self.ddp_models if chunks > 1 else self.ddp_models[0], num_microbatches=len(batches),
             seq_length=t.seq_length, micro_batch_size=t.micro_batch_size, forward_only=forward_only)
 

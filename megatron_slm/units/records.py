@@ -16,6 +16,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from megatron_slm.sidecar import read_sidecar
+
 META_FORMAT = "megatron-slm-units/1"
 RECORD_FIELDS = ("id", "path", "units", "durations", "unit_seconds", "num_frames", "audio_seconds")
 
@@ -137,14 +139,8 @@ def write_meta(units_path: str | os.PathLike, meta: dict) -> None:
 
 def read_meta(units_path: str | os.PathLike) -> dict:
     """The sidecar of a units file; raises with the file name when absent or malformed."""
-    p = meta_path(units_path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"{p}: identity sidecar missing for {units_path} (written by tools/extract_units.py)")
-    with open(p, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format") != META_FORMAT:
-        raise ValueError(f"{p}: field 'format' is {meta.get('format')!r}, expected {META_FORMAT!r}")
-    return meta
+    return read_sidecar(meta_path(units_path), META_FORMAT,
+                        f"identity sidecar missing for {units_path} (written by tools/extract_units.py)")
 
 
 def check_compatible(paths: Sequence[str | os.PathLike]) -> dict:

@@ -1,0 +1,59 @@
+"""The language-model loss of a training step, per token and per modality.
+
+Megatron pads the vocabulary (to a multiple of make_vocab_size_divisible_by x TP); by default
+the padding rows take part in the softmax. We mask them out, so the model trained here and its
+Hugging Face export (which trims the padding) define exactly the same distribution: the loss
+logged in training is the loss the exported model gives.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from megatron_slm.training.batches import SPEECH, TEXT
+
+
+def vocab_parallel_lm_loss(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Per-token cross entropy [b, s] from this TP rank's logit slice [b, s, V_padded / tp],
+    ignoring the padding ids >= vocab_size."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
+
+    local = logits.size(-1)
+    first = ps.get_tensor_model_parallel_rank() * local
+    if first + local > vocab_size:  # this rank holds padding columns
+        ids = torch.arange(first, first + local, device=logits.device)
+        logits = logits.masked_fill(ids >= vocab_size, float("-inf"))
+    # Megatron's kernel works on [s, b, v] and computes in fp32.
+    loss = vocab_parallel_cross_entropy(logits.transpose(0, 1).contiguous().float(),
+                                        labels.transpose(0, 1).contiguous())
+    return loss.transpose(0, 1).contiguous()
+
+
+def loss_func(loss_mask: torch.Tensor, modality: torch.Tensor, output_tensor: torch.Tensor):
+    """Per-token loss sums; Megatron divides by the global token count (calculate_per_token_loss).
+
+    `modality` gives each label token's modality so speech and text losses are reported apart.
+    """
+    losses = output_tensor.float()
+    mask = loss_mask.float()
+    total, count = (losses * mask).sum(), mask.sum()
+    report = {"lm_loss": torch.stack([total.detach(), count])}
+    for name, value in (("speech_loss", SPEECH), ("text_loss", TEXT)):
+        m = mask * (modality == value)
+        report[name] = torch.stack([(losses * m).sum().detach(), m.sum()])
+    return total, count.int(), report
+
+
+def make_forward_step(vocab_size: int):
+    """The `forward_step_func` for Megatron's schedules."""
+
+    def forward_step(data_iterator, model):
+        batch = next(data_iterator)
+        output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"])
+        if getattr(model, "module", model).post_process:  # last stage: logits -> per-token loss
+            output = vocab_parallel_lm_loss(output, batch["labels"], vocab_size)
+        return output, functools.partial(loss_func, batch["loss_mask"], batch["modality"])
+
+    return forward_step
