@@ -48,7 +48,12 @@ def main() -> None:
     step = data + fb + opt + loop
 
     # Bare loop: same model/optimizer, batches fetched up front, nothing else.
-    batches = trainer._device_batches(trainer.train_iter, trainer.plan.num_microbatches)
+    from megatron_slm.training.batches import StepSampler, make_loader
+
+    t = cfg.train
+    fresh = iter(make_loader(trainer.train_ds, StepSampler(t.global_batch_size, 0, t.micro_batch_size,
+                                                           t.global_batch_size, 0, 1), 0))
+    batches = trainer._device_batches(fresh, trainer.plan.num_microbatches)
     bare = []
     for _ in range(len(train)):
         t0 = time.perf_counter()
