@@ -20,7 +20,7 @@ def _arch_of(cfg) -> ModelArch:
     shape = {k: v for k, v in dict(vars(cfg.model)).items()
              if k in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
                       "kv_channels") and v is not None}
-    return PRESETS[cfg.model.preset].with_speech_units(cfg.data.num_units).replace(**shape)
+    return PRESETS[cfg.model.preset].with_speech_units(cfg.data.num_units or 500).replace(**shape)
 
 
 def test_ladder_plan_writes_loadable_configs_on_budget(tmp_path):
