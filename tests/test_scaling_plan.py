@@ -45,7 +45,7 @@ def test_ladder_plan_writes_loadable_configs_on_budget(tmp_path):
         n_opt = REFERENCE_LAWS["textless"].optimal(c)[0]
         assert len(sizes) >= 5 and sizes[0] < n_opt < sizes[-1]
     script = files["sbatch"].read_text()
-    assert f"#SBATCH --array=0-{len(rows) - 1}" in script and "--nproc_per_node=4" in script
+    assert f"#SBATCH --array=0-{len(rows) - 1}" in script and "#SBATCH --gpus-per-node=4" in script and "launch.py --srun" in script
     assert "/repo/pretrain_slm.py" in script
     assert len(files["configs_txt"].read_text().splitlines()) == len(rows)
 
