@@ -46,7 +46,7 @@ def test_ladder_plan_writes_loadable_configs_on_budget(tmp_path):
         assert len(sizes) >= 5 and sizes[0] < n_opt < sizes[-1]
     script = files["sbatch"].read_text()
     assert f"#SBATCH --array=0-{len(rows) - 1}" in script and "#SBATCH --gpus-per-node=4" in script and "launch.py --srun" in script
-    assert "/repo/pretrain_slm.py" in script
+    assert "/repo/tools/launch.py --srun" in script  # the launcher beside the trainer
     assert len(files["configs_txt"].read_text().splitlines()) == len(rows)
 
 
