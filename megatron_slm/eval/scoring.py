@@ -22,6 +22,7 @@ from typing import Literal, Optional, Protocol, Sequence
 import numpy as np
 import torch
 
+from megatron_slm.batching import length_buckets
 from megatron_slm.eval.items import Candidate, Item, ItemError
 
 Restrict = Optional[Literal["speech", "text"]]
@@ -122,18 +123,7 @@ def check_restriction(seqs: Sequence[EncodedSeq], allowed: torch.Tensor, restric
 def make_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[list[int]]:
     """Group sequence indices by length (longest first) so padding stays small; a batch holds
     at most `max_batch` sequences and `max_tokens` padded tokens (a longer sequence goes alone)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        width = lengths[cur[0]] if cur else lengths[i]  # the first is the longest
-        if cur and (len(cur) + 1 > max_batch or (len(cur) + 1) * width > max_tokens):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
+    return length_buckets(lengths, max_tokens, max_batch, longest_first=True)
 
 
 def collate(seqs: Sequence[EncodedSeq], idx: Sequence[int], pad_id: int, length: Optional[int] = None):

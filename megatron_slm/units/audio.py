@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
+from megatron_slm.batching import length_buckets
+
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -95,16 +97,9 @@ def probe(paths: Sequence[str], ids: Sequence[str] | None = None, min_seconds: f
 def bucket_batches(items: Sequence[AudioItem], max_batch_seconds: float, max_batch_size: int = 64) -> list[list[AudioItem]]:
     """Sort by duration and cut into batches whose padded size (n × longest) stays within
     `max_batch_seconds`; an item longer than the budget gets a batch of its own."""
-    batches: list[list[AudioItem]] = []
-    cur: list[AudioItem] = []
-    for item in sorted(items, key=lambda it: (it.duration, it.id)):
-        if cur and ((len(cur) + 1) * item.duration > max_batch_seconds or len(cur) >= max_batch_size):
-            batches.append(cur)
-            cur = []
-        cur.append(item)
-    if cur:
-        batches.append(cur)
-    return batches
+    ordered = sorted(items, key=lambda it: it.id)  # ties in duration break by id
+    groups = length_buckets([it.duration for it in ordered], max_batch_seconds, max_batch_size)
+    return [[ordered[i] for i in group] for group in groups]
 
 
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
