@@ -4,11 +4,16 @@
 
 Everything after --config is a dotted override (section.key=value); see docs/config.md.
 """
-from megatron_slm.cli import run_main
-from megatron_slm.training.trainer import Trainer
+from megatron_slm.training import preemption
+
+preemption.install()  # before the heavy imports: a preemption signal during start-up is not fatal
+
+from megatron_slm.cli import run_main  # noqa: E402
 
 
 def main(cfg):
+    from megatron_slm.training.trainer import Trainer
+
     Trainer(cfg).run()
 
 

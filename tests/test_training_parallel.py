@@ -141,3 +141,26 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     last = json.loads(metrics.read_text().splitlines()[-1])
     saved = int((save / "latest_checkpointed_iteration.txt").read_text())
     assert saved == last["iteration"] and saved >= 2
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` (Linux: SigCgt in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_preemption_signal_during_startup_is_not_fatal(tmp_path):
+    """SIGUSR1 while the job is still importing/initialising: the first step checkpoints, exit 0."""
+    save = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, PRETRAIN, *BASE, "train.iters=100000", f"checkpoint.save={save}"],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not _catches(proc.pid, signal.SIGUSR1) and time.time() < deadline:
+        time.sleep(0.01)
+    assert not (save / "metrics.jsonl").exists(), "the signal was meant to arrive before training started"
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    assert (save / "latest_checkpointed_iteration.txt").read_text() == "1"

@@ -10,7 +10,6 @@ then log / validate / checkpoint / react to preemption signals at the step bound
 from __future__ import annotations
 
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,7 +22,7 @@ from megatron_slm.config import SLMConfig
 from megatron_slm.models.flops import peak_tflops_for, training_flops_per_token
 from megatron_slm.models.provider import build_gpt_models, write_model_info
 from megatron_slm.runtime.distributed import choose_device, init_distributed, print_rank0, world_size_from_env
-from megatron_slm.training import checkpointing as ckpt
+from megatron_slm.training import checkpointing as ckpt, preemption
 from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
 from megatron_slm.training.loss import make_forward_step
 from megatron_slm.training.metrics import MetricsLogger
@@ -37,19 +36,6 @@ TRAIN_CONSOLE = ("iteration", "lm_loss", "speech_loss", "text_loss", "lr", "grad
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-class _PreemptionFlag:
-    """SIGTERM / SIGUSR1 (SLURM preemption) only set a flag; the loop acts at a step boundary."""
-
-    def __init__(self, enabled: bool):
-        self.raised = False
-        if enabled:
-            for sig in (signal.SIGTERM, signal.SIGUSR1):
-                signal.signal(sig, self._handler)
-
-    def _handler(self, signum, frame):
-        self.raised = True
 
 
 class Trainer:
@@ -87,7 +73,10 @@ class Trainer:
         self._load()
         self._write_run_files()
         self.metrics = MetricsLogger(self.run_dir, cfg.logging, enabled=self.rank0, run_config=cfg.to_dict())
-        self.preempt = _PreemptionFlag(cfg.train.exit_on_signal)
+        if cfg.train.exit_on_signal:
+            preemption.install()  # already installed by pretrain_slm.py; here for library use
+        else:
+            preemption.uninstall()
         self.forward_step = make_forward_step(self.plan.arch.vocab_size)
         self.flops_per_token = training_flops_per_token(self.plan.arch, cfg.train.seq_length)
         self.peak_tflops = peak_tflops_for(torch.cuda.get_device_name()) if on_cuda else None
@@ -282,7 +271,7 @@ class Trainer:
                              f"{ckpt.iter_dir(self.cfg.checkpoint.save, self.iteration)} ({seconds:.1f}s)")
 
     def _signal_received(self) -> bool:
-        flag = torch.tensor([1.0 if self.preempt.raised else 0.0], device=self.info.device)
+        flag = torch.tensor([1.0 if preemption.raised() else 0.0], device=self.info.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(flag.item())
 
