@@ -23,6 +23,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# The end of every fault-injection driver script: patch first (above it), then run the real CLI.
+DRIVER_MAIN = """
+from megatron_slm.cli import run_main
+from megatron_slm.training.trainer import Trainer
+if __name__ == "__main__":
+    run_main(lambda cfg: Trainer(cfg).run())
+"""
+
+
 def _env() -> dict:
     env = dict(os.environ)
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):

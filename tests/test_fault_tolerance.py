@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, TINY_CPU, _env, _free_port, read_metrics, run_python, run_torchrun
+from conftest import DRIVER_MAIN, REPO, TINY_CPU, _env, _free_port, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
 PRETRAIN = REPO / "pretrain_slm.py"
@@ -82,10 +82,7 @@ def poisoned_loss(loss_mask, modality, output_tensor):
         output_tensor = output_tensor * VALUE
     return original_loss(loss_mask, modality, output_tensor)
 loss_module.loss_func = poisoned_loss
-from megatron_slm.cli import run_main
-if __name__ == "__main__":
-    run_main(lambda cfg: trainer_module.Trainer(cfg).run())
-"""
+""" + DRIVER_MAIN
 
 
 def _poisoned_run(tmp_path: Path, steps: str, value: str, args: list[str]) -> subprocess.CompletedProcess:
@@ -148,11 +145,7 @@ def write_or_fill_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
     return original_write(*args, **kwargs)
 filesystem_async._write_item = write_or_fill_disk
-from megatron_slm.cli import run_main
-from megatron_slm.training.trainer import Trainer
-if __name__ == "__main__":
-    run_main(lambda cfg: Trainer(cfg).run())
-"""
+""" + DRIVER_MAIN
 
 
 def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path):

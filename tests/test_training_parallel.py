@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_CPU, _env, read_metrics, run_python, run_torchrun
+from conftest import DRIVER_MAIN, REPO, TINY_CPU, _env, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
 PRETRAIN = REPO / "pretrain_slm.py"
@@ -93,12 +93,7 @@ def finalize_or_die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
 checkpointing._finalize = finalize_or_die
-sys.argv = [sys.argv[0]] + sys.argv[1:]
-from megatron_slm.cli import run_main
-from megatron_slm.training.trainer import Trainer
-if __name__ == "__main__":
-    run_main(lambda cfg: Trainer(cfg).run())
-"""
+""" + DRIVER_MAIN
 
 
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path):

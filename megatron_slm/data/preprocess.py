@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from megatron_slm import sidecar
+from megatron_slm import jsonio
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave as il
 from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
@@ -74,7 +74,7 @@ def sidecar_path(prefix: str) -> str:
 
 
 def read_sidecar(prefix: str) -> dict:
-    return sidecar.read_sidecar(sidecar_path(prefix), SIDECAR_FORMAT,
+    return jsonio.read_sidecar(sidecar_path(prefix), SIDECAR_FORMAT,
                                 f"dataset sidecar missing (was {prefix} made by tools/preprocess_data.py?)")
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from megatron_slm.jsonio import iter_jsonl
+
 FORMAT = "megatron-slm-eval-items"
 VERSION = 1
 
@@ -136,26 +138,19 @@ def read_items(path: str | os.PathLike) -> ItemSet:
     items: list[Item] = []
     header: Optional[dict] = None
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ItemError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-            if header is None:
-                if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-                    raise ItemError(f"{path}:{lineno}: first line must be the header with \"format\": \"{FORMAT}\"")
-                if obj.get("version") != VERSION:
-                    raise ItemError(f"{path}:{lineno}: unsupported version {obj.get('version')!r} (this code reads {VERSION})")
-                header = obj
-                continue
-            item = Item.from_json(obj, f"{path}:{lineno}")
-            if item.id in seen:
-                raise ItemError(f"{path}:{lineno}: duplicate item id {item.id!r}")
-            seen.add(item.id)
-            items.append(item)
+    for where, obj in iter_jsonl(path, error=ItemError):
+        if header is None:
+            if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+                raise ItemError(f"{where}: first line must be the header with \"format\": \"{FORMAT}\"")
+            if obj.get("version") != VERSION:
+                raise ItemError(f"{where}: unsupported version {obj.get('version')!r} (this code reads {VERSION})")
+            header = obj
+            continue
+        item = Item.from_json(obj, where)
+        if item.id in seen:
+            raise ItemError(f"{where}: duplicate item id {item.id!r}")
+        seen.add(item.id)
+        items.append(item)
     if header is None:
         raise ItemError(f"{path}: empty file (no header)")
     if not items:

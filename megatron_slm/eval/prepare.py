@@ -46,6 +46,11 @@ class PrepareError(ItemError):
     """The benchmark folder does not have the expected layout (message names the file)."""
 
 
+def _first_few(names: list[str], sep: str, n: int = 5) -> str:
+    """The first `n` offending names of an error message, with `...` when there are more."""
+    return sep.join(names[:n]) + (" ..." if len(names) > n else "")
+
+
 @dataclass
 class CandSpec:
     audio: Optional[str] = None
@@ -194,7 +199,7 @@ def read_storycloze(src: str, task: str = "ssc") -> list[ItemSpec]:
                               negatives=[CandSpec(str(neg), _read_text(neg.with_suffix(".txt")))]))
     if unpaired:
         raise PrepareError(f"{src}: {len(unpaired)} stories lack their pair; missing audio: "
-                           + ", ".join(unpaired[:5]) + (" ..." if len(unpaired) > 5 else ""))
+                           + _first_few(unpaired, ", "))
     if not specs:
         raise PrepareError(f"{src}: no <id>_correct.wav / <id>_incorrect.wav pairs found")
     return specs
@@ -230,7 +235,7 @@ def read_cross_modal(src: str, direction: str, task: Optional[str] = None) -> li
                               positive=cand("correct", c_ext), negatives=[cand("incorrect", c_ext)]))
     if incomplete:
         raise PrepareError(f"{src}: {len(incomplete)} stories are incomplete for {direction}: "
-                           + "; ".join(incomplete[:5]) + (" ..." if len(incomplete) > 5 else ""))
+                           + _first_few(incomplete, "; "))
     if not specs:
         raise PrepareError(f"{src}: no <id>_mutual / _correct / _incorrect story files found")
     return specs
@@ -419,7 +424,7 @@ class UnitsSource:
             bad = [f"{s.path} ({s.reason})" for s in extractor.skipped]
             if bad:
                 raise PrepareError(f"{len(bad)} benchmark audio file(s) could not be turned into units: "
-                                   + "; ".join(bad[:5]))
+                                   + _first_few(bad, "; "))
             return {p: done[os.path.abspath(p)] for p in paths}
 
         return cls(identity, lookup, f"units extracted with {identity['extractor'].get('name')} k={identity['k']}")

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from megatron_slm.sidecar import read_sidecar
+from megatron_slm.jsonio import iter_jsonl, read_sidecar
 
 META_FORMAT = "megatron-slm-units/1"
 RECORD_FIELDS = ("id", "path", "units", "durations", "unit_seconds", "num_frames", "audio_seconds")
@@ -92,18 +92,8 @@ def parse_record(obj: Any, where: str) -> UnitRecord:
 def iter_records(path: str | os.PathLike, tolerate_truncated_tail: bool = False) -> Iterator[UnitRecord]:
     """Records of a units JSONL. With `tolerate_truncated_tail`, an unparsable *last* line (a run
     killed mid-write) is ignored instead of raising, which is what resume needs."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if tolerate_truncated_tail and lineno == len(lines) and not line.endswith("\n"):
-                return
-            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-        yield parse_record(obj, f"{path}:{lineno}")
+    for where, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
+        yield parse_record(obj, where)
 
 
 def meta_path(units_path: str | os.PathLike) -> str:

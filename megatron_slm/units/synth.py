@@ -7,7 +7,6 @@ sample: the alignments are exact by construction (the sTinyStories idea, offline
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,8 @@ from typing import Iterator
 
 import numpy as np
 from scipy.signal import resample_poly
+
+from megatron_slm.jsonio import iter_jsonl
 
 _SYNTH_CHARS = re.compile(r"[^\w']+")
 
@@ -165,15 +166,8 @@ def synthesize(utt: Utterance, synth: EspeakSynth, pauses: PauseConfig = PauseCo
 
 def iter_alignments(path: str | os.PathLike) -> Iterator[dict]:
     """Records of an alignments.jsonl (one JSON object per line), with file:line on errors."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-            for field in ("id", "audio", "text", "words"):
-                if field not in rec:
-                    raise ValueError(f"{path}:{lineno}: missing field {field!r}")
-            yield rec
+    for where, rec in iter_jsonl(path):
+        for field in ("id", "audio", "text", "words"):
+            if field not in rec:
+                raise ValueError(f"{where}: missing field {field!r}")
+        yield rec

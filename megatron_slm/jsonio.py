@@ -1,0 +1,39 @@
+"""JSON files shared across the pipeline: JSONL record streams and versioned sidecars."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator
+
+
+def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError,
+               tolerate_truncated_tail: bool = False) -> Iterator[tuple[str, Any]]:
+    """(`file:line`, object) for each non-blank line; a bad line raises `error` naming file:line.
+
+    With `tolerate_truncated_tail`, an unparsable *last* line without a newline (a writer killed
+    mid-line) ends the stream instead: what resuming an interrupted run needs.
+    """
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if tolerate_truncated_tail and lineno == len(lines) and not line.endswith("\n"):
+                return
+            raise error(f"{path}:{lineno}: not JSON ({e.msg})") from None
+        yield f"{path}:{lineno}", obj
+
+
+def read_sidecar(path: str | os.PathLike, expected_format: str, missing_hint: str) -> dict:
+    """Load `path`, checking its 'format' field; errors name the file and the field."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: {missing_hint}")
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format") != expected_format:
+        raise ValueError(f"{path}: field 'format' is {meta.get('format')!r}, expected {expected_format!r}")
+    return meta
