@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=600, help="audio to process per method (default 600)")
     ap.add_argument("--layer", type=int, default=11)
     ap.add_argument("--k", type=int, default=500)
-    ap.add_argument("--max-batch-seconds", type=float, default=120)
+    ap.add_argument("--max-batch-seconds", type=float, default=None, help="default: the loader's (CPU: 1 utterance)")
     ap.add_argument("--audio-backend", default="auto")
     args = ap.parse_args()
 

@@ -30,8 +30,9 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu)")
     g.add_argument("--audio-backend", choices=("auto", "dali", "soundfile"), default="auto",
                    help="decoder: DALI (GPU resampling on CUDA) or soundfile+scipy; auto = DALI when installed")
-    g.add_argument("--max-batch-seconds", type=float, default=120.0,
-                   help="padded seconds of audio per batch (length-bucketed; default 120)")
+    g.add_argument("--max-batch-seconds", type=float, default=None,
+                   help="padded seconds of audio per batch (length-bucketed; default 120 on GPU, "
+                        "one utterance per batch on CPU, where padding only adds work)")
     g.add_argument("--num-threads", type=int, default=2, help="DALI decoding threads (default 2)")
 
 

@@ -69,7 +69,7 @@ class UnitExtractor(FeatureStream):
     @classmethod
     def from_args(cls, extractor: str = "mel", kmeans: str | None = None, model_dir: str | None = None,
                   layer: int = 11, device: str | None = None, audio_backend: str = "auto",
-                  max_batch_seconds: float = 120.0, num_threads: int = 2, collapse: bool = True,
+                  max_batch_seconds: float | None = None, num_threads: int = 2, collapse: bool = True,
                   min_seconds: float = 0.1, max_seconds: float | None = None) -> "UnitExtractor":
         if not kmeans:
             raise ValueError("a k-means file is required (--kmeans: .npy centroids or a pickled sklearn KMeans)")
