@@ -4,10 +4,13 @@ random HuBERT (768 hidden, 12 layers, 25 Hz conv stack) and a 500-unit codebook,
 bundled corpus repeated to about --seconds of audio.
 
   ours : UnitExtractor (DALI decode when installed, length-bucketed batches, encoder cut at
-         --layer, torch nearest-centroid assignment)
-  naive: per file: soundfile load, scipy resample, full HubertModel forward, sklearn predict
+         --layer, torch nearest-centroid assignment), in float32 and in its default precision
+         (`--dtype auto`: bfloat16 where the CPU has native bf16)
+  naive: per file: soundfile load, scipy resample, full float32 HubertModel forward, sklearn predict
 
-Both run in this process on the same files; the units are checked to agree.
+The codebook is a k-means fitted on the model's own layer features of the corpus (as real
+codebooks are), so unit agreement between precisions measures real near-ties, not ties between
+random centroids. All runs are in this process on the same files.
   python bench/extract_units.py --seconds 600
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from megatron_slm.units.audio import AudioLoader, list_audio_files, load_audio
-from megatron_slm.units.extractors import HubertExtractor
+from megatron_slm.units.extractors import HubertExtractor, resolve_dtype
 from megatron_slm.units.pipeline import UnitExtractor
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "examples", "data", "tiny_corpus", "audio")
@@ -37,11 +40,14 @@ def mhubert_base_25hz_random():
     return HubertModel(cfg).eval()
 
 
-def fitted_sklearn_kmeans(dim: int, k: int):
+def fitted_sklearn_kmeans(model, paths, layer: int, k: int):
+    """sklearn KMeans fitted on the float32 layer features of `paths` (the un-repeated corpus)."""
     from sklearn.cluster import KMeans
 
-    x = np.random.default_rng(0).normal(size=(k * 2, dim)).astype(np.float32)
-    return KMeans(n_clusters=k, n_init=1, max_iter=1, random_state=0).fit(x)
+    with torch.inference_mode():
+        x = np.concatenate([model(torch.from_numpy(load_audio(p))[None], output_hidden_states=True)
+                            .hidden_states[layer][0].numpy() for p in paths])
+    return KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=0).fit(x)
 
 
 def naive(paths, model, km, layer):
@@ -61,6 +67,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--max-batch-seconds", type=float, default=None, help="default: the loader's (CPU: 1 utterance)")
     ap.add_argument("--audio-backend", default="auto")
+    ap.add_argument("--dtype", default="auto", help="precision of our last run (default auto)")
+    ap.add_argument("--rounds", type=int, default=6, help="chunks the methods take turns on (default 6)")
     args = ap.parse_args()
 
     src = list_audio_files(CORPUS)
@@ -78,25 +86,42 @@ def main() -> None:
         rep += 1
     print(f"{len(paths)} files, {total:.0f} s of audio, torch threads {torch.get_num_threads()}")
 
-    km = fitted_sklearn_kmeans(768, args.k)
     model = mhubert_base_25hz_random()
-    t = time.perf_counter()
-    ref = naive(paths, model, km, args.layer)
-    t_naive = time.perf_counter() - t
-
+    km = fitted_sklearn_kmeans(model, src, args.layer, args.k)
+    centroids = km.cluster_centers_.astype(np.float32)
     loader = AudioLoader(args.audio_backend, "cpu", max_batch_seconds=args.max_batch_seconds)
-    ours = UnitExtractor(HubertExtractor(mhubert_base_25hz_random(), args.layer),
-                         km.cluster_centers_.astype(np.float32), loader, collapse=False)
-    t = time.perf_counter()
-    got = {r.id: np.asarray(r.units) for r in ours.units_for_files(paths)}
-    t_ours = time.perf_counter() - t
+
+    def ours(dtype_name: str, streams: int | None):
+        ex = UnitExtractor(HubertExtractor(mhubert_base_25hz_random(), args.layer, dtype=resolve_dtype(dtype_name, "cpu")),
+                           centroids, loader, collapse=False, streams=streams)
+        return lambda chunk: {r.id: np.asarray(r.units) for r in ex.units_for_files(chunk)}, ex.streams
+
+    methods = {"naive per-file loop (float32)": lambda chunk: naive(chunk, model, km, args.layer)}
+    for dtype_name, streams in (("float32", 1), ("float32", None), (args.dtype, None)):
+        fn, n = ours(dtype_name, streams)
+        shown = dtype_name + (f"={str(resolve_dtype(dtype_name, 'cpu'))[6:]}" if dtype_name == "auto" else "")
+        methods[f"ours ({loader.backend}, {shown}, {n} stream{'s' * (n > 1)})"] = fn
+    # Rounds over chunks of the files, rotating the order of the methods: slow drifts of this
+    # shared machine hit every method alike.
+    rounds = max(1, min(args.rounds, len(paths)))
+    chunks = [paths[i::rounds] for i in range(rounds)]
+    elapsed, units = dict.fromkeys(methods, 0.0), {name: {} for name in methods}
+    names = list(methods)
+    for r, chunk in enumerate(chunks):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            units[name].update(methods[name](chunk))
+            elapsed[name] += time.perf_counter() - t
     shutil.rmtree(tmp)
 
-    agree = np.mean([np.mean(got[i] == ref[i]) if got[i].size == ref[i].size else 0.0 for i in ref])
-    print(f"naive per-file loop : {total / t_naive:7.1f} audio s/s  ({t_naive:.1f} s)")
-    print(f"ours (batched, {ours.loader.backend}): {total / t_ours:7.1f} audio s/s  ({t_ours:.1f} s)")
-    print(f"speedup {t_naive / t_ours:.2f}x; unit agreement {agree:.4f} (float rounding may flip near-ties)")
-
+    ref_name = names[0]
+    ref = units[ref_name]
+    print(f"{ref_name:44s}: {total / elapsed[ref_name]:6.1f} audio s/s  ({elapsed[ref_name]:.1f} s)")
+    for name in names[1:]:
+        got = units[name]
+        agree = np.mean([np.mean(got[i] == ref[i]) if got[i].size == ref[i].size else 0.0 for i in ref])
+        print(f"{name:44s}: {total / elapsed[name]:6.1f} audio s/s  ({elapsed[name]:.1f} s)  "
+              f"speedup {elapsed[ref_name] / elapsed[name]:.2f}x, units equal to naive's {100 * agree:.2f}%")
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,7 @@ def hubert_dir(tmp_path_factory):
 
 
 def test_hubert_25hz_gives_25_units_per_second(hubert_dir, tmp_path):
-    ex = build_extractor("hubert", model_dir=hubert_dir, layer=2)
+    ex = build_extractor("hubert", model_dir=hubert_dir, layer=2, dtype="float32")
     assert ex.frame_rate == 25.0 and ex.dim == 32
     secs = np.array([1.0, 2.5, 4.0])
     lengths = torch.tensor((secs * 16000).astype(np.int64))
@@ -54,7 +54,7 @@ def test_hubert_25hz_gives_25_units_per_second(hubert_dir, tmp_path):
     # end to end through the on-the-fly API, with a random codebook
     np.save(tmp_path / "km.npy", np.random.default_rng(0).normal(size=(20, 32)).astype(np.float32))
     ux = UnitExtractor.from_args(extractor="hubert", model_dir=hubert_dir, layer=2, kmeans=str(tmp_path / "km.npy"),
-                                 device="cpu", audio_backend="soundfile")
+                                 device="cpu", audio_backend="soundfile", dtype="float32")
     path = os.path.join(CORPUS, "audio", "s01_01.flac")
     (rec,) = list(ux.units_for_files([path]))
     assert rec.unit_seconds == 0.04 and rec.id == "s01_01"
@@ -73,6 +73,46 @@ def test_hubert_layer_is_the_output_of_layer_l():
     torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="layer 9 out of range"):
         HubertExtractor(tiny_mhubert_25hz(), layer=9)
+
+
+def test_compute_dtype_bf16_close_to_float32_and_not_part_of_the_unit_identity(hubert_dir):
+    from megatron_slm.units.extractors import resolve_dtype
+    from megatron_slm.units.records import compatibility_key, make_meta
+
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert resolve_dtype("float16", "cpu") == torch.float16
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        resolve_dtype("fp8", "cpu")
+    f32 = build_extractor("hubert", model_dir=hubert_dir, layer=2, dtype="float32")
+    b16 = build_extractor("hubert", model_dir=hubert_dir, layer=2, dtype="bfloat16")
+    assert b16.identity()["dtype"] == "bfloat16" and f32.identity()["dtype"] == "float32"
+    lengths = torch.tensor([16000, 40000])
+    waves = torch.randn(2, 40000) * (torch.arange(40000)[None] < lengths[:, None])
+    ref, frames = f32(waves, lengths)
+    got, _ = b16(waves, lengths)  # padded batch: exercises the masked group norm in bf16
+    assert got.dtype == torch.float32
+    for i in range(2):
+        a, b = ref[i, : frames[i]], got[i, : frames[i]]
+        assert float((a - b).norm() / a.norm()) < 0.05
+    meta = lambda ex: make_meta(ex.identity(), 20, "sha", None, True)  # noqa: E731
+    assert compatibility_key(meta(f32)) == compatibility_key(meta(b16))
+
+
+def test_concurrent_streams_equal_one_stream_and_restore_threads(hubert_dir):
+    """Several utterance batches in flight on worker threads (the CPU default) give the features
+    of one stream, in the same order; padded batches check the per-thread group-norm state."""
+    paths = [os.path.join(CORPUS, "audio", f) for f in sorted(os.listdir(os.path.join(CORPUS, "audio")))[:8]]
+    ex = build_extractor("hubert", model_dir=hubert_dir, layer=2, dtype="float32")
+    loader = AudioLoader("soundfile", "cpu", max_batch_seconds=20.0)  # 2-3 padded files per batch
+    threads = torch.get_num_threads()
+    one = list(FeatureStream(ex, loader, streams=1).features_for_files(paths))
+    many = list(FeatureStream(ex, loader, streams=3).features_for_files(paths))
+    assert torch.get_num_threads() == threads
+    assert [i for i, _ in many] == [i for i, _ in one] and len(one) == 8
+    for (_, a), (_, b) in zip(one, many):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert FeatureStream(ex, loader).streams == min(threads, 4)
 
 
 def test_mel_frames_and_padding_invariance():

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         ex = UnitExtractor.from_args(args.extractor, args.kmeans, args.model_dir, args.layer, args.device,
                                      args.audio_backend, args.max_batch_seconds, args.num_threads,
                                      collapse=not args.no_dedup, min_seconds=args.min_seconds,
-                                     max_seconds=args.max_seconds)
+                                     max_seconds=args.max_seconds, dtype=args.dtype, streams=args.streams)
         if os.path.exists(meta_path(args.out)) and compatibility_key(read_meta(args.out)) != compatibility_key(ex.meta):
             raise ValueError(f"{args.out} already holds units from a different extractor/k-means "
                              f"(see {meta_path(args.out)}); choose another --out")

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--out {args.out!r} must end in .npy")
         paths, ids = resolve_inputs(args)
         device = args.device or default_device()
-        ext = build_extractor(args.extractor, model_dir=args.model_dir, layer=args.layer, device=device)
+        ext = build_extractor(args.extractor, model_dir=args.model_dir, layer=args.layer, device=device, dtype=args.dtype)
         loader = AudioLoader(args.audio_backend, device, args.num_threads, max_batch_seconds=args.max_batch_seconds)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     order = list(range(len(paths)))
     random.Random(args.seed).shuffle(order)
-    stream = FeatureStream(ext, loader, args.min_seconds, args.max_seconds)
+    stream = FeatureStream(ext, loader, args.min_seconds, args.max_seconds, args.streams)
     chunks, total, used = [], 0, 0
     bar = tqdm(total=args.max_frames, desc="features", unit="frame")
     # Feed files in modest groups so we stop reading audio once enough frames are collected.

@@ -28,12 +28,18 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-dir", help="local HuggingFace HubertModel directory (e.g. mhubert-base-25hz)")
     g.add_argument("--layer", type=int, default=11, help="HuBERT hidden layer, 1-based (default 11)")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu)")
+    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="HuBERT compute precision; auto = bfloat16 where the device has native bf16 (CUDA, "
+                        "CPUs with AVX512-BF16/AMX), else float32. Recorded in the sidecar")
     g.add_argument("--audio-backend", choices=("auto", "dali", "soundfile"), default="auto",
                    help="decoder: DALI (GPU resampling on CUDA) or soundfile+scipy; auto = DALI when installed")
     g.add_argument("--max-batch-seconds", type=float, default=None,
                    help="padded seconds of audio per batch (length-bucketed; default 120 on GPU, "
                         "one utterance per batch on CPU, where padding only adds work)")
     g.add_argument("--num-threads", type=int, default=2, help="DALI decoding threads (default 2)")
+    g.add_argument("--streams", type=int, default=None,
+                   help="utterances computed at once, each on its own thread (default: CPU min(torch threads, 4), "
+                        "GPU 1)")
 
 
 def resolve_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:

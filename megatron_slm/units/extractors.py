@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import math
 import os
+import threading
 from typing import Any
 
 import torch
@@ -108,26 +109,54 @@ class _MaskedGroupNorm(torch.nn.Module):
         if norm.num_groups != norm.num_channels:
             raise ValueError("masked group norm expects one group per channel (HuBERT 'group' norm)")
         self.norm = norm
-        self.valid: torch.Tensor | None = None  # [B] valid output frames, set per forward
+        self._local = threading.local()  # CPU extraction runs forwards in several threads at once
+
+    @property
+    def valid(self) -> torch.Tensor | None:
+        """[B] valid output frames of the forward running in this thread (None: no padding)."""
+        return getattr(self._local, "valid", None)
+
+    @valid.setter
+    def valid(self, value: torch.Tensor | None) -> None:
+        self._local.valid = value
 
     def forward(self, x):  # x: [B, C, T]
-        if self.valid is None or bool((self.valid >= x.shape[-1]).all()):
+        valid = self.valid
+        if valid is None or bool((valid >= x.shape[-1]).all()):
             return self.norm(x)  # nothing padded in this batch: the fused kernel
-        mask = (torch.arange(x.shape[-1], device=x.device)[None] < self.valid[:, None]).unsqueeze(1).to(x.dtype)
-        n = self.valid.clamp(min=1).to(x.dtype)[:, None, None]
-        # Few passes over this large [B, 512, T] activation: masked sums of x and x^2, then one
-        # fused scale-and-shift (what makes the padded path cost about the same as the plain one).
+        mask = (torch.arange(x.shape[-1], device=x.device)[None] < valid[:, None]).unsqueeze(1).to(x.dtype)
+        n = valid.clamp(min=1).float()[:, None, None]
+        # Few passes over this large [B, 512, T] activation: masked sums of x and x^2 (accumulated
+        # in float32, E[x^2] - E[x]^2 is unusable in bf16), then one fused scale-and-shift (what
+        # makes the padded path cost about the same as the plain one).
         xm = x * mask
-        mean = xm.sum(-1, keepdim=True) / n
-        var = ((xm * x).sum(-1, keepdim=True) / n - mean.square()).clamp(min=0)
-        scale = self.norm.weight[None, :, None] * torch.rsqrt(var + self.norm.eps)
-        shift = self.norm.bias[None, :, None] - mean * scale
-        return torch.addcmul(shift, x, scale) * mask
+        mean = xm.sum(-1, keepdim=True, dtype=torch.float32) / n
+        var = ((xm * x).sum(-1, keepdim=True, dtype=torch.float32) / n - mean.square()).clamp(min=0)
+        scale = self.norm.weight[None, :, None].float() * torch.rsqrt(var + self.norm.eps)
+        shift = self.norm.bias[None, :, None].float() - mean * scale
+        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype)) * mask
+
+
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
+    """`auto`: bfloat16 where the device computes it natively (CUDA with bf16, CPUs with AVX512-BF16
+    or AMX: about 2.5x the float32 speed of a HuBERT forward), float32 elsewhere. Low precision
+    only flips near-tie frames between neighbouring centroids (bench/RESULTS.md measures how many)."""
+    if name != "auto":
+        if name not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown dtype {name!r} (choose auto, {', '.join(COMPUTE_DTYPES)})")
+        return COMPUTE_DTYPES[name]
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
 class HubertExtractor(FeatureExtractor):
     """Hidden layer `layer` (1-based: the output of transformer layer L, as in fairseq/textlesslib)
-    of a `transformers.HubertModel`. Layers above L are dropped, so they cost nothing."""
+    of a `transformers.HubertModel`. Layers above L are dropped, so they cost nothing. The model
+    runs in `dtype` (waveform normalisation stays in float32); features come out as float32."""
 
     name = "hubert"
 
@@ -151,12 +180,14 @@ class HubertExtractor(FeatureExtractor):
 
     @classmethod
     def from_pretrained(cls, model_dir: str, layer: int, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "HubertExtractor":
+                        dtype: str | torch.dtype = "auto") -> "HubertExtractor":
         from transformers import HubertModel
 
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"hubert model dir {model_dir!r} not found (a local HF directory with config.json)")
         model = HubertModel.from_pretrained(model_dir, local_files_only=True)
+        if isinstance(dtype, str):
+            dtype = resolve_dtype(dtype, device)
         return cls(model, layer, device, dtype, source=os.path.abspath(model_dir))
 
     def num_frames(self, num_samples):
@@ -167,13 +198,14 @@ class HubertExtractor(FeatureExtractor):
 
     @torch.no_grad()
     def __call__(self, waves, lengths):
-        waves, lengths = waves.to(self.device, self.dtype), lengths.to(self.device)
+        waves, lengths = waves.to(self.device, torch.float32), lengths.to(self.device)
         mask = torch.arange(waves.shape[1], device=self.device)[None] < lengths[:, None]
         if self.do_normalize:  # zero mean / unit variance per utterance over valid samples
-            n = lengths.clamp(min=1)[:, None].to(self.dtype)
+            n = lengths.clamp(min=1)[:, None].to(waves.dtype)
             mean = (waves * mask).sum(1, keepdim=True) / n
             std = torch.sqrt((((waves - mean) * mask) ** 2).sum(1, keepdim=True) / n + 1e-7)
             waves = (waves - mean) / std * mask
+        waves = waves.to(self.dtype)
         if self._gn is not None:
             self._gn.valid = torch.div(lengths - self.kernels[0], self.strides[0], rounding_mode="floor") + 1
         try:
@@ -186,16 +218,17 @@ class HubertExtractor(FeatureExtractor):
 
     def identity(self):
         return {"name": self.name, "layer": self.layer, "frame_rate": self.frame_rate, "dim": self.dim,
-                "model": self.source, "conv_stride": self.strides, "conv_kernel": self.kernels}
+                "model": self.source, "conv_stride": self.strides, "conv_kernel": self.kernels,
+                "dtype": str(self.dtype).removeprefix("torch.")}
 
 
 def build_extractor(name: str, model_dir: str | None = None, layer: int = 11, device: str | torch.device = "cpu",
-                    **mel_kwargs) -> FeatureExtractor:
+                    dtype: str = "auto", **mel_kwargs) -> FeatureExtractor:
     """Factory used by the CLIs and `UnitExtractor.from_args`."""
     if name == "mel":
         return MelExtractor(device=device, **mel_kwargs)
     if name == "hubert":
         if not model_dir:
             raise ValueError("the hubert extractor needs --model-dir (a local HF HubertModel directory)")
-        return HubertExtractor.from_pretrained(model_dir, layer, device)
+        return HubertExtractor.from_pretrained(model_dir, layer, device, dtype)
     raise ValueError(f"unknown extractor {name!r} (choose hubert or mel)")

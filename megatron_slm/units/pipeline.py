@@ -10,8 +10,11 @@ evaluation.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
-from typing import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,13 +31,33 @@ def default_device() -> str:
     return "cpu"
 
 
+def default_streams(device: torch.device) -> int:
+    """CPU: one utterance stream per intra-op thread (up to 4), each forward on its own thread.
+    HuBERT's matmuls at one utterance are too small to keep several OpenMP threads busy, so
+    concurrent single-threaded forwards get more from the cores (+6-20% measured on 2 cores, see
+    bench/RESULTS.md); the cap keeps the GIL-bound Python part of the model from serialising them.
+    GPU: one stream of large batches."""
+    return 1 if device.type != "cpu" else max(1, min(torch.get_num_threads(), 4))
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class FeatureStream:
     """Audio files -> per-utterance feature matrices [F, D] (what k-means training consumes)."""
 
     def __init__(self, extractor: FeatureExtractor, loader: AudioLoader, min_seconds: float = 0.1,
-                 max_seconds: float | None = None):
+                 max_seconds: float | None = None, streams: int | None = None):
         self.extractor, self.loader = extractor, loader
         self.min_seconds, self.max_seconds = min_seconds, max_seconds
+        self.streams = streams or default_streams(extractor.device)
         self.skipped: list[Skipped] = []
 
     def prepare(self, paths: Sequence[str], ids: Sequence[str] | None = None) -> list[AudioItem]:
@@ -42,13 +65,33 @@ class FeatureStream:
         self.skipped.extend(skipped)
         return items
 
-    def batches(self, items: Sequence[AudioItem]) -> Iterator[tuple[AudioBatch, torch.Tensor, torch.Tensor]]:
-        for batch in self.loader.batches(items, on_skip=self.skipped.append):
-            feats, frames = self.extractor(batch.waves, batch.lengths)
-            yield batch, feats, frames
+    def compute(self, batch: AudioBatch):
+        """The per-batch work (runs in a worker thread when streams > 1)."""
+        return self.extractor(batch.waves, batch.lengths)
+
+    def computed(self, items: Sequence[AudioItem]) -> Iterator[tuple[AudioBatch, Any]]:
+        """(batch, compute(batch)) in loader order. With several streams, up to `streams` batches
+        are computed at once, each with threads // streams intra-op threads; decoding stays on
+        this thread, at most streams + 1 decoded batches are held."""
+        batches = self.loader.batches(items, on_skip=self.skipped.append)
+        if self.streams <= 1:
+            for batch in batches:
+                yield batch, self.compute(batch)
+            return
+        per_stream = max(1, torch.get_num_threads() // self.streams)
+        with _intra_op_threads(per_stream), ThreadPoolExecutor(self.streams, thread_name_prefix="units") as pool:
+            pending: collections.deque = collections.deque()
+            for batch in batches:
+                pending.append((batch, pool.submit(self.compute, batch)))
+                if len(pending) > self.streams:
+                    done, fut = pending.popleft()
+                    yield done, fut.result()
+            while pending:
+                done, fut = pending.popleft()
+                yield done, fut.result()
 
     def features_for_files(self, paths: Sequence[str], ids: Sequence[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-        for batch, feats, frames in self.batches(self.prepare(paths, ids)):
+        for batch, (feats, frames) in self.computed(self.prepare(paths, ids)):
             for i, item in enumerate(batch.items):
                 yield item.id, feats[i, : int(frames[i])]
 
@@ -56,8 +99,8 @@ class FeatureStream:
 class UnitExtractor(FeatureStream):
     def __init__(self, extractor: FeatureExtractor, centroids: np.ndarray, loader: AudioLoader,
                  collapse: bool = True, kmeans_path: str | None = None, min_seconds: float = 0.1,
-                 max_seconds: float | None = None):
-        super().__init__(extractor, loader, min_seconds, max_seconds)
+                 max_seconds: float | None = None, streams: int | None = None):
+        super().__init__(extractor, loader, min_seconds, max_seconds, streams)
         if centroids.shape[1] != extractor.dim:
             raise ValueError(f"k-means {kmeans_path or ''} has dimension {centroids.shape[1]} but the "
                              f"{extractor.name} extractor gives {extractor.dim}-dim features")
@@ -70,22 +113,25 @@ class UnitExtractor(FeatureStream):
     def from_args(cls, extractor: str = "mel", kmeans: str | None = None, model_dir: str | None = None,
                   layer: int = 11, device: str | None = None, audio_backend: str = "auto",
                   max_batch_seconds: float | None = None, num_threads: int = 2, collapse: bool = True,
-                  min_seconds: float = 0.1, max_seconds: float | None = None) -> "UnitExtractor":
+                  min_seconds: float = 0.1, max_seconds: float | None = None, dtype: str = "auto",
+                  streams: int | None = None) -> "UnitExtractor":
         if not kmeans:
             raise ValueError("a k-means file is required (--kmeans: .npy centroids or a pickled sklearn KMeans)")
         device = device or default_device()
-        ext = build_extractor(extractor, model_dir=model_dir, layer=layer, device=device)
+        ext = build_extractor(extractor, model_dir=model_dir, layer=layer, device=device, dtype=dtype)
         loader = AudioLoader(audio_backend, device, num_threads, max_batch_seconds=max_batch_seconds)
-        return cls(ext, load_centroids(kmeans), loader, collapse, kmeans, min_seconds, max_seconds)
+        return cls(ext, load_centroids(kmeans), loader, collapse, kmeans, min_seconds, max_seconds, streams)
 
     @property
     def unit_seconds(self) -> float:
         return 1.0 / self.extractor.frame_rate
 
+    def compute(self, batch: AudioBatch):
+        feats, frames = super().compute(batch)
+        return self.assign(feats).cpu().numpy(), frames.cpu().numpy()
+
     def units_for_items(self, items: Sequence[AudioItem]) -> Iterator[UnitRecord]:
-        for batch, feats, frames in self.batches(items):
-            ids = self.assign(feats).cpu().numpy()
-            frames = frames.cpu().numpy()
+        for batch, (ids, frames) in self.computed(items):
             for i, item in enumerate(batch.items):
                 secs = float(batch.lengths[i]) / self.loader.sample_rate
                 yield make_record(item.id, item.path, ids[i, : frames[i]], self.unit_seconds, secs, self.collapse)

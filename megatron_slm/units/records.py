@@ -112,9 +112,10 @@ def make_meta(extractor_identity: dict, k: int, centroids_sha256: str, kmeans_pa
 
 
 def compatibility_key(meta: dict) -> dict:
-    """The parts of a sidecar that must agree for two unit files to share a vocabulary
-    (paths are informational and may differ between machines)."""
-    ext = {k: v for k, v in meta["extractor"].items() if k != "model"}
+    """The parts of a sidecar that must agree for two unit files to share a vocabulary. Paths
+    differ between machines and the compute dtype only flips near-tie frames (float32 on one
+    node, bfloat16 on another make the same unit inventory): both are informational."""
+    ext = {k: v for k, v in meta["extractor"].items() if k not in ("model", "dtype")}
     return {"extractor": ext, "k": meta["kmeans"]["k"], "sha256": meta["kmeans"]["sha256"],
             "deduplicated": meta["deduplicated"]}
 
