@@ -19,7 +19,7 @@ def test_poisson_hits_speech_fraction_and_mean_span_length():
     spans = []
     for doc in range(300):
         n = 400
-        mask = il.select_speech_words(n, il.rng_for(7, 0, doc), cfg)
+        mask = il.select_speech_words(n, doc, cfg, 7, 0)
         spoken += int(mask.sum())
         total += n
         spans += _span_lengths(mask)
@@ -30,25 +30,57 @@ def test_poisson_hits_speech_fraction_and_mean_span_length():
 def test_poisson_fraction_on_short_utterances_and_other_settings():
     for eta, lam, n in ((0.3, 10, 14), (0.5, 3, 20), (0.1, 5, 60)):
         cfg = InterleaveConfig(method="poisson", mean_span_words=lam, speech_fraction=eta)
-        masks = [il.select_speech_words(n, il.rng_for(1, 0, d), cfg) for d in range(2000)]
+        masks = il.speech_masks(np.full(2000, n), np.arange(2000), cfg, 1, 0).reshape(2000, n)
         assert abs(np.mean([m.mean() for m in masks]) - eta) <= 0.02, (eta, lam, n)
 
 
 def test_poisson_edge_fractions():
+    def one(n, lam, eta, key=0):
+        return il.select_speech_words(n, key, InterleaveConfig(mean_span_words=lam, speech_fraction=eta), 0, 0)
+
+    assert not one(10, 10, 0.0).any()
+    assert one(10, 10, 1.0).all()
+    assert one(0, 10, 0.3).size == 0
+    for key in range(50):  # many spans, few gaps: spans merge, still a valid mask with the right count
+        m = one(5, 1.0, 0.99, key)
+        assert m.dtype == bool and m.size == 5 and m.sum() in (4, 5)
+    # spans never touch: each drawn span stays visible as its own run
+    masks = il.speech_masks(np.full(500, 30), np.arange(500), InterleaveConfig(mean_span_words=2.0, speech_fraction=0.5), 0, 0)
+    assert all(m.sum() == sum(_span_lengths(m)) for m in masks.reshape(500, 30))
+
+
+def test_batched_draws_equal_one_document_draws_in_any_batch():
+    """A document's draw depends on (seed, epoch, key, n) only: not on its batch or position."""
     rng = np.random.default_rng(0)
-    assert not il.select_poisson(10, rng, 10, 0.0).any()
-    assert il.select_poisson(10, rng, 10, 1.0).all()
-    assert not il.select_poisson(0, rng, 10, 0.3).any()
-    m = il.select_poisson(5, rng, 1.0, 0.99)  # many spans, few gaps: spans merge, still a valid mask
-    assert m.dtype == bool and m.size == 5
+    n, keys = rng.integers(0, 80, 400), rng.integers(0, 2**31 - 1, 400)
+    for cfg in (InterleaveConfig(), InterleaveConfig(method="span", span_prob=0.2, span_words=3),
+                InterleaveConfig(method="random", word_prob=0.3)):
+        flat = il.speech_masks(n, keys, cfg, 11, 2)
+        parts = np.split(flat, np.cumsum(n)[:-1])
+        perm = rng.permutation(400)
+        shuffled = np.split(il.speech_masks(n[perm], keys[perm], cfg, 11, 2), np.cumsum(n[perm])[:-1])
+        for i in (0, 7, 123, 399):
+            one = il.select_speech_words(int(n[i]), int(keys[i]), cfg, 11, 2)
+            assert np.array_equal(one, parts[i]) and np.array_equal(one, shuffled[int(np.flatnonzero(perm == i)[0])])
+
+
+def test_uniforms_are_uniform_and_streams_independent():
+    u = il.uniforms(1, 0, 0, np.arange(100000), np.zeros(100000))
+    assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.005
+    assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 9500
+    v = il.uniforms(1, 0, 1, np.arange(100000), np.zeros(100000))
+    assert abs(np.corrcoef(u, v)[0, 1]) < 0.01
+    lam = 9.0
+    draws = il.poisson_ppf(u, lam)
+    assert abs(draws.mean() - lam) < 0.05 and abs(draws.var() - lam) < 0.2
 
 
 def test_span_and_random_methods():
     cfg = InterleaveConfig(method="random", word_prob=0.4)
-    frac = np.mean([il.select_speech_words(200, il.rng_for(3, 0, d), cfg).mean() for d in range(200)])
+    frac = il.speech_masks(np.full(200, 200), np.arange(200), cfg, 3, 0).mean()
     assert abs(frac - 0.4) < 0.02
     cfg = InterleaveConfig(method="span", span_prob=0.05, span_words=4)
-    mask = il.select_speech_words(5000, il.rng_for(3, 0, 0), cfg)
+    mask = il.select_speech_words(5000, 0, cfg, 3, 0)
     lengths = _span_lengths(mask)
     # spans are 4 words; two spans may touch and read as one longer span
     assert all(length % 4 == 0 or length == lengths[-1] for length in lengths) and mask.any()
@@ -56,9 +88,9 @@ def test_span_and_random_methods():
 
 def test_draws_are_seeded_by_seed_epoch_key():
     cfg = InterleaveConfig()
-    a = il.select_speech_words(100, il.rng_for(1, 0, 5), cfg)
-    assert np.array_equal(a, il.select_speech_words(100, il.rng_for(1, 0, 5), cfg))
-    others = [il.select_speech_words(100, il.rng_for(*k), cfg) for k in ((2, 0, 5), (1, 1, 5), (1, 0, 6))]
+    a = il.select_speech_words(100, 5, cfg, 1, 0)
+    assert np.array_equal(a, il.select_speech_words(100, 5, cfg, 1, 0))
+    others = [il.select_speech_words(100, k, cfg, s, e) for s, e, k in ((2, 0, 5), (1, 1, 5), (1, 0, 6))]
     assert all(not np.array_equal(a, o) for o in others)
     assert il.document_key("utt-1") == il.document_key("utt-1") != il.document_key("utt-2")
 
@@ -130,3 +162,22 @@ def test_assembled_length_matches_for_every_method(method):
         markers = np.flatnonzero((doc == 1000) | (doc == 1001))
         assert markers[0] == 1
         assert len(markers) == len(il.effective_runs(u, mask))
+
+
+@pytest.mark.parametrize("method", ["poisson", "span", "random"])
+def test_batch_assembly_equals_one_document_assembly(method):
+    rng = np.random.default_rng(1)
+    utts = []
+    for d in range(200):
+        n, nu = int(rng.integers(1, 40)), int(rng.integers(0, 60))
+        lo = np.sort(rng.integers(0, nu + 1, n))
+        hi = np.maximum.accumulate(np.minimum(lo + rng.integers(0, 4, n), nu))  # some words own no units
+        utts.append(il.prepare(d * 7 + 1, [list(rng.integers(3, 100, int(rng.integers(1, 4)))) for _ in range(n)],
+                               rng.integers(500, 600, nu), lo, hi))
+    cfg = InterleaveConfig(method=method)
+    batch = il.PreparedBatch.from_utterances(utts)
+    for mk in (MK, il.Markers(speech=1000, text=1001, bos=None, eod=2)):
+        ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, cfg, 3, 1), mk)
+        assert len(offsets) == len(utts) + 1
+        for i, u in enumerate(utts):
+            assert np.array_equal(ids[offsets[i]:offsets[i + 1]], il.assemble(u, il.draw(u, cfg, 3, 1), mk))

@@ -15,9 +15,8 @@ dataset produce the same document for the same epoch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import math
-import threading
 import zlib
 from typing import Optional
 
@@ -31,81 +30,153 @@ def document_key(utterance_id: str) -> int:
     return zlib.crc32(utterance_id.encode("utf-8")) & 0x7FFFFFFF
 
 
-_THREAD = threading.local()
+# ----------------------------------------------------------------------------- random numbers
+#
+# Draws are a pure function of (seed, epoch, document key, stream, counter): a splitmix64 hash
+# turned into a uniform in [0, 1). Every document's draw is then independent of which batch,
+# worker or file position it is drawn in, and all documents of a batch are drawn with array
+# operations (a per-document Generator costs more than the whole vectorised draw).
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_U64 = (1 << 64) - 1
 
 
-def rng_for(seed: int, epoch: int, key: int) -> np.random.Generator:
-    """A PCG64 generator whose state is a BLAKE2b hash of (seed, epoch, key). It is this
-    thread's one generator, re-stated on every call (4x cheaper than a SeedSequence, which
-    matters at one draw per document per sample): use it before calling rng_for again."""
-    gen = getattr(_THREAD, "gen", None)
-    if gen is None:
-        gen = _THREAD.gen = np.random.Generator(np.random.PCG64(0))
-    h = hashlib.blake2b(b"%d,%d,%d" % (int(seed), int(epoch), int(key)), digest_size=32).digest()
-    gen.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
-                               "state": {"state": int.from_bytes(h[:16], "little"),
-                                         "inc": int.from_bytes(h[16:], "little") | 1}}
-    return gen
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def uniforms(seed: int, epoch: int, stream: int, keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """float64 uniforms in [0, 1), one per (key, counter) pair, for (seed, epoch, stream)."""
+    h = np.array([int(seed) & _U64], dtype=np.uint64)
+    for v in (int(epoch) & _U64, int(stream) & _U64):
+        h = _mix64((h + _GOLDEN) ^ np.array([v], dtype=np.uint64))
+    x = _mix64(h ^ (np.asarray(keys).astype(np.uint64) * _GOLDEN))
+    x = _mix64(x + (np.asarray(counters).astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_cdf(lam: float) -> np.ndarray:
+    k = np.arange(int(lam + 12.0 * math.sqrt(lam) + 20.0))
+    log_pmf = k * math.log(lam) - lam - np.array([math.lgamma(i + 1.0) for i in k])
+    return np.cumsum(np.exp(log_pmf))
+
+
+def poisson_ppf(u: np.ndarray, lam: float) -> np.ndarray:
+    """Poisson(lam) draws from uniforms by the inverse CDF (the tail past ~12 sd is cut)."""
+    if lam <= 0:
+        return np.zeros(len(u), dtype=np.int64)
+    cdf = _poisson_cdf(float(lam))
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- segments
+
+
+def _segments(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For consecutive segments of `counts` elements: (segment of each element, its position
+    in the segment, the segments' start offsets)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    seg = np.repeat(np.arange(len(counts)), counts)
+    return seg, np.arange(int(counts.sum())) - starts[seg], starts
+
+
+def _segment_cumsum(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Inclusive cumulative sum restarting at every segment (`seg` sorted)."""
+    c = np.cumsum(values)
+    first = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]]) if len(seg) else np.zeros(0, np.int64)
+    before = np.repeat(c[first] - values[first], np.diff(np.r_[first, len(seg)]))
+    return c - before
 
 
 # ----------------------------------------------------------------------------- span selection
+# Each method returns spans (document, first word, number of words), sorted by document and
+# start, non-overlapping and never adjacent; `speech_masks` turns them into word masks.
 
 
-def select_poisson(n: int, rng: np.random.Generator, mean_span: float, fraction: float) -> np.ndarray:
-    """Speech mask with E[#speech words] = fraction*n exactly (stochastic rounding) cut into
-    spans of 1+Poisson(mean_span-1) words, placed uniformly at random and never adjacent (so
-    every drawn span stays a visible span)."""
-    mask = np.zeros(n, dtype=bool)
+def _poisson_spans(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, mean_span: float, fraction: float):
+    """E[#speech words] = fraction*n exactly (stochastic rounding), cut into spans of
+    1+Poisson(mean_span-1) words (the last cut to fit), placed in distinct random gaps between
+    text words (so every span stays visible) in random order."""
     target = fraction * n
-    m = int(math.floor(target)) + int(rng.random() < target - math.floor(target))
-    if m <= 0:
-        return mask
-    if m >= n:
-        mask[:] = True
-        return mask
-    # span lengths 1 + Poisson(mean - 1) until they cover m words; the last one is cut to fit.
-    # (small lists: plain Python beats numpy calls here, and this runs per document per sample)
-    lam = max(mean_span - 1.0, 0.0)
-    drawn = (rng.poisson(lam, size=int(m / (lam + 1.0)) + 2) + 1).tolist()
-    lengths, total = [], 0
-    while total < m:
-        if len(lengths) == len(drawn):
-            drawn += (rng.poisson(lam, size=len(drawn)) + 1).tolist()
-        lengths.append(drawn[len(lengths)])
-        total += lengths[-1]
-    lengths[-1] -= total - m
-    # k spans need k distinct slots among the n-m+1 gaps around text words; merge if too many
+    m = np.minimum(np.floor(target).astype(np.int64)
+                   + (uniforms(seed, epoch, 0, keys, np.zeros_like(keys)) < target - np.floor(target)), n)
+    docs = np.arange(len(n))
+    full = (m >= n) & (n > 0)
+    active = (m > 0) & (m < n)
+    # span lengths until they cover m words (at most m draws per document)
+    seg, j, _ = _segments(np.where(active, m, 0))
+    lengths = 1 + poisson_ppf(uniforms(seed, epoch, 1, keys[seg], j), max(mean_span - 1.0, 0.0))
+    cum = _segment_cumsum(lengths, seg)
+    keep = cum - lengths < m[seg]
+    seg, j, lengths, cum = seg[keep], j[keep], lengths[keep], cum[keep]
+    lengths = lengths - np.maximum(cum - m[seg], 0)
+    # k spans need k distinct gaps among the n-m+1 around text words: merge the surplus
     gaps = n - m + 1
-    if len(lengths) > gaps:
-        lengths = lengths[:gaps - 1] + [sum(lengths[gaps - 1:])]
-    k = len(lengths)
-    if k > 1:
-        lengths = [lengths[j] for j in rng.permutation(k).tolist()]
-    slots = sorted(rng.permutation(gaps)[:k].tolist())
-    # slot s = "after s text words": a span starts after its slot's text words and the earlier spans
-    offset = 0
-    for slot, length in zip(slots, lengths):
-        mask[slot + offset:slot + offset + length] = True
-        offset += length
-    return mask
+    j = np.minimum(j, gaps[seg] - 1)
+    if len(seg):
+        first = np.flatnonzero(np.r_[True, (seg[1:] != seg[:-1]) | (j[1:] != j[:-1])])
+        lengths, seg, j = np.add.reduceat(lengths, first), seg[first], j[first]
+    k = np.bincount(seg, minlength=len(n))
+    lengths = lengths[np.lexsort((uniforms(seed, epoch, 2, keys[seg], j), seg))]  # random order
+    # the k gaps with the smallest random keys, in increasing order
+    gseg, g, gstart = _segments(np.where(k > 0, gaps, 0))
+    order = np.lexsort((uniforms(seed, epoch, 3, keys[gseg], g), gseg))
+    chosen = np.sort(order[(np.arange(len(order)) - gstart[gseg[order]]) < k[gseg[order]]])
+    slots = g[chosen]
+    # gap s = "after s text words": a span starts after its gap's text words and the earlier spans
+    starts = slots + _segment_cumsum(lengths, seg) - lengths
+    seg = np.concatenate([seg, docs[full]])
+    starts = np.concatenate([starts, np.zeros(int(full.sum()), np.int64)])
+    lengths = np.concatenate([lengths, n[full]])
+    order = np.lexsort((starts, seg))
+    return seg[order], starts[order], lengths[order]
 
 
-def select_span(n: int, rng: np.random.Generator, prob: float, span_words: int) -> np.ndarray:
-    """Each word not yet covered starts a speech span of `span_words` words with probability `prob`."""
-    mask = np.zeros(n, dtype=bool)
-    draws = rng.random(n)
-    i = 0
-    while i < n:
-        if draws[i] < prob:
-            mask[i:i + span_words] = True
-            i += span_words
-        else:
-            i += 1
-    return mask
+def _span_spans(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, prob: float, span_words: int):
+    """Each word not yet covered starts a span of `span_words` words with probability `prob`:
+    the text words before each span are Geometric(prob) draws."""
+    if prob <= 0.0:
+        return (np.zeros(0, np.int64),) * 3
+    seg, j, _ = _segments(np.where(n > 0, -(-n // span_words) + 1, 0))
+    u = uniforms(seed, epoch, 0, keys[seg], j)
+    skip = np.zeros(len(u), np.int64) if prob >= 1.0 else np.minimum(
+        np.floor(np.log1p(-u) / math.log1p(-prob)), n.max(initial=0) + 1).astype(np.int64)
+    starts = _segment_cumsum(skip + span_words, seg) - span_words
+    keep = starts < n[seg]
+    seg, starts = seg[keep], starts[keep]
+    return seg, starts, np.minimum(span_words, n[seg] - starts)
 
 
-def select_random(n: int, rng: np.random.Generator, prob: float) -> np.ndarray:
-    return rng.random(n) < prob
+def speech_masks(n_words: np.ndarray, keys: np.ndarray, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
+    """Speech masks of many documents at once, concatenated (document d owns words
+    [sum(n[:d]), sum(n[:d+1]))). Document d's mask depends only on (seed, epoch, keys[d], n[d])."""
+    n = np.asarray(n_words, dtype=np.int64)
+    keys = np.asarray(keys, dtype=np.int64)
+    total = int(n.sum())
+    if cfg.method == "random":
+        seg, pos, _ = _segments(n)
+        return uniforms(seed, epoch, 0, keys[seg], pos) < cfg.word_prob
+    if cfg.method == "poisson":
+        seg, starts, lengths = _poisson_spans(n, keys, seed, epoch, cfg.mean_span_words, cfg.speech_fraction)
+    elif cfg.method == "span":
+        seg, starts, lengths = _span_spans(n, keys, seed, epoch, cfg.span_prob, cfg.span_words)
+    else:
+        raise ValueError(f"unknown interleaving method {cfg.method!r}")
+    first = (np.cumsum(n) - n)[seg] + starts
+    edges = np.bincount(first, minlength=total + 1) - np.bincount(first + lengths, minlength=total + 1)
+    return np.cumsum(edges[:total]) > 0
+
+
+def select_speech_words(n: int, key: int, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
+    """The speech mask of one document of `n` words."""
+    return speech_masks(np.array([n]), np.array([key]), cfg, seed, epoch)
 
 
 def check_config(cfg: InterleaveConfig, prefix: str = "interleave") -> None:
@@ -117,16 +188,6 @@ def check_config(cfg: InterleaveConfig, prefix: str = "interleave") -> None:
         raise ValueError(f"{prefix}.mean_span_words={cfg.mean_span_words} must be >= 1")
     if cfg.span_words < 1:
         raise ValueError(f"{prefix}.span_words={cfg.span_words} must be >= 1")
-
-
-def select_speech_words(n: int, rng: np.random.Generator, cfg: InterleaveConfig) -> np.ndarray:
-    if cfg.method == "poisson":
-        return select_poisson(n, rng, cfg.mean_span_words, cfg.speech_fraction)
-    if cfg.method == "span":
-        return select_span(n, rng, cfg.span_prob, cfg.span_words)
-    if cfg.method == "random":
-        return select_random(n, rng, cfg.word_prob)
-    raise ValueError(f"unknown interleaving method {cfg.method!r}")
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -232,4 +293,115 @@ def assembled_length(u: PreparedUtterance, mask: np.ndarray, has_bos: bool) -> i
 
 def draw(u: PreparedUtterance, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
     """The speech mask of utterance `u` for (seed, epoch)."""
-    return select_speech_words(u.num_words, rng_for(seed, epoch, u.key), cfg)
+    return select_speech_words(u.num_words, u.key, cfg, seed, epoch)
+
+
+# ----------------------------------------------------------------------------- many documents at once
+
+
+@dataclasses.dataclass
+class PreparedBatch:
+    """Many prepared utterances in flat arrays. Word w's text tokens are layout[tok_start[w]:
+    tok_end[w]] and its unit runs layout[unit_lo[w]:unit_hi[w]] (indices into `layout`, which
+    holds each document's text ids ++ unit ids); document d owns words [word_starts[d],
+    word_starts[d+1])."""
+    keys: np.ndarray
+    word_starts: np.ndarray
+    tok_start: np.ndarray
+    tok_end: np.ndarray
+    unit_lo: np.ndarray
+    unit_hi: np.ndarray
+    layout: np.ndarray
+
+    @property
+    def num_words(self) -> np.ndarray:
+        return np.diff(self.word_starts)
+
+    @classmethod
+    def from_layouts(cls, keys: np.ndarray, layouts: list[np.ndarray], tok_counts: list[np.ndarray],
+                     los: list[np.ndarray], his: list[np.ndarray]) -> "PreparedBatch":
+        """From per-document stored layouts (text ids ++ unit ids), per-word token counts and
+        per-word unit ranges relative to the document's unit part (the dynamic storage format)."""
+        n = np.fromiter((len(c) for c in tok_counts), dtype=np.int64, count=len(tok_counts))
+        seg = np.repeat(np.arange(len(n)), n)
+        layout_start = np.cumsum([0] + [len(x) for x in layouts[:-1]], dtype=np.int64)
+        counts = np.concatenate(tok_counts).astype(np.int64) if len(n) else np.zeros(0, np.int64)
+        tok_end = _segment_cumsum(counts, seg) + layout_start[seg]
+        text_len = np.bincount(seg, weights=counts, minlength=len(n)).astype(np.int64)
+        unit_base = (layout_start + text_len)[seg]
+        cat = lambda xs: np.concatenate(xs).astype(np.int64) if len(n) else np.zeros(0, np.int64)  # noqa: E731
+        return cls(np.asarray(keys, dtype=np.int64), np.r_[0, np.cumsum(n)], tok_end - counts, tok_end,
+                   cat(los) + unit_base, cat(his) + unit_base, cat(layouts))
+
+    @classmethod
+    def from_utterances(cls, utts: list[PreparedUtterance]) -> "PreparedBatch":
+        return cls.from_layouts(np.array([u.key for u in utts], dtype=np.int64),
+                                [np.concatenate([u.text_ids, u.unit_ids]) for u in utts],
+                                [np.diff(u.tok_offsets) for u in utts], [u.lo for u in utts], [u.hi for u in utts])
+
+
+@dataclasses.dataclass
+class Runs:
+    """The modality runs of a batch's draw: document d has runs [offsets[d], offsets[d+1]); run r
+    copies layout[src[r]:src[r]+length[r]] after its marker (speech[r]: <speech>, else <text>)."""
+    offsets: np.ndarray
+    src: np.ndarray
+    length: np.ndarray
+    speech: np.ndarray
+
+
+def batch_runs(b: PreparedBatch, masks: np.ndarray) -> Runs:
+    """Maximal runs of each document's mask, after turning speech spans without any unit into
+    text (merged with their text neighbours), as in `effective_runs`."""
+    W = len(masks)
+    doc_first = b.word_starts[:-1][b.num_words > 0]
+    for _ in range(2):
+        new = np.ones(W, dtype=bool)
+        new[1:] = masks[1:] != masks[:-1]
+        new[doc_first] = True
+        a = np.flatnonzero(new)
+        last = np.r_[a[1:], W] - 1
+        speech = masks[a]
+        empty = speech & (b.unit_hi[last] <= b.unit_lo[a])
+        if not empty.any():
+            break
+        edges = np.bincount(a[empty], minlength=W + 1) - np.bincount(last[empty] + 1, minlength=W + 1)
+        masks = masks & ~(np.cumsum(edges[:W]) > 0)
+    src = np.where(speech, b.unit_lo[a], b.tok_start[a])
+    length = np.where(speech, b.unit_hi[last] - b.unit_lo[a], b.tok_end[last] - b.tok_start[a])
+    doc = np.searchsorted(b.word_starts, a, side="right") - 1
+    offsets = np.r_[0, np.cumsum(np.bincount(doc, minlength=len(b.keys)))]
+    return Runs(offsets, src, length, speech)
+
+
+def draw_batch(b: PreparedBatch, cfg: InterleaveConfig, seed: int, epoch: int) -> Runs:
+    return batch_runs(b, speech_masks(b.num_words, b.keys, cfg, seed, epoch))
+
+
+def gather_ranges(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """concatenate(source[s:s+l] for s, l in zip(starts, lengths)) with array operations."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out_start = np.cumsum(lengths) - lengths
+    idx = np.repeat(np.asarray(starts, dtype=np.int64) - out_start, lengths) + np.arange(int(lengths.sum()))
+    return source[idx]
+
+
+def assemble_batch(b: PreparedBatch, runs: Runs, mk: Markers) -> tuple[np.ndarray, np.ndarray]:
+    """(all documents' ids concatenated, document offsets): per document [BOS] then a marker
+    and the ids of each run, then EOD -- `assemble` for every document at once."""
+    D, has_bos = len(b.keys), int(mk.bos is not None)
+    k = np.diff(runs.offsets)
+    extra = len(b.layout)  # the markers live after the layout: speech, text, bos, eod
+    source = np.concatenate([b.layout, np.array([mk.speech, mk.text, mk.bos or 0, mk.eod], dtype=np.int64)])
+    piece_first = np.arange(D) * (has_bos + 1) + 2 * runs.offsets[:-1]  # first piece of each document
+    P = D * (has_bos + 1) + 2 * len(runs.src)
+    starts, lengths = np.empty(P, np.int64), np.ones(P, np.int64)
+    if has_bos:
+        starts[piece_first] = extra + 2
+    run_doc = np.repeat(np.arange(D), k)
+    run_piece = piece_first[run_doc] + has_bos + 2 * (np.arange(len(runs.src)) - runs.offsets[:-1][run_doc])
+    starts[run_piece] = np.where(runs.speech, extra, extra + 1)
+    starts[run_piece + 1], lengths[run_piece + 1] = runs.src, runs.length
+    starts[piece_first + has_bos + 2 * k] = extra + 3
+    doc_len = has_bos + 1 + k + np.bincount(run_doc, weights=runs.length, minlength=D).astype(np.int64)
+    return gather_ranges(source, starts, lengths), np.r_[0, np.cumsum(doc_len)]
