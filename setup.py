@@ -10,6 +10,7 @@ setup(
         "megatron-core>=0.14,<0.18",
         "torch>=2.4",
         "numpy",
+        "orjson",  # JSONL inputs: 2-3x faster than json, the floor of preprocessing time
         "pyyaml",
         "sentencepiece",
         "psutil",

@@ -63,7 +63,7 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="bench_dataset_")
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=0, world_size=1)
-    corpus = write_synthetic_corpus(tmp, args.utterances, k=500, words=(20, 50), seed=0)
+    corpus = write_synthetic_corpus(tmp, args.utterances, k=500, words=(20, 50), seed=0, lexicon=20000)
     common = dict(tokenizer=TOKENIZER, inputs=[corpus.units], alignments=corpus.alignments, seed=1234,
                   progress=False, workers=2)
     pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=f"{tmp}/static", **common))

@@ -5,6 +5,11 @@ import json
 import os
 from typing import Any, Iterator
 
+try:  # 2-3x faster than json on unit/alignment records; same results, JSONDecodeError subclass
+    from orjson import loads
+except ImportError:  # pragma: no cover - orjson is a dependency, the fallback keeps tools usable
+    from json import loads
+
 
 def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError,
                tolerate_truncated_tail: bool = False) -> Iterator[tuple[str, Any]]:
@@ -19,7 +24,7 @@ def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError,
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads(line)
         except json.JSONDecodeError as e:
             if tolerate_truncated_tail and lineno == len(lines) and not line.endswith("\n"):
                 return

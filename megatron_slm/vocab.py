@@ -18,6 +18,7 @@ Layout (SlamKit / SIMS compatible), with V = length of the base text tokenizer a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections import OrderedDict
@@ -30,6 +31,11 @@ SPEECH_TOKEN = "<speech>"
 TEXT_TOKEN = "<text>"
 
 # modality ids used by datasets and the trainer's per-modality losses
+# distinct words kept per cache (a worker's cache is cleared when it grows past this)
+WORD_CACHE_SIZE = 1_000_000
+# punctuation, digits, apostrophes, case, accents and other scripts: where pre-tokenizers differ
+SEPARABILITY_PROBE = ("Hello, world! It's 2024 -- the quick (brown) fox's 3.5% naïve café in Zürich; don't "
+                      "O'Neil's e-mail U.S.A. 1,000,000 ...well \"quoted\" émigré 東京 Москва x=y+1 #tag @user")
 MODALITY_TEXT = 0
 MODALITY_SPEECH = 1
 MODALITY_OTHER = 2
@@ -86,6 +92,8 @@ class SpeechVocab:
         self.has_pad = tokenizer.pad_token_id is not None
         # offsets are char offsets in the HF wrapper and in the backend alike (no normalizer shifts them)
         self._backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        self._first_cache: dict[str, tuple[int, ...]] = {}   # word -> ids, as the first word
+        self._spaced_cache: dict[str, tuple[int, ...]] = {}  # word -> ids of " " + word
         self._base_sha256 = self._hash_text_vocab()
         self.unique_identifiers = OrderedDict(
             [("class", "SpeechVocab"), ("text_vocab_sha256", self._base_sha256),
@@ -153,32 +161,49 @@ class SpeechVocab:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def encode_words(self, words: Sequence[str]) -> list[list[int]]:
-        """Tokenise `" ".join(words)` once and give every word its tokens (each word after the
-        first carries its leading space). The concatenation equals `encode_text` of the joined
-        text, so an all-text interleaving is exactly the plain tokenisation."""
+        """Each word's tokens: the word tokenised on its own, every word after the first with its
+        leading space (the tokens a text span starting or continuing there gets). For tokenizers
+        whose pre-tokenizer splits at spaces (byte-level BPE, the GPT-2/Llama-3/Qwen2 regexes,
+        sentencepiece) the concatenation equals `encode_text(" ".join(words))`;
+        `words_are_separable` checks that on probe text."""
         ids, owner = self.encode_words_flat(words)
         cuts = np.searchsorted(owner, np.arange(1, len(words)), side="left")
         return [part.tolist() for part in np.split(ids, cuts)] if len(words) else []
 
     def encode_words_flat(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(token ids, index of the word each token belongs to) -- `encode_words` as arrays."""
-        if not words:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        text = " ".join(words)
-        lengths = np.fromiter((len(w) + 1 for w in words), dtype=np.int64, count=len(words))
-        # word i owns its leading space: chars [start_i - 1, start_i + len_i)
-        owned_from = np.concatenate(([0], np.cumsum(lengths)[:-1] - 1))
+        ids, counts = self.encode_word_lists(list(words), np.array([0, len(words)]))
+        return ids, np.repeat(np.arange(len(words)), counts)
+
+    def encode_word_lists(self, words: list[str], word_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(all token ids, token count of each word) for many utterances at once: utterance d is
+        words[word_starts[d]:word_starts[d+1]], its first word tokenised without and the others
+        with their leading space. Distinct words are tokenised once (cached): a corpus repeats its
+        words, and one tokenizer call per utterance used to be the largest cost of preprocessing."""
+        spaced, firsts = self._spaced_cache, self._first_cache
+        if len(spaced) > WORD_CACHE_SIZE:
+            spaced.clear()
+        if len(firsts) > WORD_CACHE_SIZE:
+            firsts.clear()
+        per_word = list(map(spaced.get, words))
+        for i in np.asarray(word_starts[:-1])[np.diff(word_starts) > 0].tolist():
+            per_word[i] = firsts.get(words[i]) or firsts.setdefault(words[i], self._encode_piece(words[i]))
+        for i in [i for i, t in enumerate(per_word) if t is None]:
+            per_word[i] = spaced.get(words[i]) or spaced.setdefault(words[i], self._encode_piece(" " + words[i]))
+        counts = np.fromiter(map(len, per_word), dtype=np.int64, count=len(per_word))
+        ids = np.fromiter(itertools.chain.from_iterable(per_word), dtype=np.int64, count=int(counts.sum()))
+        return ids, counts
+
+    def _encode_piece(self, text: str) -> tuple[int, ...]:
         if self._backend is not None:  # the Rust tokenizer directly: no per-call Python wrapping
-            enc = self._backend.encode(text, add_special_tokens=False)
-            ids, begins = np.asarray(enc.ids, dtype=np.int64), np.asarray([b for b, _ in enc.offsets], dtype=np.int64)
-        else:
-            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids = np.asarray(enc["input_ids"], dtype=np.int64)
-            begins = np.asarray([b for b, _ in enc["offset_mapping"]], dtype=np.int64)
-        # a token belongs to the word its first character belongs to (a lone-space token is the
-        # leading space of the next word)
-        owner = np.maximum(np.searchsorted(owned_from, begins, side="right") - 1, 0)
-        return ids, owner
+            return tuple(self._backend.encode(text, add_special_tokens=False).ids)
+        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def words_are_separable(self, probe: str = SEPARABILITY_PROBE) -> bool:
+        """Whether words tokenised one by one give exactly the tokens of the joined text (on
+        `probe`); when not, text spans cut at word boundaries differ from plain tokenisation."""
+        words = probe.split()
+        return np.array_equal(self.encode_words_flat(words)[0], np.asarray(self.encode_text(" ".join(words))))
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -10,6 +10,7 @@ from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave as il
 from megatron_slm.data import preprocess as pp
 from megatron_slm.data.alignments import AlignmentIndex
+from megatron_slm.data.prepare import prepare_interleaved
 from megatron_slm.data.synthetic import write_synthetic_corpus
 from megatron_slm.vocab import SpeechVocab
 
@@ -49,7 +50,7 @@ def test_static_documents_are_the_pure_interleaving(corpus, vocab, tmp_path):
     mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
     lines = Path(corpus.units).read_text().splitlines()
     for line, doc in zip(lines, docs):
-        u, _ = pp.prepare_interleaved(json.loads(line), "x", vocab, align)
+        u, _ = prepare_interleaved(json.loads(line), "x", vocab, align)
         assert np.array_equal(doc, il.assemble(u, il.draw(u, InterleaveConfig(), 5, 0), mk))
     assert meta["identity"]["vocab"] == vocab.identity()
     assert meta["identity"]["units"]["k"] == 20
@@ -228,3 +229,58 @@ def test_cli_summary_and_user_errors(corpus, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0 and "interleaved" in capsys.readouterr().out
+
+
+def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_path):
+    """prepare_batch (vectorised over a shard) keeps, builds and rejects exactly what the
+    per-record reference does, with the same messages, on records corrupted in many ways."""
+    from megatron_slm.data.prepare import prepare_batch, prepare_interleaved
+    from megatron_slm.data.records import RecordError
+
+    rng = np.random.default_rng(0)
+    units = [json.loads(x) for x in Path(corpus.units).read_text().splitlines()]
+    aligns = [json.loads(x) for x in Path(corpus.alignments).read_text().splitlines()]
+
+    def corrupt(i, u, a):
+        w = a["words"]
+        j = int(rng.integers(0, len(w)))
+        kind = i % 16
+        if kind == 1: u["units"][0] = 20                                   # outside [0, K)
+        elif kind == 2: u["durations"] = u["durations"][:-1]               # length mismatch
+        elif kind == 3: u["num_frames"] += 1                               # durations do not sum
+        elif kind == 4: w[j]["start"] = w[j]["end"] + 0.1                  # start > end
+        elif kind == 5 and j: w[j]["start"] = w[j - 1]["start"]            # overlaps the previous word
+        elif kind == 6: w[-1]["end"] = u["audio_seconds"] + 1.0            # after the audio
+        elif kind == 7: w[j]["word"] = "  "                                # empty word
+        elif kind == 8: w[j]["start"] = "soon"                             # not a number
+        elif kind == 9: del u["path"]                                      # missing field
+        elif kind == 10: a["words"] = []                                   # empty transcript
+        elif kind == 11: u["units"], u["durations"], u["num_frames"] = [], [], 0  # no units
+        elif kind == 12: w[j]["word"] = 7                                  # a number as a word: accepted as "7"
+        elif kind == 13: u["id"] = "nowhere"                               # no alignment
+        elif kind == 14: u["unit_seconds"] = "0.04"                        # a string for a number
+        elif kind == 15: u["units"][0] = 3.0                               # a float unit: the reference accepts it
+        return u, a
+
+    pairs = [corrupt(i, u, a) for i, (u, a) in enumerate(zip(units, aligns))]
+    path = tmp_path / "align.jsonl"
+    path.write_text("".join(json.dumps(a) + "\n" for _, a in pairs))
+    align = AlignmentIndex(str(path))
+    records = [(f"units:{i + 1}", u) for i, (u, _) in enumerate(pairs)]
+    kept, batch, audio, errors = prepare_batch(records, vocab, align)
+    ref_kept, ref_docs, ref_errors = [], [], []
+    for i, (where, obj) in enumerate(records):
+        try:
+            u, rec = prepare_interleaved(json.loads(json.dumps(obj)), where, vocab, align)
+            ref_kept.append(i)
+            ref_docs.append((u, rec.audio_seconds))
+        except RecordError as e:
+            ref_errors.append((i, e.reason, str(e)))
+    assert kept == ref_kept and 0 < len(kept) < len(records)
+    assert [(i, e.reason, str(e)) for i, e in errors] == ref_errors
+    assert len({r for _, r, _ in ref_errors}) >= 5
+    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, InterleaveConfig(), 9, 2), mk)
+    for d, (u, secs) in enumerate(ref_docs):
+        assert np.array_equal(ids[offsets[d]:offsets[d + 1]], il.assemble(u, il.draw(u, InterleaveConfig(), 9, 2), mk))
+        assert audio[d] == pytest.approx(secs)

@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from megatron_slm.jsonio import loads
+
 # a word may end this far past the audio (rounding of aligner outputs)
 DURATION_TOLERANCE_S = 0.05
 
@@ -192,19 +194,19 @@ class AlignmentIndex:
                 if not raw.strip():
                     continue
                 try:
-                    line = raw.decode("utf-8")
+                    raw.decode("utf-8")
                 except UnicodeDecodeError:
                     self.problems.append(("non_utf8", f"{where}: not UTF-8"))
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = loads(raw)
                 except json.JSONDecodeError as e:
                     self.problems.append(("malformed_json", f"{where}: not JSON ({e.msg})"))
                     continue
                 if not isinstance(obj, dict) or "id" not in obj:
                     self.problems.append(("invalid_alignment", f"{where}: missing field 'id'"))
                     continue
-                self._add(str(obj["id"]), (line, lineno), where)
+                self._add(str(obj["id"]), (raw, lineno), where)
 
     def __contains__(self, uid: str) -> bool:
         return uid in self._entries
@@ -218,8 +220,8 @@ class AlignmentIndex:
     def get(self, uid: str) -> Alignment:
         entry = self._entries[uid]
         if self.format == "jsonl":
-            line, lineno = entry
-            return parse_canonical(json.loads(line), f"{self.path}:{lineno}")
+            raw, lineno = entry
+            return parse_canonical(loads(raw), f"{self.path}:{lineno}")
         (file,) = entry
         try:
             text = Path(file).read_bytes().decode("utf-8")

@@ -116,6 +116,28 @@ class LowLevel:
     def __len__(self) -> int:
         return len(self.indexed)
 
+    def _flat(self, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(all stored ids of the .bin as one array, per-document starts, lengths): documents are
+        written back to back, so a batch of them is gathered with array operations."""
+        cached = self.__dict__.setdefault("_flat_cache", {})
+        if which not in cached:
+            ds, prefix = (self.indexed, self.path_prefix) if which == "layout" else (self.words, self.path_prefix + WORDS_SUFFIX)
+            lengths = np.asarray(ds.sequence_lengths, dtype=np.int64)
+            cached[which] = (np.memmap(prefix + ".bin", dtype=ds.index.dtype, mode="r"),
+                             np.cumsum(lengths) - lengths, lengths)
+        return cached[which]
+
+    def prepared_batch(self, docs: np.ndarray) -> il.PreparedBatch:
+        """The stored words/units of dynamic documents `docs`, as one batch."""
+        docs = np.asarray(docs, dtype=np.int64)
+        flat, starts, lengths = self._flat("layout")
+        layout = il.gather_ranges(flat, starts[docs], lengths[docs])
+        wflat, wstarts, _ = self._flat("words")
+        w0 = wstarts[docs]
+        keys, n = wflat[w0].astype(np.int64), wflat[w0 + 1].astype(np.int64)
+        return il.PreparedBatch.from_flat(keys, n, il.gather_ranges(wflat, w0 + 2, n), il.gather_ranges(wflat, w0 + 2 + n, n),
+                                          il.gather_ranges(wflat, w0 + 2 + 2 * n, n), layout, lengths[docs])
+
     def prepared(self, doc: int) -> il.PreparedUtterance:
         """The stored words/units of dynamic document `doc`."""
         layout = self.indexed.get(doc).astype(np.int64)
@@ -175,7 +197,7 @@ class SLMDataset(GPTDataset):
         N = len(self.dataset)
         docs = self.indices.astype(np.int64)
         workers = min(DRAW_WORKERS, len(os.sched_getaffinity(0)), -(-len(docs) // DRAW_CHUNK))
-        chunks = np.array_split(docs, max(workers, 1) * 4) if workers > 1 else [docs]
+        chunks = np.array_split(docs, max(workers * 4, -(-len(docs) // DRAW_CHUNK), 1))
         if workers > 1:
             global _DRAWING
             _DRAWING = self
@@ -192,27 +214,17 @@ class SLMDataset(GPTDataset):
         return lengths, [counts] + [np.concatenate([p[i] for p in parts]) for i in (2, 3, 4)]
 
     def _draw_docs(self, docs: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
-        """(lengths, run counts, run sources, run lengths, run is-speech) of `docs` in `epoch`."""
-        seed, cfg, extra = self.config.random_seed, self.config.interleave, int(self._markers.bos is not None) + 1
-        lengths, counts, src, lens, speech = [], [], [], [], []
-        for doc in docs.tolist():
-            u = self.dataset.prepared(doc)
-            T = int(u.tok_offsets[-1])
-            n = extra
-            runs = il.effective_runs(u, il.draw(u, cfg, seed, self._epoch_of(epoch)))
-            for a, b, sp in runs:
-                if sp:
-                    start, length = T + int(u.lo[a]), int(u.hi[b - 1] - u.lo[a])
-                else:
-                    start, length = int(u.tok_offsets[a]), int(u.tok_offsets[b] - u.tok_offsets[a])
-                src.append(start)
-                lens.append(length)
-                speech.append(sp)
-                n += 1 + length
-            lengths.append(n)
-            counts.append(len(runs))
-        return (np.asarray(lengths, np.int32), np.asarray(counts, np.int32), np.asarray(src, np.int32),
-                np.asarray(lens, np.int32), np.asarray(speech, bool))
+        """(lengths, run counts, run sources, run lengths, run is-speech) of `docs` in `epoch`,
+        drawn in one vectorised batch."""
+        batch = self.dataset.prepared_batch(docs)
+        runs = il.draw_batch(batch, self.config.interleave, self.config.random_seed, self._epoch_of(epoch))
+        counts = np.diff(runs.offsets)
+        run_doc = np.repeat(np.arange(len(docs)), counts)
+        lengths = (int(self._markers.bos is not None) + 1 + counts
+                   + np.bincount(run_doc, weights=runs.length, minlength=len(docs)).astype(np.int64))
+        src = runs.src - batch.layout_starts[run_doc]  # offsets into each document's stored layout
+        return (lengths.astype(np.int32), counts.astype(np.int32), src.astype(np.int32),
+                runs.length.astype(np.int32), runs.speech.astype(bool))
 
     def _build_document_sample_shuffle_indices(self):
         if len(self.indices) == 0:  # an empty split (tiny corpora): no samples instead of an endless epoch loop

@@ -124,10 +124,11 @@ def _poisson_spans(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, mean_
         first = np.flatnonzero(np.r_[True, (seg[1:] != seg[:-1]) | (j[1:] != j[:-1])])
         lengths, seg, j = np.add.reduceat(lengths, first), seg[first], j[first]
     k = np.bincount(seg, minlength=len(n))
-    lengths = lengths[np.lexsort((uniforms(seed, epoch, 2, keys[seg], j), seg))]  # random order
+    # (document + u/2 sorts by document, then by u, and never rounds up into the next document)
+    lengths = lengths[np.argsort(seg + 0.5 * uniforms(seed, epoch, 2, keys[seg], j))]  # random order
     # the k gaps with the smallest random keys, in increasing order
     gseg, g, gstart = _segments(np.where(k > 0, gaps, 0))
-    order = np.lexsort((uniforms(seed, epoch, 3, keys[gseg], g), gseg))
+    order = np.argsort(gseg + 0.5 * uniforms(seed, epoch, 3, keys[gseg], g))
     chosen = np.sort(order[(np.arange(len(order)) - gstart[gseg[order]]) < k[gseg[order]]])
     slots = g[chosen]
     # gap s = "after s text words": a span starts after its gap's text words and the earlier spans
@@ -312,32 +313,40 @@ class PreparedBatch:
     unit_lo: np.ndarray
     unit_hi: np.ndarray
     layout: np.ndarray
+    layout_starts: np.ndarray  # document d's stored ids are layout[layout_starts[d]:layout_starts[d+1]]
 
     @property
     def num_words(self) -> np.ndarray:
         return np.diff(self.word_starts)
 
     @classmethod
-    def from_layouts(cls, keys: np.ndarray, layouts: list[np.ndarray], tok_counts: list[np.ndarray],
-                     los: list[np.ndarray], his: list[np.ndarray]) -> "PreparedBatch":
-        """From per-document stored layouts (text ids ++ unit ids), per-word token counts and
-        per-word unit ranges relative to the document's unit part (the dynamic storage format)."""
-        n = np.fromiter((len(c) for c in tok_counts), dtype=np.int64, count=len(tok_counts))
+    def from_flat(cls, keys: np.ndarray, n_words: np.ndarray, tok_counts: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                  layout: np.ndarray, layout_lens: np.ndarray) -> "PreparedBatch":
+        """From the dynamic storage format, flattened: per document its stored layout (text ids ++
+        unit ids, concatenated in `layout`) and per word its token count and unit range [lo, hi)
+        relative to the document's unit part."""
+        n = np.asarray(n_words, dtype=np.int64)
+        tok_counts = np.asarray(tok_counts, dtype=np.int64)
         seg = np.repeat(np.arange(len(n)), n)
-        layout_start = np.cumsum([0] + [len(x) for x in layouts[:-1]], dtype=np.int64)
-        counts = np.concatenate(tok_counts).astype(np.int64) if len(n) else np.zeros(0, np.int64)
-        tok_end = _segment_cumsum(counts, seg) + layout_start[seg]
-        text_len = np.bincount(seg, weights=counts, minlength=len(n)).astype(np.int64)
-        unit_base = (layout_start + text_len)[seg]
-        cat = lambda xs: np.concatenate(xs).astype(np.int64) if len(n) else np.zeros(0, np.int64)  # noqa: E731
-        return cls(np.asarray(keys, dtype=np.int64), np.r_[0, np.cumsum(n)], tok_end - counts, tok_end,
-                   cat(los) + unit_base, cat(his) + unit_base, cat(layouts))
+        layout_starts = np.r_[0, np.cumsum(layout_lens, dtype=np.int64)]
+        tok_end = _segment_cumsum(tok_counts, seg) + layout_starts[:-1][seg]
+        text_len = np.bincount(seg, weights=tok_counts, minlength=len(n)).astype(np.int64)
+        unit_base = (layout_starts[:-1] + text_len)[seg]
+        return cls(np.asarray(keys, dtype=np.int64), np.r_[0, np.cumsum(n)], tok_end - tok_counts, tok_end,
+                   np.asarray(lo, dtype=np.int64) + unit_base, np.asarray(hi, dtype=np.int64) + unit_base,
+                   np.asarray(layout, dtype=np.int64), layout_starts)
 
     @classmethod
     def from_utterances(cls, utts: list[PreparedUtterance]) -> "PreparedBatch":
-        return cls.from_layouts(np.array([u.key for u in utts], dtype=np.int64),
-                                [np.concatenate([u.text_ids, u.unit_ids]) for u in utts],
-                                [np.diff(u.tok_offsets) for u in utts], [u.lo for u in utts], [u.hi for u in utts])
+        if not utts:
+            e = np.zeros(0, np.int64)
+            return cls.from_flat(e, e, e, e, e, e, e)
+        parts = [a for u in utts for a in (u.text_ids, u.unit_ids)]
+        return cls.from_flat(np.fromiter((u.key for u in utts), dtype=np.int64, count=len(utts)),
+                             np.fromiter((len(u.lo) for u in utts), dtype=np.int64, count=len(utts)),
+                             np.concatenate([np.diff(u.tok_offsets) for u in utts]),
+                             np.concatenate([u.lo for u in utts]), np.concatenate([u.hi for u in utts]),
+                             np.concatenate(parts), np.fromiter(map(len, parts), dtype=np.int64).reshape(-1, 2).sum(1))
 
 
 @dataclasses.dataclass
@@ -360,7 +369,7 @@ def batch_runs(b: PreparedBatch, masks: np.ndarray) -> Runs:
         new[1:] = masks[1:] != masks[:-1]
         new[doc_first] = True
         a = np.flatnonzero(new)
-        last = np.r_[a[1:], W] - 1
+        last = np.r_[a[1:], W][:len(a)] - 1
         speech = masks[a]
         empty = speech & (b.unit_hi[last] <= b.unit_lo[a])
         if not empty.any():

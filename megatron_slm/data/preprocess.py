@@ -20,6 +20,7 @@ Document layouts (one document = one sequence):
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -35,7 +36,8 @@ import numpy as np
 from megatron_slm import jsonio
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave as il
-from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
+from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
+from megatron_slm.data.prepare import prepare_batch, units_record
 from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
                                        iter_line_shards)
 from megatron_slm.vocab import SpeechVocab, VocabError
@@ -96,37 +98,8 @@ def _markers(vocab: SpeechVocab, add_bos: bool) -> il.Markers:
     return il.Markers(speech=vocab.speech_id, text=vocab.text_id, bos=vocab.bos if add_bos else None, eod=vocab.eod)
 
 
-def _units_record(obj: dict, where: str, K: int):
-    from megatron_slm.units.records import parse_record
-
-    try:
-        rec = parse_record(obj, where)
-    except (ValueError, TypeError) as e:
-        raise RecordError(str(e), "invalid_units") from None
-    units = np.asarray(rec.units, dtype=np.int64)
-    bad = np.flatnonzero((units < 0) | (units >= K))
-    if bad.size:
-        raise RecordError(f"{where}: field 'units'[{bad[0]}] = {units[bad[0]]} outside [0, {K})", "invalid_units")
-    if not units.size:
-        raise RecordError(f"{where}: utterance {rec.id!r} has no units", "invalid_units")
-    return rec, units
-
-
-def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex) -> tuple[il.PreparedUtterance, Any]:
-    rec, units = _units_record(obj, where, vocab.num_units)
-    if rec.id not in align:
-        raise RecordError(f"{where}: utterance {rec.id!r} has no alignment in {align.path}", "no_alignment")
-    try:
-        al = validate(align.get(rec.id), rec.audio_seconds)
-    except AlignmentError as e:
-        raise RecordError(str(e), e.reason) from None
-    ids, owner = vocab.encode_words_flat(al.words)
-    lo, hi = il.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds)
-    return il.prepare_flat(il.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
-
-
-def _document(obj: dict, where: str) -> tuple[np.ndarray, Optional[np.ndarray], dict]:
-    """One input record -> (document ids, dynamic words record or None, stats)."""
+def _document(obj: dict, where: str) -> tuple[np.ndarray, float]:
+    """One text or speech record -> (document ids, audio seconds)."""
     job: PreprocessJob = _W["job"]
     vocab: SpeechVocab = _W["vocab"]
     bos = [vocab.bos] if job.add_bos and vocab.bos is not None else []
@@ -136,28 +109,41 @@ def _document(obj: dict, where: str) -> tuple[np.ndarray, Optional[np.ndarray], 
             raise RecordError(f"{where}: field {job.text_key!r} missing or not a string", "missing_text_key")
         if not text.strip():
             raise RecordError(f"{where}: field {job.text_key!r} is empty", "empty_transcript")
-        return np.asarray(bos + vocab.encode_text(text) + [vocab.eod], dtype=np.int64), None, {"words": 0, "audio_seconds": 0.0}
-    if job.kind == "speech":
-        rec, units = _units_record(obj, where, vocab.num_units)
-        doc = np.concatenate([np.asarray(bos, dtype=np.int64), vocab.unit_ids(units), [vocab.eod]])
-        return doc, None, {"words": 0, "audio_seconds": float(rec.audio_seconds)}
-    u, rec = prepare_interleaved(obj, where, vocab, _W["align"])
-    doc = il.assemble(u, il.draw(u, job.interleave, job.seed, 0), _markers(vocab, job.add_bos))
-    extra = {"words": u.num_words, "audio_seconds": float(rec.audio_seconds)}
-    if job.mode == "dynamic":
-        # store the layout once; the statistics describe the epoch-0 draw
-        layout, words = dynamic_record(u)
-        return layout, words, {**extra, "draw": doc}
-    return doc, None, extra
+        return np.asarray(bos + vocab.encode_text(text) + [vocab.eod], dtype=np.int64), 0.0
+    rec, units = units_record(obj, where, vocab.num_units)
+    return np.concatenate([np.asarray(bos, dtype=np.int64), vocab.unit_ids(units), [vocab.eod]]), float(rec.audio_seconds)
 
 
-def dynamic_record(u: il.PreparedUtterance) -> tuple[np.ndarray, np.ndarray]:
-    """(text ids ++ unit ids of the aligned range, [key, n, token counts, lo, hi]) of an utterance."""
-    base = int(u.lo[0])
-    end = max(int(u.hi[-1]), base)
-    layout = np.concatenate([u.text_ids, u.unit_ids[base:end]])
-    words = np.concatenate([[u.key, u.num_words], np.diff(u.tok_offsets), u.lo - base, u.hi - base]).astype(np.int64)
-    return layout, words
+def _interleave_shard(records: list[tuple[str, dict]]) -> tuple[list[int], list[np.ndarray], list, list[np.ndarray], dict, list]:
+    """(positions kept, stored documents, dynamic words records or Nones, epoch-0 draws, stats,
+    [(position, RecordError)]) of a shard's interleaved records, prepared, drawn and assembled
+    in one batch. Static storage is the epoch-0 draw; dynamic storage keeps the layout once (the
+    statistics still describe the epoch-0 draw)."""
+    job: PreprocessJob = _W["job"]
+    kept, batch, audio, errors = prepare_batch(records, _W["vocab"], _W["align"])
+    ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, job.interleave, job.seed, 0),
+                                     _markers(_W["vocab"], job.add_bos))
+    draws = np.split(ids, offsets[1:-1]) if kept else []
+    stats = {"words": int(batch.word_starts[-1]), "audio_seconds": float(audio.sum())}
+    if job.mode != "dynamic":
+        return kept, draws, [None] * len(kept), draws, stats, errors
+    layouts, words = dynamic_records(batch)
+    return kept, layouts, words, draws, stats, errors
+
+
+def dynamic_records(b: il.PreparedBatch) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per document: (text ids ++ unit ids of the aligned range, [key, n, token counts, lo, hi])."""
+    layouts, words = [], []
+    tok_counts = b.tok_end - b.tok_start
+    for d in range(len(b.keys)):
+        w0, w1 = int(b.word_starts[d]), int(b.word_starts[d + 1])
+        unit_part = int(b.tok_end[w1 - 1])  # the document's unit ids start after its text
+        base = int(b.unit_lo[w0])
+        end = max(int(b.unit_hi[w1 - 1]), base)
+        layouts.append(np.concatenate([b.layout[int(b.layout_starts[d]):unit_part], b.layout[base:end]]))
+        words.append(np.concatenate([[b.keys[d], w1 - w0], tok_counts[w0:w1], b.unit_lo[w0:w1] - base,
+                                     b.unit_hi[w0:w1] - base]).astype(np.int64))
+    return layouts, words
 
 
 def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
@@ -167,35 +153,48 @@ def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
     index, lines = args
     job: PreprocessJob = _W["job"]
     vocab: SpeechVocab = _W["vocab"]
+    skips = SkipLog()
+    stats = {"documents": 0, "words": 0, "audio_seconds": 0.0, "tokens": [0, 0, 0], "stored_tokens": 0}
+    errors: list[tuple[int, RecordError]] = []
+    records, docs, secs = [], [], []
+    for i, (where, raw, duplicate) in enumerate(lines):
+        try:
+            if duplicate:
+                raise RecordError(f"{where}: utterance id seen before in this input (first kept)", "duplicate_id")
+            obj = decode_json_line(raw, where)
+            if job.kind == "interleaved":
+                records.append((i, where, obj))
+            else:
+                doc, s = _document(obj, where)
+                docs.append(doc)
+                secs.append(s)
+        except RecordError as e:
+            errors.append((i, e))
+    if job.kind == "interleaved":
+        kept, docs, words, draws, extra, more = _interleave_shard([(w, o) for _, w, o in records])
+        errors += [(records[j][0], e) for j, e in more]
+        stats.update(extra, documents=len(kept))
+    else:
+        words, draws = [None] * len(docs), docs
+        stats.update(documents=len(docs), audio_seconds=float(sum(secs)))
+    for _, e in sorted(errors, key=lambda x: x[0]):  # in input order: the first examples shown are the first lines
+        if job.strict:
+            raise PreprocessError(f"{e} [--strict]") from None
+        skips.add(e.reason, str(e))
     prefix = os.path.join(_W["tmpdir"], f"shard_{index:06d}")
     builder = IndexedDatasetBuilder(prefix + ".bin", dtype=token_dtype(vocab.vocab_size))
     words_builder = (IndexedDatasetBuilder(prefix + WORDS_SUFFIX + ".bin", dtype=np.int32)
                      if job.mode == "dynamic" and job.kind == "interleaved" else None)
-    skips = SkipLog()
-    stats = {"documents": 0, "words": 0, "audio_seconds": 0.0, "tokens": [0, 0, 0], "stored_tokens": 0}
-    for where, raw, duplicate in lines:
-        try:
-            if duplicate:
-                raise RecordError(f"{where}: utterance id seen before in this input (first kept)", "duplicate_id")
-            doc, words, extra = _document(decode_json_line(raw, where), where)
-        except RecordError as e:
-            if job.strict:
-                raise PreprocessError(f"{e} [--strict]") from None
-            skips.add(e.reason, str(e))
-            continue
+    for doc, w in zip(docs, words):
         builder.add_document(doc, [len(doc)])
         if words_builder is not None:
-            words_builder.add_document(words, [len(words)])
-        drawn = extra.get("draw", doc)
-        stats["documents"] += 1
-        stats["words"] += extra["words"]
-        stats["audio_seconds"] += extra["audio_seconds"]
-        stats["stored_tokens"] += len(doc)
-        counts = np.bincount(vocab.modality_of(drawn), minlength=3)
-        stats["tokens"] = [a + int(b) for a, b in zip(stats["tokens"], counts)]
+            words_builder.add_document(w, [len(w)])
     builder.finalize(prefix + ".idx")
     if words_builder is not None:
         words_builder.finalize(prefix + WORDS_SUFFIX + ".idx")
+    stats["stored_tokens"] = int(sum(map(len, docs)))
+    if draws:
+        stats["tokens"] = np.bincount(vocab.modality_of(np.concatenate(draws)), minlength=3).tolist()
     stats["skipped"] = skips.to_dict()
     _write_json_atomic(prefix + ".json", stats)  # the shard's completion marker
     return stats
@@ -380,11 +379,17 @@ def run(job: PreprocessJob) -> dict:
         os.remove(sidecar_path(out))
     totals = {"documents": 0, "words": 0, "audio_seconds": 0.0, "tokens": [0, 0, 0], "stored_tokens": 0}
     skips = SkipLog()
-    for sfx in ([""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else [])):
-        builder = IndexedDatasetBuilder(out + sfx + ".bin.tmp", dtype=np.int32 if sfx else token_dtype(vocab.vocab_size))
-        for i in shard_ids:
-            builder.add_index(os.path.join(tmpdir, f"shard_{i:06d}{sfx}"))
-        builder.finalize(out + sfx + ".idx.tmp")
+    # add_index runs a full gc.collect() per shard, which scans every live object (the alignment
+    # index: millions on a large corpus); frozen objects are skipped, so the merge stays linear
+    gc.freeze()
+    try:
+        for sfx in ([""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else [])):
+            builder = IndexedDatasetBuilder(out + sfx + ".bin.tmp", dtype=np.int32 if sfx else token_dtype(vocab.vocab_size))
+            for i in shard_ids:
+                builder.add_index(os.path.join(tmpdir, f"shard_{i:06d}{sfx}"))
+            builder.finalize(out + sfx + ".idx.tmp")
+    finally:
+        gc.unfreeze()
     for i in shard_ids:
         with open(os.path.join(tmpdir, f"shard_{i:06d}.json"), encoding="utf-8") as f:
             st = json.load(f)

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from megatron_slm.jsonio import loads
+
 # why a record can be skipped; the sidecar and the CLI summary list these counts
 REASONS = {
     "non_utf8": "line is not valid UTF-8",
@@ -63,13 +65,16 @@ class SkipLog:
 def decode_json_line(raw: bytes, where: str) -> Any:
     """bytes of one line -> JSON object, or RecordError naming `where` (file:line)."""
     try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RecordError(f"{where}: not UTF-8 (byte {e.start})", "non_utf8") from None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{where}: not JSON ({e.msg} at column {e.colno})", "malformed_json") from None
+        obj = loads(raw)  # validates UTF-8 itself: the common case decodes nothing twice
+    except json.JSONDecodeError:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RecordError(f"{where}: not UTF-8 (byte {e.start})", "non_utf8") from None
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{where}: not JSON ({e.msg} at column {e.colno})", "malformed_json") from None
     if not isinstance(obj, dict):
         raise RecordError(f"{where}: expected a JSON object, got {type(obj).__name__}", "malformed_json")
     return obj

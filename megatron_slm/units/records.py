@@ -82,6 +82,12 @@ def parse_record(obj: Any, where: str) -> UnitRecord:
         if field not in obj:
             raise ValueError(f"{where}: missing field {field!r}")
     rec = UnitRecord(**{f: obj[f] for f in RECORD_FIELDS})
+    for field in ("unit_seconds", "audio_seconds", "num_frames"):
+        value = getattr(rec, field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{where}: field {field!r} must be a non-negative number, not {value!r}")
+    if not isinstance(rec.units, list) or not isinstance(rec.durations, list):
+        raise ValueError(f"{where}: fields 'units' and 'durations' must be lists")
     if len(rec.units) != len(rec.durations):
         raise ValueError(f"{where}: field 'durations' has {len(rec.durations)} entries but 'units' has {len(rec.units)}")
     if sum(rec.durations) != rec.num_frames:

@@ -1,0 +1,205 @@
+"""Units records + alignments -> prepared utterances, one record at a time or a shard at once.
+
+`prepare_interleaved` is the reference: it validates one record and its alignment and raises a
+`RecordError` naming the file:line, field and reason. `prepare_batch` gives the same result for a
+whole shard with the per-record Python cut to reading fields: validation, units-in-time-range
+and token lookup run as array operations over all records. A record that any vectorised check
+rejects goes through `prepare_interleaved`, so skipped records get exactly its messages.
+"""
+from __future__ import annotations
+
+import operator
+from array import array
+from typing import Any
+
+import numpy as np
+
+from megatron_slm.data import interleave as il
+from megatron_slm.data.alignments import DURATION_TOLERANCE_S, AlignmentError, AlignmentIndex, validate
+from megatron_slm.data.records import RecordError
+from megatron_slm.jsonio import loads
+from megatron_slm.vocab import SpeechVocab
+
+
+def units_record(obj: dict, where: str, K: int):
+    """(UnitRecord, units as int64) of a units JSON object, or RecordError('invalid_units')."""
+    from megatron_slm.units.records import parse_record
+
+    try:
+        rec = parse_record(obj, where)
+    except (ValueError, TypeError) as e:
+        raise RecordError(str(e), "invalid_units") from None
+    units = np.asarray(rec.units, dtype=np.int64)
+    bad = np.flatnonzero((units < 0) | (units >= K))
+    if bad.size:
+        raise RecordError(f"{where}: field 'units'[{bad[0]}] = {units[bad[0]]} outside [0, {K})", "invalid_units")
+    if not units.size:
+        raise RecordError(f"{where}: utterance {rec.id!r} has no units", "invalid_units")
+    return rec, units
+
+
+def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex) -> tuple[il.PreparedUtterance, Any]:
+    """One units record + its alignment -> (PreparedUtterance, UnitRecord); RecordError if unusable."""
+    rec, units = units_record(obj, where, vocab.num_units)
+    if rec.id not in align:
+        raise RecordError(f"{where}: utterance {rec.id!r} has no alignment in {align.path}", "no_alignment")
+    try:
+        al = validate(align.get(rec.id), rec.audio_seconds)
+    except AlignmentError as e:
+        raise RecordError(str(e), e.reason) from None
+    ids, owner = vocab.encode_words_flat(al.words)
+    lo, hi = il.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds)
+    return il.prepare_flat(il.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
+
+
+_WORD_FIELDS = operator.itemgetter("word", "start", "end")
+
+
+class _Columns:
+    """Fields of the records that passed the per-record reading, as flat typed arrays."""
+
+    def __init__(self) -> None:
+        self.index: list[int] = []            # position of the record in the shard
+        self.ids: list[str] = []
+        self.units, self.durations = array("q"), array("q")
+        self.n_units: list[int] = []
+        self.num_frames: list[int] = []
+        self.unit_seconds: list[float] = []
+        self.audio_seconds: list[float] = []
+        self.words: list[str] = []
+        self.starts, self.ends = array("d"), array("d")
+        self.n_words: list[int] = []
+
+    def add(self, i: int, obj: dict, al_obj: dict) -> None:
+        """Read one record; a missing field or a value of an unexpected type raises, before
+        anything is appended (the caller then hands the record to the reference path)."""
+        units, durations = array("q", obj["units"]), array("q", obj["durations"])
+        names, starts, ends = zip(*map(_WORD_FIELDS, al_obj["words"]))  # no words: ValueError
+        names = [w.strip() for w in names]
+        starts, ends = array("d", starts), array("d", ends)
+        uid, nf, us, secs = obj["id"], obj["num_frames"], obj["unit_seconds"], obj["audio_seconds"]
+        obj["path"]  # a required field of the units format
+        if not (all(names) and len(durations) == len(units) and type(uid) is str and type(nf) is int
+                and type(us) in (int, float) and type(secs) in (int, float)):
+            raise ValueError  # empty word, length mismatch, odd types: the reference path decides
+        self.index.append(i)
+        self.ids.append(uid)
+        self.n_units.append(len(units))
+        self.num_frames.append(nf)
+        self.unit_seconds.append(us)
+        self.audio_seconds.append(secs)
+        self.units += units
+        self.durations += durations
+        self.words += names
+        self.starts += starts
+        self.ends += ends
+        self.n_words.append(len(names))
+
+
+def _bad_records(c: _Columns, K: int) -> tuple[np.ndarray, dict]:
+    """Per record: does any vectorised check fail? Plus the arrays the checks built."""
+    R = len(c.index)
+    n_units, n_words = np.asarray(c.n_units, np.int64), np.asarray(c.n_words, np.int64)
+    useg, wseg = np.repeat(np.arange(R), n_units), np.repeat(np.arange(R), n_words)
+    units, durations = np.frombuffer(c.units, dtype=np.int64), np.frombuffer(c.durations, dtype=np.int64)
+    starts, ends = np.frombuffer(c.starts, dtype=np.float64), np.frombuffer(c.ends, dtype=np.float64)
+    audio = np.asarray(c.audio_seconds, dtype=np.float64)
+    bad = (n_units == 0) | (np.bincount(useg, weights=durations, minlength=R) != np.asarray(c.num_frames, np.float64))
+    bad |= np.bincount(useg, weights=(units < 0) | (units >= K), minlength=R) > 0
+    word_bad = ~(np.isfinite(starts) & np.isfinite(ends)) | (starts < 0) | (starts > ends)
+    word_bad |= ends > audio[wseg] + DURATION_TOLERANCE_S
+    first = np.r_[True, wseg[1:] != wseg[:-1]] if len(wseg) else np.zeros(0, bool)
+    word_bad[1:] |= ~first[1:] & (starts[1:] < ends[:-1] - 1e-6)
+    bad |= np.bincount(wseg, weights=word_bad, minlength=R) > 0
+    return bad, dict(useg=useg, wseg=wseg, units=units, durations=durations, starts=starts, ends=ends,
+                     n_units=n_units, n_words=n_words)
+
+
+def _word_unit_ranges(a: dict, unit_seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`il.word_unit_ranges` for all records at once: a search in record-tagged sorted keys."""
+    useg, wseg = a["useg"], a["wseg"]
+    run_end = il._segment_cumsum(a["durations"], useg)
+    run_start = run_end - a["durations"]
+    T = unit_seconds[wseg]
+    f_lo = np.ceil(a["starts"] / T - 0.5 - 1e-9).astype(np.int64)
+    f_hi = np.floor(a["ends"] / T - 0.5 + 1e-9).astype(np.int64)
+    # key = record * 2^33 + frame + 1: sorted across records, since frames lie in [-1, 2^32)
+    tag_u, tag_w = useg << 33, wseg << 33
+    unit_first = (np.cumsum(a["n_units"]) - a["n_units"])[wseg]
+    lo = np.searchsorted(tag_u + run_end + 1, tag_w + f_lo + 1, side="right") - unit_first
+    hi = np.searchsorted(tag_u + run_start + 1, tag_w + f_hi + 1, side="right") - unit_first
+    return lo, hi
+
+
+def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex
+                  ) -> tuple[list[int], il.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
+    """(positions of the usable records, their PreparedBatch, their audio seconds, [(position,
+    RecordError)] of the others) for a shard's decoded units records, in input order."""
+    cols = _Columns()
+    slow: list[int] = []
+    entries = align._entries if align.format == "jsonl" else None
+    for i, (where, obj) in enumerate(records):
+        try:
+            cols.add(i, obj, loads(entries[obj["id"]][0]))
+        except Exception:  # anything unusual: the reference path decides, with its message
+            slow.append(i)
+    bad, arrays = _bad_records(cols, vocab.num_units) if cols.index else (np.zeros(0, bool), None)
+    if bad.any():
+        slow += [cols.index[r] for r in np.flatnonzero(bad)]
+    errors: list[tuple[int, RecordError]] = []
+    extra: dict[int, tuple[il.PreparedUtterance, float]] = {}
+    for i in sorted(slow):
+        where, obj = records[i]
+        try:
+            u, rec = prepare_interleaved(obj, where, vocab, align)
+            extra[i] = (u, float(rec.audio_seconds))
+        except RecordError as e:
+            errors.append((i, e))
+    good = ~bad
+    batch = _fast_batch(cols, arrays, good, vocab) if good.any() else None
+    fast_pos = [p for p, g in zip(cols.index, good.tolist()) if g]
+    audio = np.asarray(cols.audio_seconds, np.float64)[good] if cols.index else np.zeros(0)
+    if not extra:
+        return fast_pos, batch or il.PreparedBatch.from_utterances([]), audio, errors
+    # rare: records only the reference path accepted; rebuild the batch in input order
+    utts = dict(zip(fast_pos, _split_batch(batch) if batch else []))
+    utts.update({i: u for i, (u, _) in extra.items()})
+    secs = dict(zip(fast_pos, audio.tolist()))
+    secs.update({i: s for i, (_, s) in extra.items()})
+    order = sorted(utts)
+    return order, il.PreparedBatch.from_utterances([utts[i] for i in order]), np.array([secs[i] for i in order]), errors
+
+
+def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab) -> il.PreparedBatch:
+    lo, hi = _word_unit_ranges(a, np.asarray(c.unit_seconds, np.float64))
+    keep_w, keep_u = good[a["wseg"]], good[a["useg"]]
+    n_words, n_units = a["n_words"][good], a["n_units"][good]
+    word_starts = np.r_[0, np.cumsum(n_words)]
+    words = c.words if good.all() else [w for w, k in zip(c.words, keep_w.tolist()) if k]
+    text_ids, tok_counts = vocab.encode_word_lists(words, word_starts)
+    # per document: text ids ++ unit ids
+    text_len = np.add.reduceat(tok_counts, word_starts[:-1]) if len(tok_counts) else np.zeros(0, np.int64)
+    layout_lens = text_len + n_units
+    unit_ids = vocab.unit_offset + a["units"][keep_u]
+    doc_start = np.r_[0, np.cumsum(layout_lens)[:-1]]
+    layout = np.empty(int(layout_lens.sum()), dtype=np.int64)
+    text_dst = np.repeat(doc_start - (np.cumsum(text_len) - text_len), text_len) + np.arange(int(text_len.sum()))
+    unit_dst = (np.repeat(doc_start + text_len - (np.cumsum(n_units) - n_units), n_units)
+                + np.arange(int(n_units.sum())))
+    layout[text_dst], layout[unit_dst] = text_ids, unit_ids
+    keys = np.fromiter((il.document_key(uid) for uid, g in zip(c.ids, good.tolist()) if g), dtype=np.int64)
+    return il.PreparedBatch.from_flat(keys, n_words, tok_counts, lo[keep_w], hi[keep_w], layout, layout_lens)
+
+
+def _split_batch(b: il.PreparedBatch) -> list[il.PreparedUtterance]:
+    """PreparedBatch -> one PreparedUtterance per document (the rare mixed path only)."""
+    out = []
+    for d in range(len(b.keys)):
+        w0, w1 = int(b.word_starts[d]), int(b.word_starts[d + 1])
+        base = int(b.layout_starts[d])
+        text_end = int(b.tok_end[w1 - 1])
+        offsets = np.r_[b.tok_start[w0:w1] - base, text_end - base]
+        out.append(il.PreparedUtterance(int(b.keys[d]), b.layout[base:text_end], offsets,
+                                        b.layout[text_end:int(b.layout_starts[d + 1])],
+                                        b.unit_lo[w0:w1] - text_end, b.unit_hi[w0:w1] - text_end))
+    return out
