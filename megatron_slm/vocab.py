@@ -210,14 +210,16 @@ class SpeechVocab:
 
     def modality_of(self, ids: np.ndarray) -> np.ndarray:
         """0 text, 1 speech unit, 2 other (modality markers, EOD, BOS, pad, padding ids < 0)."""
-        ids = np.asarray(ids)
-        out = np.full(ids.shape, MODALITY_OTHER, dtype=np.int64)
-        out[(ids >= 0) & (ids < self.unit_offset)] = MODALITY_TEXT
-        out[(ids >= self.unit_offset) & (ids < self.speech_id)] = MODALITY_SPEECH
-        for special in {self.eod, self.pad, self.bos}:
-            if special is not None:
-                out[ids == special] = MODALITY_OTHER
-        return out
+        table = self.__dict__.get("_modality_table")
+        if table is None:  # one lookup per token (this runs for every training sample)
+            table = np.full(self.vocab_size + 1, MODALITY_OTHER, dtype=np.int64)  # [-1] = out of range
+            table[:self.unit_offset] = MODALITY_TEXT
+            table[self.unit_offset:self.speech_id] = MODALITY_SPEECH
+            for special in {self.eod, self.pad, self.bos}:
+                if special is not None:
+                    table[special] = MODALITY_OTHER
+            self._modality_table = table
+        return table[np.clip(np.asarray(ids), -1, self.vocab_size)]
 
     # ------------------------------------------------------------------ identity and saving
 

@@ -333,36 +333,16 @@ class SLMDataset(GPTDataset):
 
     def _assemble(self, virtual: np.ndarray) -> np.ndarray:
         """The drawn documents `virtual` (epoch * N + doc), concatenated, built from the run
-        table with array operations: [BOS] (marker, run tokens)* EOD per document."""
+        table: [BOS] (marker, run tokens)* EOD per document, read from the memory-mapped .bin."""
         offsets, run_src, run_len, run_speech = self._runs
-        mk, N = self._markers, len(self.dataset)
         if not hasattr(self, "_layout"):
-            index = self.dataset.indexed.index
-            self._layout = np.memmap(self.dataset.path_prefix + ".bin", dtype=index.dtype, mode="r")
-            self._doc_start = np.asarray(index.sequence_pointers, dtype=np.int64) // np.dtype(index.dtype).itemsize
-        first, count = np.asarray(offsets[virtual]), np.asarray(offsets[virtual + 1]) - np.asarray(offsets[virtual])
-        runs = np.repeat(first - np.concatenate(([0], np.cumsum(count)[:-1])), count) + np.arange(int(count.sum()))
-        doc_of_run = np.repeat(np.arange(len(virtual)), count)
-        j = np.arange(len(runs)) - np.repeat(np.concatenate(([0], np.cumsum(count)[:-1])), count)
-        bos = int(mk.bos is not None)
-        pieces = bos + 2 * count + 1
-        p0 = np.concatenate(([0], np.cumsum(pieces)[:-1]))
-        P = int(pieces.sum())
-        p_len, p_src, p_const = np.ones(P, np.int64), np.full(P, -1, np.int64), np.zeros(P, np.int64)
-        if bos:
-            p_const[p0] = mk.bos
-        p_const[p0 + pieces - 1] = mk.eod
-        marker_at = p0[doc_of_run] + bos + 2 * j
-        p_const[marker_at] = np.where(np.asarray(run_speech[runs]), mk.speech, mk.text)
-        p_len[marker_at + 1] = np.asarray(run_len[runs])
-        p_src[marker_at + 1] = self._doc_start[virtual[doc_of_run] % N] + np.asarray(run_src[runs])
-        piece = np.repeat(np.arange(P), p_len)
-        within = np.arange(len(piece)) - np.repeat(np.cumsum(p_len) - p_len, p_len)
-        src = p_src[piece]
-        out = p_const[piece]
-        content = src >= 0
-        out[content] = self._layout[src[content] + within[content]]
-        return out
+            flat, self._doc_start, _ = self.dataset._flat("layout")
+            self._layout = np.asarray(flat)
+        first = np.asarray(offsets[virtual], dtype=np.int64)
+        count = np.asarray(offsets[virtual + 1], dtype=np.int64) - first
+        runs = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+        src = np.repeat(self._doc_start[virtual % len(self.dataset)], count) + run_src[runs]
+        return il.assemble_runs(self._layout, count, src, run_len[runs], run_speech[runs], self._markers)[0]
 
     def __getitem__(self, idx: Optional[int]) -> dict[str, np.ndarray]:
         text, _ = self._query_document_sample_shuffle_indices(0 if idx is None else idx)

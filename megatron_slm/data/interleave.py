@@ -395,22 +395,32 @@ def gather_ranges(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
     return source[idx]
 
 
-def assemble_batch(b: PreparedBatch, runs: Runs, mk: Markers) -> tuple[np.ndarray, np.ndarray]:
-    """(all documents' ids concatenated, document offsets): per document [BOS] then a marker
-    and the ids of each run, then EOD -- `assemble` for every document at once."""
-    D, has_bos = len(b.keys), int(mk.bos is not None)
-    k = np.diff(runs.offsets)
-    extra = len(b.layout)  # the markers live after the layout: speech, text, bos, eod
-    source = np.concatenate([b.layout, np.array([mk.speech, mk.text, mk.bos or 0, mk.eod], dtype=np.int64)])
-    piece_first = np.arange(D) * (has_bos + 1) + 2 * runs.offsets[:-1]  # first piece of each document
-    P = D * (has_bos + 1) + 2 * len(runs.src)
-    starts, lengths = np.empty(P, np.int64), np.ones(P, np.int64)
+def assemble_runs(source: np.ndarray, counts: np.ndarray, src: np.ndarray, length: np.ndarray, speech: np.ndarray,
+                  mk: Markers) -> tuple[np.ndarray, np.ndarray]:
+    """(documents' ids concatenated, document offsets) of documents made of runs: document d has
+    the next counts[d] runs; run r is a marker (<speech> if speech[r] else <text>) and then
+    source[src[r]:src[r]+length[r]]; each document is [BOS] runs... EOD. `source` may be a
+    memory map: only the runs' ids are read."""
+    counts, length = np.asarray(counts, dtype=np.int64), np.asarray(length, dtype=np.int64)
+    D, has_bos = len(counts), int(mk.bos is not None)
+    run_doc = np.repeat(np.arange(D), counts)
+    doc_len = has_bos + 1 + counts + np.bincount(run_doc, weights=length, minlength=D).astype(np.int64)
+    doc_start = np.zeros(D + 1, dtype=np.int64)
+    np.cumsum(doc_len, out=doc_start[1:])
+    run_first = np.cumsum(counts) - counts                  # first run of each document
+    before = np.cumsum(length) - length                     # run tokens before each run, overall
+    local = np.arange(len(length)) - run_first[run_doc]     # runs before it in its document
+    marker_at = doc_start[:-1][run_doc] + has_bos + local + before - before[run_first][run_doc] if len(length) else run_doc
+    out = np.empty(int(doc_start[-1]), dtype=np.int64)
+    content = np.arange(int(length.sum()))
+    out[np.repeat(marker_at + 1 - before, length) + content] = source[np.repeat(np.asarray(src, dtype=np.int64) - before, length) + content]
+    out[marker_at] = np.where(speech, mk.speech, mk.text)
     if has_bos:
-        starts[piece_first] = extra + 2
-    run_doc = np.repeat(np.arange(D), k)
-    run_piece = piece_first[run_doc] + has_bos + 2 * (np.arange(len(runs.src)) - runs.offsets[:-1][run_doc])
-    starts[run_piece] = np.where(runs.speech, extra, extra + 1)
-    starts[run_piece + 1], lengths[run_piece + 1] = runs.src, runs.length
-    starts[piece_first + has_bos + 2 * k] = extra + 3
-    doc_len = has_bos + 1 + k + np.bincount(run_doc, weights=runs.length, minlength=D).astype(np.int64)
-    return gather_ranges(source, starts, lengths), np.r_[0, np.cumsum(doc_len)]
+        out[doc_start[:-1]] = mk.bos
+    out[doc_start[1:] - 1] = mk.eod
+    return out, doc_start
+
+
+def assemble_batch(b: PreparedBatch, runs: Runs, mk: Markers) -> tuple[np.ndarray, np.ndarray]:
+    """`assemble` for every document of a batch at once: (ids concatenated, document offsets)."""
+    return assemble_runs(b.layout, np.diff(runs.offsets), runs.src, runs.length, runs.speech, mk)
