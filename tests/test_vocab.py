@@ -109,3 +109,27 @@ def test_sentencepiece_model(tmp_path):
     assert sum(v.encode_words(words), []) == v.encode_text("The cat sat.")
     v.save(tmp_path / "ext")
     assert SpeechVocab.from_pretrained(tmp_path / "ext", num_units=8).identity() == v.identity()
+
+
+def test_word_tokens_are_cached_and_separability_is_checked():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from megatron_slm.vocab import SpeechVocab
+
+    v = SpeechVocab.from_pretrained(TINY, num_units=20)
+    assert v.words_are_separable()  # byte-level BPE splits at spaces
+    words = "The cat, the dog's ball.".split()
+    assert sum(v.encode_words(words), []) == v.encode_text(" ".join(words))
+    calls = []
+    real = v._encode_piece
+    v._encode_piece = lambda text: (calls.append(text), real(text))[1]
+    ids, counts = v.encode_word_lists(words + words, np.array([0, len(words), 2 * len(words)]))
+    assert calls == [] and len(counts) == 2 * len(words)  # every word came from the cache
+    assert np.array_equal(ids[: counts[: len(words)].sum()], ids[counts[: len(words)].sum():])
+    # a BPE without pre-tokenizer merges across the space: "a b" is one token, "a" + " b" are three
+    bpe = Tokenizer(models.BPE(vocab={"a": 0, " ": 1, "b": 2, "a ": 3, "a b": 4, "<s>": 5, "</s>": 6},
+                               merges=[("a", " "), ("a ", "b")]))
+    hf = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    merged = SpeechVocab(hf, num_units=2, text_vocab_size=7, source="merged-bpe")
+    assert merged.encode_text("a b") == [4] and not merged.words_are_separable("a b a b")

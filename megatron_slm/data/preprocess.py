@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -304,6 +305,10 @@ def run(job: PreprocessJob) -> dict:
     except VocabError as e:
         raise PreprocessError(str(e)) from None
     identity = identity_of(job, vocab, units_identity)
+    separable = vocab.words_are_separable() if job.kind == "interleaved" else None
+    if separable is False:
+        print(f"warning: tokenizer {job.tokenizer}: words tokenised one by one differ from the tokenised text "
+              f"(its pre-tokenizer merges across spaces); text spans are cut at word boundaries", file=sys.stderr)
     for m in job.match:
         other, where = _load_match(m)
         check_identity_against(identity, job.kind, other, where)
@@ -411,6 +416,7 @@ def run(job: PreprocessJob) -> dict:
         "seed": job.seed if job.kind == "interleaved" else None,
         "interleave": dataclasses.asdict(job.interleave) if job.kind == "interleaved" else None,
         "add_bos": job.add_bos,
+        "words_separable": separable,
         "dtype": np.dtype(token_dtype(vocab.vocab_size)).name,
         "identity": identity,
         "tokenizer": os.path.abspath(job.tokenizer),
