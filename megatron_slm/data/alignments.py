@@ -15,15 +15,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from megatron_slm.jsonio import loads
 
+_WORD_FIELDS = operator.itemgetter("word", "start", "end")
 # a word may end this far past the audio (rounding of aligner outputs)
 DURATION_TOLERANCE_S = 0.05
 
@@ -216,6 +218,14 @@ class AlignmentIndex:
 
     def ids(self) -> list[str]:
         return list(self._entries)
+
+    def word_fields(self, uid: str) -> tuple[Sequence, Sequence, Sequence]:
+        """(words, starts, ends) of `uid`, unvalidated and unconverted (the fast path of batch
+        preparation; anything malformed raises, and `get` + `validate` then name the problem)."""
+        if self.format == "jsonl":
+            return tuple(zip(*map(_WORD_FIELDS, loads(self._entries[uid][0])["words"])))
+        al = self.get(uid)
+        return al.words, al.starts, al.ends
 
     def get(self, uid: str) -> Alignment:
         entry = self._entries[uid]

@@ -8,7 +8,6 @@ rejects goes through `prepare_interleaved`, so skipped records get exactly its m
 """
 from __future__ import annotations
 
-import operator
 from array import array
 from typing import Any
 
@@ -17,7 +16,6 @@ import numpy as np
 from megatron_slm.data import interleave as il
 from megatron_slm.data.alignments import DURATION_TOLERANCE_S, AlignmentError, AlignmentIndex, validate
 from megatron_slm.data.records import RecordError
-from megatron_slm.jsonio import loads
 from megatron_slm.vocab import SpeechVocab
 
 
@@ -52,9 +50,6 @@ def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: Alignm
     return il.prepare_flat(il.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
 
 
-_WORD_FIELDS = operator.itemgetter("word", "start", "end")
-
-
 class _Columns:
     """Fields of the records that passed the per-record reading, as flat typed arrays."""
 
@@ -70,16 +65,16 @@ class _Columns:
         self.starts, self.ends = array("d"), array("d")
         self.n_words: list[int] = []
 
-    def add(self, i: int, obj: dict, al_obj: dict) -> None:
+    def add(self, i: int, obj: dict, align: AlignmentIndex) -> None:
         """Read one record; a missing field or a value of an unexpected type raises, before
         anything is appended (the caller then hands the record to the reference path)."""
         units, durations = array("q", obj["units"]), array("q", obj["durations"])
-        names, starts, ends = zip(*map(_WORD_FIELDS, al_obj["words"]))  # no words: ValueError
+        names, starts, ends = align.word_fields(obj["id"])  # no words: ValueError
         names = [w.strip() for w in names]
         starts, ends = array("d", starts), array("d", ends)
         uid, nf, us, secs = obj["id"], obj["num_frames"], obj["unit_seconds"], obj["audio_seconds"]
         obj["path"]  # a required field of the units format
-        if not (all(names) and len(durations) == len(units) and type(uid) is str and type(nf) is int
+        if not (names and all(names) and len(durations) == len(units) and type(uid) is str and type(nf) is int
                 and type(us) in (int, float) and type(secs) in (int, float)):
             raise ValueError  # empty word, length mismatch, odd types: the reference path decides
         self.index.append(i)
@@ -137,10 +132,9 @@ def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: Al
     RecordError)] of the others) for a shard's decoded units records, in input order."""
     cols = _Columns()
     slow: list[int] = []
-    entries = align._entries if align.format == "jsonl" else None
     for i, (where, obj) in enumerate(records):
         try:
-            cols.add(i, obj, loads(entries[obj["id"]][0]))
+            cols.add(i, obj, align)
         except Exception:  # anything unusual: the reference path decides, with its message
             slow.append(i)
     bad, arrays = _bad_records(cols, vocab.num_units) if cols.index else (np.zeros(0, bool), None)
