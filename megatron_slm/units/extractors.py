@@ -150,7 +150,14 @@ def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
         return COMPUTE_DTYPES[name]
     if torch.device(device).type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    return torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:  # oneDNN's own check (AVX512-BF16 / AMX); a private op, absent from some builds
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class HubertExtractor(FeatureExtractor):
