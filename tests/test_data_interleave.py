@@ -95,6 +95,13 @@ def test_draws_are_seeded_by_seed_epoch_key():
     assert il.document_key("utt-1") == il.document_key("utt-1") != il.document_key("utt-2")
 
 
+def _run_table_length(u, mask):
+    """The document length the vectorised run table gives (what the dynamic dataset packs by)."""
+    batch = il.PreparedBatch.from_utterances([u])
+    runs = il.batch_runs(batch, mask)
+    return 2 + len(runs.src) + int(runs.length.sum())  # BOS, EOD, a marker per run
+
+
 def _random_utterance(rng, n_words=30, T=0.04):
     """Words with gaps, and frame-level units deduplicated into runs."""
     gaps = rng.uniform(0.0, 0.3, n_words)
@@ -132,7 +139,7 @@ def test_assemble_modality_tokens_and_word_boundaries():
     mask = np.array([False, True, True, False, False])
     doc = il.assemble(u, mask, MK)
     assert doc.tolist() == [1, 1001, 10, 1000, 501, 502, 1001, 14, 15, 16, 2]
-    assert il.assembled_length(u, mask, True) == len(doc)
+    assert _run_table_length(u, mask) == len(doc)
     # all text == the plain tokenisation; all speech == the aligned units; no BOS when None
     assert il.assemble(u, np.zeros(5, bool), MK).tolist() == [1, 1001, 10, 11, 12, 13, 14, 15, 16, 2]
     no_bos = il.Markers(1000, 1001, None, 2)
@@ -144,11 +151,11 @@ def test_speech_span_without_units_becomes_text():
     mask = np.array([False, True, False])  # word 1 has no frames
     doc = il.assemble(u, mask, MK)
     assert doc.tolist() == [1, 1001, 10, 11, 12, 2]
-    assert il.assembled_length(u, mask, True) == len(doc)
+    assert _run_table_length(u, mask) == len(doc)
 
 
 @pytest.mark.parametrize("method", ["poisson", "span", "random"])
-def test_assembled_length_matches_for_every_method(method):
+def test_run_table_length_and_markers_for_every_method(method):
     rng = np.random.default_rng(1)
     starts, ends, units, durations, _ = _random_utterance(rng, 40)
     lo, hi = il.word_unit_ranges(starts, ends, durations, 0.04)
@@ -157,7 +164,7 @@ def test_assembled_length_matches_for_every_method(method):
     for epoch in range(10):
         mask = il.draw(u, cfg, 0, epoch)
         doc = il.assemble(u, mask, MK)
-        assert len(doc) == il.assembled_length(u, mask, True)
+        assert len(doc) == _run_table_length(u, mask)
         # a modality marker at the start and at every switch, none elsewhere
         markers = np.flatnonzero((doc == 1000) | (doc == 1001))
         assert markers[0] == 1

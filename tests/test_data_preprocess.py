@@ -231,11 +231,13 @@ def test_cli_summary_and_user_errors(corpus, tmp_path, capsys):
     assert e.value.code == 0 and "interleaved" in capsys.readouterr().out
 
 
-def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_path):
+def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_path, monkeypatch):
     """prepare_batch (vectorised over a shard) keeps, builds and rejects exactly what the
     per-record reference does, with the same messages, on records corrupted in many ways."""
-    from megatron_slm.data.prepare import prepare_batch, prepare_interleaved
+    from megatron_slm.data import prepare as prep
     from megatron_slm.data.records import RecordError
+
+    real_reference = prep.reference_batch
 
     rng = np.random.default_rng(0)
     units = [json.loads(x) for x in Path(corpus.units).read_text().splitlines()]
@@ -267,20 +269,26 @@ def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_pa
     path.write_text("".join(json.dumps(a) + "\n" for _, a in pairs))
     align = AlignmentIndex(str(path))
     records = [(f"units:{i + 1}", u) for i, (u, _) in enumerate(pairs)]
-    kept, batch, audio, errors = prepare_batch(records, vocab, align)
-    ref_kept, ref_docs, ref_errors = [], [], []
-    for i, (where, obj) in enumerate(records):
-        try:
-            u, rec = prepare_interleaved(json.loads(json.dumps(obj)), where, vocab, align)
-            ref_kept.append(i)
-            ref_docs.append((u, rec.audio_seconds))
-        except RecordError as e:
-            ref_errors.append((i, e.reason, str(e)))
-    assert kept == ref_kept and 0 < len(kept) < len(records)
-    assert [(i, e.reason, str(e)) for i, e in errors] == ref_errors
-    assert len({r for _, r, _ in ref_errors}) >= 5
+    # without the kinds only the reference accepts (a number as a word, float units): the vectorised path
+    fast = [r for i, r in enumerate(records) if i % 16 not in (12, 15)]
     mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
-    ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, InterleaveConfig(), 9, 2), mk)
-    for d, (u, secs) in enumerate(ref_docs):
-        assert np.array_equal(ids[offsets[d]:offsets[d + 1]], il.assemble(u, il.draw(u, InterleaveConfig(), 9, 2), mk))
-        assert audio[d] == pytest.approx(secs)
+    for recs, vectorised in ((fast, True), (records, False)):
+        calls = []
+        monkeypatch.setattr(prep, "reference_batch", lambda *a: (calls.append(1), real_reference(*a))[1])
+        kept, batch, audio, errors = prep.prepare_batch(recs, vocab, align)
+        assert (calls == []) == vectorised
+        ref_kept, ref_docs, ref_errors = [], [], []
+        for i, (where, obj) in enumerate(recs):
+            try:
+                u, rec = prepare_interleaved(json.loads(json.dumps(obj)), where, vocab, align)
+                ref_kept.append(i)
+                ref_docs.append((u, rec.audio_seconds))
+            except RecordError as e:
+                ref_errors.append((i, e.reason, str(e)))
+        assert kept == ref_kept and 0 < len(kept) < len(recs)
+        assert [(i, e.reason, str(e)) for i, e in errors] == ref_errors
+        assert len({r for _, r, _ in ref_errors}) >= 5
+        ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, InterleaveConfig(), 9, 2), mk)
+        for d, (u, secs) in enumerate(ref_docs):
+            assert np.array_equal(ids[offsets[d]:offsets[d + 1]], il.assemble(u, il.draw(u, InterleaveConfig(), 9, 2), mk))
+            assert audio[d] == pytest.approx(secs)

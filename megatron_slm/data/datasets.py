@@ -138,16 +138,6 @@ class LowLevel:
         return il.PreparedBatch.from_flat(keys, n, il.gather_ranges(wflat, w0 + 2, n), il.gather_ranges(wflat, w0 + 2 + n, n),
                                           il.gather_ranges(wflat, w0 + 2 + 2 * n, n), layout, lengths[docs])
 
-    def prepared(self, doc: int) -> il.PreparedUtterance:
-        """The stored words/units of dynamic document `doc`."""
-        layout = self.indexed.get(doc).astype(np.int64)
-        w = self.words.get(doc).astype(np.int64)
-        key, n = int(w[0]), int(w[1])
-        toklens, lo, hi = w[2:2 + n], w[2 + n:2 + 2 * n], w[2 + 2 * n:2 + 3 * n]
-        offsets = np.concatenate(([0], np.cumsum(toklens)))
-        T = int(offsets[-1])
-        return il.PreparedUtterance(key, layout[:T], offsets, layout[T:], lo, hi)
-
 
 class SLMDataset(GPTDataset):
     """GPTDataset over our indexed datasets, returning modality-aware training samples."""
@@ -308,8 +298,9 @@ class SLMDataset(GPTDataset):
         """The token ids of document `doc` as seen in `epoch` (dynamic: drawn now)."""
         if not self._drawn:
             return self.dataset.get(doc).astype(np.int64)
-        u = self.dataset.prepared(doc)
-        return il.assemble(u, il.draw(u, self.config.interleave, self.config.random_seed, self._epoch_of(epoch)), self._markers)
+        batch = self.dataset.prepared_batch(np.array([doc]))
+        runs = il.draw_batch(batch, self.config.interleave, self.config.random_seed, self._epoch_of(epoch))
+        return il.assemble_batch(batch, runs, self._markers)[0]
 
     def _query_document_sample_shuffle_indices(self, idx: int):
         if not self._drawn:

@@ -284,14 +284,6 @@ def assemble(u: PreparedUtterance, mask: np.ndarray, mk: Markers) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def assembled_length(u: PreparedUtterance, mask: np.ndarray, has_bos: bool) -> int:
-    """len(assemble(u, mask, ...)) without building it."""
-    n = int(has_bos) + 1
-    for a, b, speech in effective_runs(u, mask):
-        n += 1 + (int(u.hi[b - 1] - u.lo[a]) if speech else int(u.tok_offsets[b] - u.tok_offsets[a]))
-    return n
-
-
 def draw(u: PreparedUtterance, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
     """The speech mask of utterance `u` for (seed, epoch)."""
     return select_speech_words(u.num_words, u.key, cfg, seed, epoch)

@@ -4,7 +4,8 @@
 `RecordError` naming the file:line, field and reason. `prepare_batch` gives the same result for a
 whole shard with the per-record Python cut to reading fields: validation, units-in-time-range
 and token lookup run as array operations over all records. A record that any vectorised check
-rejects goes through `prepare_interleaved`, so skipped records get exactly its messages.
+rejects goes through `prepare_interleaved`, so skipped records get exactly its messages (and
+a shard holding a record only the reference accepts is prepared by the reference).
 """
 from __future__ import annotations
 
@@ -141,27 +142,36 @@ def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: Al
     if bad.any():
         slow += [cols.index[r] for r in np.flatnonzero(bad)]
     errors: list[tuple[int, RecordError]] = []
-    extra: dict[int, tuple[il.PreparedUtterance, float]] = {}
     for i in sorted(slow):
         where, obj = records[i]
         try:
-            u, rec = prepare_interleaved(obj, where, vocab, align)
-            extra[i] = (u, float(rec.audio_seconds))
+            prepare_interleaved(obj, where, vocab, align)
         except RecordError as e:
             errors.append((i, e))
+            continue
+        # rare: a record only the reference accepts (e.g. float unit ids): the shard takes its path
+        return reference_batch(records, vocab, align)
     good = ~bad
-    batch = _fast_batch(cols, arrays, good, vocab) if good.any() else None
-    fast_pos = [p for p, g in zip(cols.index, good.tolist()) if g]
-    audio = np.asarray(cols.audio_seconds, np.float64)[good] if cols.index else np.zeros(0)
-    if not extra:
-        return fast_pos, batch or il.PreparedBatch.from_utterances([]), audio, errors
-    # rare: records only the reference path accepted; rebuild the batch in input order
-    utts = dict(zip(fast_pos, _split_batch(batch) if batch else []))
-    utts.update({i: u for i, (u, _) in extra.items()})
-    secs = dict(zip(fast_pos, audio.tolist()))
-    secs.update({i: s for i, (_, s) in extra.items()})
-    order = sorted(utts)
-    return order, il.PreparedBatch.from_utterances([utts[i] for i in order]), np.array([secs[i] for i in order]), errors
+    if not good.any():
+        return [], il.PreparedBatch.from_utterances([]), np.zeros(0), errors
+    kept = [p for p, g in zip(cols.index, good.tolist()) if g]
+    return kept, _fast_batch(cols, arrays, good, vocab), np.asarray(cols.audio_seconds, np.float64)[good], errors
+
+
+def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex
+                    ) -> tuple[list[int], il.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
+    """`prepare_batch` through the per-record reference, record by record."""
+    kept, utts, secs, errors = [], [], [], []
+    for i, (where, obj) in enumerate(records):
+        try:
+            u, rec = prepare_interleaved(obj, where, vocab, align)
+        except RecordError as e:
+            errors.append((i, e))
+            continue
+        kept.append(i)
+        utts.append(u)
+        secs.append(float(rec.audio_seconds))
+    return kept, il.PreparedBatch.from_utterances(utts), np.asarray(secs, np.float64), errors
 
 
 def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab) -> il.PreparedBatch:
@@ -183,17 +193,3 @@ def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab) -> i
     layout[text_dst], layout[unit_dst] = text_ids, unit_ids
     keys = np.fromiter((il.document_key(uid) for uid, g in zip(c.ids, good.tolist()) if g), dtype=np.int64)
     return il.PreparedBatch.from_flat(keys, n_words, tok_counts, lo[keep_w], hi[keep_w], layout, layout_lens)
-
-
-def _split_batch(b: il.PreparedBatch) -> list[il.PreparedUtterance]:
-    """PreparedBatch -> one PreparedUtterance per document (the rare mixed path only)."""
-    out = []
-    for d in range(len(b.keys)):
-        w0, w1 = int(b.word_starts[d]), int(b.word_starts[d + 1])
-        base = int(b.layout_starts[d])
-        text_end = int(b.tok_end[w1 - 1])
-        offsets = np.r_[b.tok_start[w0:w1] - base, text_end - base]
-        out.append(il.PreparedUtterance(int(b.keys[d]), b.layout[base:text_end], offsets,
-                                        b.layout[text_end:int(b.layout_starts[d + 1])],
-                                        b.unit_lo[w0:w1] - text_end, b.unit_hi[w0:w1] - text_end))
-    return out
