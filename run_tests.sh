@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install everything, then run the whole test suite (CPU; GPU tests are skipped without CUDA).
+# Install everything (once), then run the whole test suite (CPU; GPU tests are skipped without CUDA).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/install.sh
-exec python3 -m pytest tests -q -p no:cacheprovider --timeout=900 "$@"
+source scripts/env.sh
+exec python -m pytest tests -q -p no:cacheprovider --timeout=900 "$@"

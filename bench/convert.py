@@ -40,7 +40,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 import torch, json
-from megatron_slm.checkpoint.random_hf import make_random_hf_model, LLAMA3_ROPE
+from megatron_slm.testing.random_hf import make_random_hf_model, LLAMA3_ROPE
 out, shape = Path(sys.argv[1]), json.loads(sys.argv[2])
 words = {"<|begin_of_text|>": 0, "<|end_of_text|>": 1, **{f"w{i}": i for i in range(2, %d)}}
 tok = Tokenizer(models.WordLevel(words, unk_token="<|end_of_text|>"))

@@ -60,7 +60,7 @@ def main() -> None:
     from megatron_slm.config import InterleaveConfig
     from megatron_slm.data import preprocess as pp
     from megatron_slm.data.datasets import SLMDataset, SLMDatasetConfig
-    from megatron_slm.data.synthetic import write_synthetic_corpus
+    from megatron_slm.testing.synthetic_units import write_synthetic_corpus
     from megatron_slm.vocab import SpeechVocab
 
     tmp = tempfile.mkdtemp(prefix="bench_dataset_")

@@ -38,7 +38,7 @@ from megatron_slm.data import preprocess as pp  # noqa: E402
 from megatron_slm.data.alignments import AlignmentIndex, parse_canonical, validate  # noqa: E402
 from megatron_slm.data.prepare import prepare_batch, prepare_interleaved  # noqa: E402
 from megatron_slm.data.records import decode_json_line  # noqa: E402
-from megatron_slm.data.synthetic import write_synthetic_corpus  # noqa: E402
+from megatron_slm.testing.synthetic_units import write_synthetic_corpus  # noqa: E402
 from megatron_slm.jsonio import loads  # noqa: E402
 from megatron_slm.vocab import SpeechVocab  # noqa: E402
 

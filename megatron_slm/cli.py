@@ -25,7 +25,7 @@ def _is_rank0() -> bool:
 
 def run_main(main: Callable[[SLMConfig], None], argv: list[str] | None = None, description: str = "") -> None:
     """Parse, run; user errors become one line on stderr (from rank 0) and exit code 2."""
-    from megatron_slm.training.checkpointing import CheckpointSaveError
+    from megatron_slm.checkpoint.dist import CheckpointSaveError
     from megatron_slm.training.trainer import NonFiniteLoss
 
     # Exit codes: 2 configuration, 3 non-finite loss, 4 checkpoint write failed (e.g. disk full).

@@ -171,7 +171,7 @@ def check_layout(cfg: SLMConfig, alloc: Allocation) -> None:
 
 def run_finished(cfg: SLMConfig) -> tuple[bool, str]:
     """(complete?, why) from the run directory's latest checkpoint and the planned step count."""
-    from megatron_slm.training.checkpointing import has_checkpoint, latest_iteration
+    from megatron_slm.checkpoint.layout import has_checkpoint, latest_iteration
     from megatron_slm.training.plan import planned_steps
 
     total = planned_steps(cfg)

@@ -1,24 +1,75 @@
 #!/usr/bin/env bash
-# Install megatron-slm and what it needs on a fresh CPU machine (Debian/Ubuntu, Python >= 3.10).
-#   bash scripts/install.sh            # system tools (root only) + pip packages
-# GPU clusters: afterwards `pip install -e ".[gpu]"` for Transformer Engine (needs CUDA), and
-# build NVIDIA Apex from source if you want its fused kernels (never `pip install apex`).
+# Install megatron-slm and what it needs (Debian/Ubuntu or any Linux with Python >= 3.10).
+#   bash scripts/install.sh                 # system tools (as root) + a project venv in .venv
+#   WHEELHOUSE=DIR bash scripts/install.sh  # offline: install only from the wheels in DIR
+#   EXTRAS=audio,test,formats ...           # pip extras to install (default: audio,test)
+#
+# Python environment: an active venv or conda env is used as it is; otherwise the project's own
+# `.venv` is created (a distribution Python refuses `pip install` outside a venv, PEP 668).
+# Every other script sources scripts/env.sh, which activates the same environment.
+# Re-running is cheap: pip runs only when setup.py or the requested extras changed.
+# GPU clusters: add the `gpu` extra (Transformer Engine, needs CUDA); NVIDIA Apex is optional and
+# must be built from source (never `pip install apex`: that PyPI package is an unrelated project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+ROOT=$PWD
+EXTRAS=${EXTRAS:-audio,test}
+log() { echo "[install] $*"; }
+as_root_apt() {  # apt-get install "$@" when we are root on a Debian/Ubuntu machine; 1 otherwise
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[install] apt: espeak-ng sox"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null
-  else
-    echo "[install] espeak-ng/sox missing and no root apt: corpus synthesis tests will be skipped"
+  if [ -z "${WHEELHOUSE:-}" ] && as_root_apt espeak-ng sox; then log "apt: espeak-ng sox"
+  else log "espeak-ng/sox missing (no root apt): corpus synthesis and its tests are skipped"; fi
+fi
+
+# --- the Python environment ----------------------------------------------------------------
+if [ -n "${VIRTUAL_ENV:-}" ] || [ -n "${CONDA_PREFIX:-}" ]; then
+  PY=${PYTHON:-python3}
+  log "using the active environment: $(command -v "$PY")"
+else
+  BASE=${PYTHON:-python3}
+  if ! "$BASE" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "[install] error: $BASE is missing or older than Python 3.10; set PYTHON=/path/to/python3.10+" >&2
+    exit 1
   fi
+  if [ ! -x .venv/bin/python ]; then
+    # Debian/Ubuntu ship venv without ensurepip unless python3-venv is installed.
+    if ! "$BASE" -c 'import ensurepip, venv' 2>/dev/null; then
+      ver=$("$BASE" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      as_root_apt "python${ver}-venv" || as_root_apt python3-venv || {
+        echo "[install] error: $BASE cannot create a virtual environment; install python3-venv" >&2
+        exit 1; }
+      log "apt: python${ver}-venv"
+    fi
+    log "creating the project environment .venv ($("$BASE" --version))"
+    rm -rf .venv
+    "$BASE" -m venv .venv
+  fi
+  PY=$ROOT/.venv/bin/python
+fi
+
+PIP=("$PY" -m pip install -q)
+if [ -n "${WHEELHOUSE:-}" ]; then
+  PIP+=(--no-index --find-links "$WHEELHOUSE")
+  log "offline: installing from the wheelhouse $WHEELHOUSE only"
+fi
+
+STAMP=$("$PY" -c 'import sys; print(sys.prefix)')/.megatron-slm-install
+WANT="$(cat setup.py | sha1sum | cut -c1-16) $EXTRAS $ROOT"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, ('megatron_slm', 'megatron.core', 'torch'))))" 2>/dev/null; then
+  log "up to date ($PY)"
+  exit 0
 fi
 # Pin torch first: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
-if ! $PY -c "import torch" 2>/dev/null; then
-  echo "[install] torch"
-  $PY -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  log "torch ${TORCH_VERSION:-2.13.0}"
+  "${PIP[@]}" "torch==${TORCH_VERSION:-2.13.0}"
 fi
-echo "[install] megatron-slm with the audio and test extras"
-$PY -m pip install -q -e ".[audio,test]"
+log "megatron-slm with the extras [$EXTRAS]"
+"${PIP[@]}" -e ".[$EXTRAS]"
+echo "$WANT" > "$STAMP"
+log "done: $PY"

@@ -41,9 +41,9 @@ def _load_all(d: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    from megatron_slm.checkpoint.hf_to_mcore import convert_hf_to_mcore
-    from megatron_slm.checkpoint.mcore_to_hf import convert_mcore_to_hf
-    from megatron_slm.checkpoint.random_hf import make_random_hf_model
+    from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
+    from megatron_slm.convert.mcore_to_hf import convert_mcore_to_hf
+    from megatron_slm.testing.random_hf import make_random_hf_model
 
     root = tmp_path_factory.mktemp("convert")
     for name, (model_type, cfg, init) in MODELS.items():
@@ -103,8 +103,8 @@ def test_exported_model_and_tokenizer_load_and_generate(work):
 
 
 def test_already_extended_model_is_imported_as_is(work, tmp_path):
-    from megatron_slm.checkpoint.hf_to_mcore import convert_hf_to_mcore
-    from megatron_slm.checkpoint.mcore_to_hf import convert_mcore_to_hf
+    from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
+    from megatron_slm.convert.mcore_to_hf import convert_mcore_to_hf
 
     summary = convert_hf_to_mcore(work / "llama_untied_back", tmp_path / "mc", num_units=K, dtype="bf16",
                                   progress=False)
@@ -175,8 +175,8 @@ def test_megatron_tp2_pp2_matches_hf_logits(work):
 
 
 if __name__ == "__main__":  # rank body of the torchrun test above
-    from megatron_slm.checkpoint.streaming import converter_config
-    from megatron_slm.checkpoint.verify import compare
+    from megatron_slm.convert.streaming import converter_config
+    from megatron_slm.convert.verify import compare
     from megatron_slm.runtime.distributed import destroy_distributed, init_distributed
 
     init_distributed(converter_config().runtime, tp=2, pp=2)

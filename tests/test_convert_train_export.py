@@ -13,7 +13,7 @@ TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 
 
 def test_train_from_converted_then_export_matches_validation_loss(tmp_path):
-    from megatron_slm.checkpoint.random_hf import make_random_hf_model
+    from megatron_slm.testing.random_hf import make_random_hf_model
     from megatron_slm.training.batches import SyntheticDataset
 
     make_random_hf_model(tmp_path / "base", "llama", tokenizer_dir=TOKENIZER, vocab_size=512, hidden_size=64,

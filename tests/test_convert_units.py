@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from megatron_slm.checkpoint import mapping
-from megatron_slm.checkpoint.families import (
+from megatron_slm.convert import mapping
+from megatron_slm.convert.families import (
     ConversionError, TensorMap, arch_from_hf_config, family_of, hf_config_from_arch)
-from megatron_slm.checkpoint.hf_io import HFReader, ShardWriter, staged_output_dir
-from megatron_slm.checkpoint.vocab_extension import VocabPlan, extend_rows, trim_rows
+from megatron_slm.convert.hf_io import HFReader, ShardWriter, staged_output_dir
+from megatron_slm.convert.vocab_extension import VocabPlan, extend_rows, trim_rows
 
 LLAMA32 = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,

@@ -11,7 +11,7 @@ import torch
 from megatron_slm.config import load_config
 from megatron_slm.data import preprocess as pp
 from megatron_slm.data.datasets import DatasetError, SLMDataset, build_datasets
-from megatron_slm.data.synthetic import write_synthetic_corpus
+from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.vocab import MODALITY_SPEECH, MODALITY_TEXT, SpeechVocab
 
 TINY = str(Path(__file__).resolve().parents[1] / "examples" / "tokenizer" / "tiny-bpe")

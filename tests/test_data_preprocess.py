@@ -11,7 +11,7 @@ from megatron_slm.data import interleave as il
 from megatron_slm.data import preprocess as pp
 from megatron_slm.data.alignments import AlignmentIndex
 from megatron_slm.data.prepare import prepare_interleaved
-from megatron_slm.data.synthetic import write_synthetic_corpus
+from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.vocab import SpeechVocab
 
 ROOT = Path(__file__).resolve().parents[1]

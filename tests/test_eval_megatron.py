@@ -22,9 +22,9 @@ K = 100
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    from megatron_slm.checkpoint.hf_to_mcore import convert_hf_to_mcore
-    from megatron_slm.checkpoint.mcore_to_hf import convert_mcore_to_hf
-    from megatron_slm.checkpoint.random_hf import make_random_hf_model
+    from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
+    from megatron_slm.convert.mcore_to_hf import convert_mcore_to_hf
+    from megatron_slm.testing.random_hf import make_random_hf_model
 
     root = tmp_path_factory.mktemp("evalmc")
     make_random_hf_model(root / "base_hf", "llama", TOKENIZER, hidden_size=64, intermediate_size=128,

@@ -3,10 +3,8 @@ corpus), and their errors on broken layouts."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 

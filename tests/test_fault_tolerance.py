@@ -131,7 +131,7 @@ def test_inf_loss_is_skipped_then_too_many_in_a_row_stop(tmp_path):
 ENOSPC_DRIVER = """
 import errno, functools
 from megatron.core.dist_checkpointing.strategies import filesystem_async
-from megatron_slm.training import checkpointing
+from megatron_slm.checkpoint import dist as checkpointing
 saves = {"n": 0}
 original_save = checkpointing.Checkpointer.save
 def counting_save(self, *args, **kwargs):

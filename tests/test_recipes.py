@@ -15,7 +15,7 @@ from megatron_slm.models import memory
 from megatron_slm.models.flops import param_counts
 from megatron_slm.models.memory import Layout, estimate_memory
 from megatron_slm.models.presets import PRESETS, ModelArch, padded_vocab_size
-from megatron_slm.models.provider import write_model_info
+from megatron_slm.checkpoint.layout import write_model_info
 from megatron_slm.training import plan as plan_module
 from megatron_slm.training.optim import warmup_steps
 

@@ -1,9 +1,7 @@
 """isoFLOP sweep planning: every config loads in the trainer's schema and hits its budget."""
 import csv
-import math
 
 import pytest
-import yaml
 
 from megatron_slm.config import load_config
 from megatron_slm.models.flops import param_counts

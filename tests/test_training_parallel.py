@@ -84,7 +84,7 @@ def test_exact_resume_and_resume_into_another_layout(tmp_path):
 
 KILL_DRIVER = """
 import os, signal, sys
-from megatron_slm.training import checkpointing
+from megatron_slm.checkpoint import dist as checkpointing
 calls = {"n": 0}
 original = checkpointing._finalize
 def finalize_or_die(*args, **kwargs):

@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
 
-    from megatron_slm.checkpoint.families import ConversionError
+    from megatron_slm.convert.families import ConversionError
     from megatron_slm.config import ConfigError
     from megatron_slm.vocab import VocabError
 
     try:
         if args.command == "hf-to-mcore":
-            from megatron_slm.checkpoint.hf_to_mcore import convert_hf_to_mcore
+            from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
 
             summary = convert_hf_to_mcore(args.hf_dir, args.out, tp=args.tp, pp=args.pp, num_units=args.num_units,
                                           init=args.init, dtype=args.dtype, tokenizer_dir=args.tokenizer,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(summary.lines()))
             return 0
         if args.command == "mcore-to-hf":
-            from megatron_slm.checkpoint.mcore_to_hf import convert_mcore_to_hf
+            from megatron_slm.convert.mcore_to_hf import convert_mcore_to_hf
 
             summary = convert_mcore_to_hf(args.mcore_dir, args.out, iteration=args.iteration, dtype=args.dtype,
                                           tokenizer_dir=args.tokenizer, max_shard_size=args.max_shard_size,
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         nproc = args.tp * args.pp
         if nproc > 1 and "WORLD_SIZE" not in os.environ:
             return _relaunch_under_torchrun(argv, nproc)
-        from megatron_slm.checkpoint.verify import verify
+        from megatron_slm.convert.verify import verify
 
         result = verify(args.hf_dir, args.mcore_dir, iteration=args.iteration, tp=args.tp, pp=args.pp,
                         batch_size=args.batch_size, seq_length=args.seq_length, seed=args.seed,

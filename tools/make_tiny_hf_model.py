@@ -31,7 +31,7 @@ def main() -> None:
         return
     from transformers import AutoTokenizer
 
-    from megatron_slm.checkpoint.random_hf import make_random_hf_model
+    from megatron_slm.testing.random_hf import make_random_hf_model
 
     vocab = len(AutoTokenizer.from_pretrained(args.tokenizer))
     make_random_hf_model(args.out, args.family, tokenizer_dir=args.tokenizer, seed=args.seed,

@@ -181,9 +181,10 @@ def load_megatron(mcore_dir: str, tp: int = 1, pp: int = 1, iteration: Optional[
     Returns (models, arch, padded_vocab_size). The architecture comes from <dir>/slm_model.json;
     TP/PP may differ from the layout it was saved with (dist checkpoints reshard on load)."""
     from megatron_slm.config import SLMConfig
-    from megatron_slm.models.provider import build_gpt_models, read_model_info, resolve_padded_vocab
+    from megatron_slm.checkpoint.layout import read_model_info
+    from megatron_slm.models.provider import build_gpt_models, resolve_padded_vocab
     from megatron_slm.runtime.distributed import init_distributed
-    from megatron_slm.training.checkpointing import load_model_checkpoint
+    from megatron_slm.checkpoint.dist import load_model_checkpoint
 
     info = init_distributed(tp=tp, pp=pp, seed=seed)
     arch, padded = read_model_info(mcore_dir)

@@ -256,7 +256,8 @@ def config_arch(cfg: SLMConfig, preset: Optional[str] = None) -> tuple[ModelArch
 
     from megatron_slm.config import ConfigError
     from megatron_slm.models.presets import PRESETS, padded_vocab_size
-    from megatron_slm.models.provider import MODEL_INFO_FILE, arch_source_dir, resolve_arch, resolve_padded_vocab
+    from megatron_slm.checkpoint.layout import MODEL_INFO_FILE
+    from megatron_slm.models.provider import arch_source_dir, resolve_arch, resolve_padded_vocab
     from megatron_slm.scaling.plan import trained_arch
 
     source = arch_source_dir(cfg)

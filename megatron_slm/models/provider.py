@@ -10,7 +10,6 @@ sequence parallelism), Megatron's local spec otherwise (the CPU path).
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -18,37 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from megatron_slm.config import ConfigError, SLMConfig
+from megatron_slm.checkpoint.layout import MODEL_INFO_FILE, read_model_info
 from megatron_slm.models.presets import ModelArch, get_preset, padded_vocab_size
 
 _ARCH_OVERRIDES = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
                    "num_query_groups", "kv_channels", "vocab_size", "max_position_embeddings",
                    "rotary_base", "rope_scaling", "tie_embeddings")
-MODEL_INFO_FILE = "slm_model.json"
 
 
 def te_available() -> bool:
     return importlib.util.find_spec("transformer_engine") is not None
-
-
-def read_model_info(directory: str | Path) -> tuple[ModelArch, Optional[int]]:
-    """The architecture (and padded vocabulary) recorded in a run or converted checkpoint dir."""
-    path = Path(directory) / MODEL_INFO_FILE
-    if not path.is_file():
-        raise ConfigError(f"{directory}: no {MODEL_INFO_FILE} (not a megatron-slm checkpoint directory)")
-    try:
-        info = json.loads(path.read_text())
-        return ModelArch(**info["arch"]), info.get("padded_vocab_size")
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: unreadable model description ({e})") from None
-
-
-def write_model_info(directory: str | Path, arch: ModelArch, padded_vocab: int) -> None:
-    import dataclasses
-
-    path = Path(directory) / MODEL_INFO_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"arch": dataclasses.asdict(arch), "padded_vocab_size": padded_vocab}, indent=2))
-    tmp.replace(path)
 
 
 def arch_source_dir(cfg: SLMConfig) -> Optional[str]:

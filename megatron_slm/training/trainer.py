@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -20,9 +19,12 @@ import yaml
 
 from megatron_slm.config import SLMConfig
 from megatron_slm.models.flops import peak_tflops_for, training_flops_per_token
-from megatron_slm.models.provider import build_gpt_models, write_model_info
+from megatron_slm.checkpoint import layout
+from megatron_slm.checkpoint.layout import write_model_info
+from megatron_slm.models.provider import build_gpt_models
 from megatron_slm.runtime.distributed import choose_device, init_distributed, print_rank0, world_size_from_env
-from megatron_slm.training import checkpointing as ckpt, preemption
+from megatron_slm.checkpoint import dist as ckpt
+from megatron_slm.training import preemption
 from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
 from megatron_slm.training.loss import make_forward_step
 from megatron_slm.training.metrics import MetricsLogger
@@ -86,7 +88,7 @@ class Trainer:
 
     def _load(self) -> None:
         c = self.cfg.checkpoint
-        if ckpt.has_checkpoint(c.save):
+        if layout.has_checkpoint(c.save):
             source, full = c.save, True  # automatic resume of this run
         elif c.load:
             source, full = c.load, c.load_optimizer
@@ -268,7 +270,7 @@ class Trainer:
         seconds = self.checkpointer.save(self.cfg.checkpoint.save, self.iteration, self.models, self.optimizer,
                                          self.scheduler, state, keep_last=self.cfg.checkpoint.keep_last)
         self.metrics.message(f"[checkpoint] saved iteration {self.iteration} to "
-                             f"{ckpt.iter_dir(self.cfg.checkpoint.save, self.iteration)} ({seconds:.1f}s)")
+                             f"{layout.iter_dir(self.cfg.checkpoint.save, self.iteration)} ({seconds:.1f}s)")
 
     def _signal_received(self) -> bool:
         flag = torch.tensor([1.0 if preemption.raised() else 0.0], device=self.info.device)
@@ -340,7 +342,7 @@ class Trainer:
             self._log_validation()
             if cfg.eval.tasks:
                 self._run_eval_tasks()
-        if self.iteration > start_iteration or stopped_early or not ckpt.has_checkpoint(c.save):
+        if self.iteration > start_iteration or stopped_early or not layout.has_checkpoint(c.save):
             self.save()
         self.checkpointer.wait()
         elapsed = time.perf_counter() - start

@@ -58,7 +58,7 @@ def meta_models(arch: ModelArch, padded_vocab: int, dtype: str = "fp32") -> list
 
 
 def sharded_state_dict(models: list) -> dict:
-    # Same nesting as the trainer's checkpoints (training/checkpointing.py).
+    # Same nesting as the trainer's checkpoints (checkpoint/dist.py).
     if len(models) == 1:
         return {"model": models[0].sharded_state_dict()}
     return {f"model{i}": m.sharded_state_dict() for i, m in enumerate(models)}

@@ -18,12 +18,12 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from megatron_slm.checkpoint import mapping
-from megatron_slm.checkpoint.families import ConversionError, arch_from_hf_config, read_hf_config
-from megatron_slm.checkpoint.hf_io import HFReader, staged_output_dir
-from megatron_slm.checkpoint.streaming import (
+from megatron_slm.convert import mapping
+from megatron_slm.convert.families import ConversionError, arch_from_hf_config, read_hf_config
+from megatron_slm.convert.hf_io import HFReader, staged_output_dir
+from megatron_slm.convert.streaming import (
     DTYPE_NAMES, SliceRegistry, StreamingSaveStrategy, megatron_process, meta_models)
-from megatron_slm.checkpoint.vocab_extension import VocabPlan, empty_matrix, init_new_rows
+from megatron_slm.convert.vocab_extension import VocabPlan, empty_matrix, init_new_rows
 from megatron_slm.models.presets import ModelArch, padded_vocab_size
 from megatron_slm.models.provider import TORCH_DTYPES
 
@@ -103,7 +103,7 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
                         init: str = "mean", dtype: Optional[str] = None, tokenizer_dir: Optional[str | Path] = None,
                         make_vocab_size_divisible_by: int = 128, seed: int = 1234, force: bool = False,
                         progress: bool = True) -> ConversionSummary:
-    from megatron_slm.training.checkpointing import save_model_checkpoint
+    from megatron_slm.checkpoint.dist import save_model_checkpoint
 
     t0 = time.perf_counter()
     hf_dir = Path(hf_dir)

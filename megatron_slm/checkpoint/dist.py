@@ -12,7 +12,6 @@ checkpoint loads into any TP/PP/DP layout; RNG states are restored only into the
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -25,41 +24,10 @@ import torch.distributed as dist
 
 from megatron_slm.config import ConfigError
 from megatron_slm.models.presets import ModelArch
-from megatron_slm.models.provider import read_model_info, write_model_info  # noqa: F401 (re-export)
+from megatron_slm.checkpoint.layout import LATEST, STATE, atomic_write, iter_dir, latest_iteration, read_state, write_model_info
 
-LATEST = "latest_checkpointed_iteration.txt"
-STATE = "slm_state.json"
 # The distributed optimizer's state format that reshards across TP, PP and DP.
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
-
-
-def iter_dir(root: str | Path, iteration: int) -> Path:
-    return Path(root) / f"iter_{iteration:07d}"
-
-
-def latest_iteration(root: str | Path) -> int:
-    path = Path(root) / LATEST
-    if not path.is_file():
-        raise ConfigError(f"{root}: no {LATEST} (not a checkpoint directory, or no checkpoint finished)")
-    text = path.read_text().strip()
-    if not text.isdigit():
-        raise ConfigError(f"{path}: expected an iteration number, found {text!r}")
-    iteration = int(text)
-    if not iter_dir(root, iteration).is_dir():
-        raise ConfigError(f"{path} points at iteration {iteration} but {iter_dir(root, iteration)} is missing")
-    return iteration
-
-
-def has_checkpoint(root: Optional[str | Path]) -> bool:
-    return root is not None and (Path(root) / LATEST).is_file()
-
-
-def read_state(root: str | Path, iteration: Optional[int] = None) -> dict:
-    iteration = latest_iteration(root) if iteration is None else iteration
-    path = iter_dir(root, iteration) / STATE
-    if not path.is_file():
-        raise ConfigError(f"{path} is missing: incomplete checkpoint")
-    return json.loads(path.read_text())
 
 
 def _rank() -> int:
@@ -112,15 +80,6 @@ def _restore_rng(state: dict) -> None:
     get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 def _prepare_tmp_dir(root: Path, iteration: int) -> Path:
     tmp = Path(str(iter_dir(root, iteration)) + ".tmp")
     if _rank() == 0:
@@ -134,7 +93,7 @@ def _prepare_tmp_dir(root: Path, iteration: int) -> Path:
 
 def _finalize(root: Path, iteration: int, tmp: Path, state: dict, keep_last: Optional[int]) -> None:
     """Rank 0, after every rank wrote its shards: state file, rename into place, then `latest`."""
-    _atomic_write(tmp / STATE, json.dumps(state, indent=1, default=str))
+    atomic_write(tmp / STATE, json.dumps(state, indent=1, default=str))
     final = iter_dir(root, iteration)
     if final.exists():  # saving the same iteration again (e.g. after a resume)
         old = Path(str(final) + ".old")
@@ -144,7 +103,7 @@ def _finalize(root: Path, iteration: int, tmp: Path, state: dict, keep_last: Opt
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(final)
-    _atomic_write(root / LATEST, str(iteration))
+    atomic_write(root / LATEST, str(iteration))
     if keep_last:
         done = sorted(p for p in root.glob("iter_???????") if p.is_dir())
         for old in done[:-keep_last]:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from megatron_slm.checkpoint.families import ConversionError
+from megatron_slm.convert.families import ConversionError
 
 
 @dataclass
@@ -78,10 +78,10 @@ def compare(hf_dir: str | Path, mcore_dir: str | Path, iteration: Optional[int] 
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
-    from megatron_slm.checkpoint.mcore_to_hf import resolve_checkpoint
-    from megatron_slm.checkpoint.streaming import converter_config
+    from megatron_slm.convert.mcore_to_hf import resolve_checkpoint
+    from megatron_slm.convert.streaming import converter_config
     from megatron_slm.models.provider import build_gpt_models
-    from megatron_slm.training.checkpointing import load_model_checkpoint
+    from megatron_slm.checkpoint.dist import load_model_checkpoint
 
     hf_dir, mcore_dir = Path(hf_dir), Path(mcore_dir)
     tp, pp = ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size()
@@ -116,7 +116,7 @@ def verify(hf_dir: str | Path, mcore_dir: str | Path, iteration: Optional[int] =
     """Call on every rank of a TP*PP job (or in a plain process for TP=PP=1)."""
     import torch.distributed as dist
 
-    from megatron_slm.checkpoint.streaming import converter_config
+    from megatron_slm.convert.streaming import converter_config
     from megatron_slm.runtime.distributed import destroy_distributed, init_distributed
 
     init_distributed(converter_config().runtime, tp=tp, pp=pp)

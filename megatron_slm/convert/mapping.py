@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from megatron_slm.checkpoint.families import TensorMap
+from megatron_slm.convert.families import TensorMap
 from megatron_slm.models.presets import ModelArch
 
 

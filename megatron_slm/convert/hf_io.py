@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import torch
 from safetensors.torch import save_file
 
-from megatron_slm.checkpoint.families import ConversionError
+from megatron_slm.convert.families import ConversionError
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
 from tqdm import tqdm
 
-from megatron_slm.checkpoint import mapping
-from megatron_slm.checkpoint.families import ConversionError, family_of, hf_config_from_arch
-from megatron_slm.checkpoint.hf_io import ShardWriter, staged_output_dir
-from megatron_slm.checkpoint.streaming import (
+from megatron_slm.convert import mapping
+from megatron_slm.convert.families import ConversionError, family_of, hf_config_from_arch
+from megatron_slm.convert.hf_io import ShardWriter, staged_output_dir
+from megatron_slm.convert.streaming import (
     SliceRegistry, load_params, megatron_process, meta_models, stored_dtype)
-from megatron_slm.checkpoint.vocab_extension import trim_rows
+from megatron_slm.convert.vocab_extension import trim_rows
 from megatron_slm.config import ConfigError
 from megatron_slm.models.presets import ModelArch
 from megatron_slm.models.provider import TORCH_DTYPES
@@ -56,7 +55,7 @@ def parse_size(text: str) -> int:
 
 
 def resolve_checkpoint(mcore_dir: Path, iteration: Optional[int]) -> tuple[ModelArch, int, int, Path]:
-    from megatron_slm.training.checkpointing import iter_dir, latest_iteration, read_model_info
+    from megatron_slm.checkpoint.layout import iter_dir, latest_iteration, read_model_info
 
     try:
         arch, padded = read_model_info(mcore_dir)

@@ -1,0 +1,79 @@
+"""The run directory: where a training run or a converted checkpoint lives on disk.
+
+    <dir>/slm_model.json                      architecture + padded vocabulary (write_model_info)
+    <dir>/config.yaml                         the resolved run config (training runs)
+    <dir>/tokenizer/                          the extended tokenizer
+    <dir>/iter_0000100/                       a dist checkpoint + slm_state.json (see dist.py)
+    <dir>/latest_checkpointed_iteration.txt   the newest complete checkpoint, written last
+
+Plain files and JSON only: reading a directory's description never imports torch or Megatron.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from megatron_slm.config import ConfigError
+from megatron_slm.models.presets import ModelArch
+
+LATEST = "latest_checkpointed_iteration.txt"
+STATE = "slm_state.json"
+MODEL_INFO_FILE = "slm_model.json"
+
+
+def iter_dir(root: str | Path, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def latest_iteration(root: str | Path) -> int:
+    path = Path(root) / LATEST
+    if not path.is_file():
+        raise ConfigError(f"{root}: no {LATEST} (not a checkpoint directory, or no checkpoint finished)")
+    text = path.read_text().strip()
+    if not text.isdigit():
+        raise ConfigError(f"{path}: expected an iteration number, found {text!r}")
+    iteration = int(text)
+    if not iter_dir(root, iteration).is_dir():
+        raise ConfigError(f"{path} points at iteration {iteration} but {iter_dir(root, iteration)} is missing")
+    return iteration
+
+
+def has_checkpoint(root: Optional[str | Path]) -> bool:
+    return root is not None and (Path(root) / LATEST).is_file()
+
+
+def read_state(root: str | Path, iteration: Optional[int] = None) -> dict:
+    iteration = latest_iteration(root) if iteration is None else iteration
+    path = iter_dir(root, iteration) / STATE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: incomplete checkpoint")
+    return json.loads(path.read_text())
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def read_model_info(directory: str | Path) -> tuple[ModelArch, Optional[int]]:
+    """The architecture (and padded vocabulary) recorded in a run or converted checkpoint dir."""
+    path = Path(directory) / MODEL_INFO_FILE
+    if not path.is_file():
+        raise ConfigError(f"{directory}: no {MODEL_INFO_FILE} (not a megatron-slm checkpoint directory)")
+    try:
+        info = json.loads(path.read_text())
+        return ModelArch(**info["arch"]), info.get("padded_vocab_size")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable model description ({e})") from None
+
+
+def write_model_info(directory: str | Path, arch: ModelArch, padded_vocab: int) -> None:
+    atomic_write(Path(directory) / MODEL_INFO_FILE,
+                 json.dumps({"arch": dataclasses.asdict(arch), "padded_vocab_size": padded_vocab}, indent=2))
