@@ -23,6 +23,20 @@ setup(
         "matplotlib",
         "tensorboard",
     ],
+    entry_points={"console_scripts": [
+        # one line per command: slm-<name> = megatron_slm.commands.<module>:main
+        "slm-train = megatron_slm.train:main",
+        "slm-launch = megatron_slm.commands.launch:main",
+        "slm-extract-units = megatron_slm.commands.extract_units:main",
+        "slm-train-kmeans = megatron_slm.commands.train_kmeans:main",
+        "slm-synthesize-corpus = megatron_slm.commands.synthesize_corpus:main",
+        "slm-preprocess-data = megatron_slm.commands.preprocess_data:main",
+        "slm-convert-checkpoint = megatron_slm.commands.convert_checkpoint:main",
+        "slm-prepare-eval-data = megatron_slm.commands.prepare_eval_data:main",
+        "slm-eval = megatron_slm.commands.eval_slm:main",
+        "slm-scaling = megatron_slm.commands.scaling:main",
+        "slm-estimate-memory = megatron_slm.commands.estimate_memory:main",
+    ]},
     extras_require={
         # NVIDIA Apex is optional and must be built from source; never the PyPI `apex`.
         "gpu": ["transformer-engine[pytorch]"],

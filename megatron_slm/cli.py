@@ -24,18 +24,19 @@ def _is_rank0() -> bool:
 
 
 def run_main(main: Callable[[SLMConfig], None], argv: list[str] | None = None, description: str = "") -> None:
-    """Parse, run; user errors become one line on stderr (from rank 0) and exit code 2."""
+    """Parse, run; user errors become one line on stderr (from rank 0) and an exit code."""
+    try:
+        cfg = parse_config(argv, description)  # --help ends here, before torch is imported
+    except ConfigError as e:
+        _fail(e, 2)
     from megatron_slm.checkpoint.dist import CheckpointSaveError
     from megatron_slm.training.trainer import NonFiniteLoss
 
     # Exit codes: 2 configuration, 3 non-finite loss, 4 checkpoint write failed (e.g. disk full).
     try:
-        cfg = parse_config(argv, description)
         main(cfg)
     except (ConfigError, NonFiniteLoss, CheckpointSaveError) as e:
-        if _is_rank0():
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2 if isinstance(e, ConfigError) else 3 if isinstance(e, NonFiniteLoss) else 4)
+        _fail(e, 2 if isinstance(e, ConfigError) else 3 if isinstance(e, NonFiniteLoss) else 4)
     finally:
         from megatron_slm.runtime.distributed import destroy_distributed
 
@@ -43,3 +44,9 @@ def run_main(main: Callable[[SLMConfig], None], argv: list[str] | None = None, d
             destroy_distributed()
         except Exception:  # noqa: BLE001 - shutting down after a failure must not mask it
             pass
+
+
+def _fail(error: Exception, code: int) -> None:
+    if _is_rank0():
+        print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(code)

@@ -23,11 +23,13 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 SPEECH_TOKEN = "<speech>"
+# SIMS: mhubert-base-25hz layer 11 + k-means with 500 clusters
+DEFAULT_NUM_UNITS = 500
 TEXT_TOKEN = "<text>"
 
 # modality ids used by datasets and the trainer's per-modality losses
@@ -47,6 +49,19 @@ class VocabError(ValueError):
 
 def unit_token(k: int) -> str:
     return f"<Un{k}>"
+
+
+def count_unit_tokens(token_to_id: Mapping[str, Any]) -> int:
+    """How many `<Un k>` tokens a tokenizer vocabulary (token -> id) holds: 0 for a base tokenizer."""
+    return sum(1 for t in token_to_id if t.startswith("<Un") and t.endswith(">") and t[3:-1].isdigit())
+
+
+def tokenizer_unit_count(tokenizer_dir: str | os.PathLike) -> int:
+    """K of an extended tokenizer directory; VocabError when it holds no unit tokens."""
+    K = count_unit_tokens(_load_hf_tokenizer(Path(tokenizer_dir)).get_vocab())
+    if K == 0:
+        raise VocabError(f"tokenizer {str(tokenizer_dir)!r} has no <Un k> unit tokens (not an extended vocabulary)")
+    return K
 
 
 def _load_hf_tokenizer(path: Path):
@@ -105,7 +120,7 @@ class SpeechVocab:
     @classmethod
     def from_pretrained(cls, tokenizer_dir: str | os.PathLike, num_units: Optional[int] = None) -> "SpeechVocab":
         """Load a base tokenizer (HF dir or sentencepiece .model) and extend it with `num_units`
-        units (default 500), or check an already-extended one has exactly this layout and K
+        units (default DEFAULT_NUM_UNITS), or check an already-extended one has exactly this layout and K
         (default: the K it holds)."""
         if num_units is not None and num_units <= 0:
             raise VocabError(f"num_units must be positive, got {num_units}")
@@ -113,7 +128,7 @@ class SpeechVocab:
         tok = _load_hf_tokenizer(path)
         vocab = tok.get_vocab()
         if num_units is None:
-            num_units = sum(1 for t in vocab if t.startswith("<Un") and t.endswith(">") and t[3:-1].isdigit()) or 500
+            num_units = count_unit_tokens(vocab) or DEFAULT_NUM_UNITS
         if unit_token(0) in vocab:
             V = vocab[unit_token(0)]
             cls._check_layout(tok, vocab, V, num_units, str(path))
@@ -128,8 +143,8 @@ class SpeechVocab:
     @staticmethod
     def _check_layout(tok: Any, vocab: dict, V: int, K: int, source: str) -> None:
         if unit_token(K) in vocab:
-            k_max = max(int(t[3:-1]) for t in vocab if t.startswith("<Un") and t.endswith(">") and t[3:-1].isdigit())
-            raise VocabError(f"tokenizer {source!r} has {k_max + 1} speech units (<Un0>..<Un{k_max}>), but num_units={K}")
+            n = count_unit_tokens(vocab)
+            raise VocabError(f"tokenizer {source!r} has {n} speech units (<Un0>..<Un{n - 1}>), but num_units={K}")
         for k in range(K):
             if vocab.get(unit_token(k)) != V + k:
                 got = vocab.get(unit_token(k))

@@ -175,7 +175,7 @@ def test_identity_mismatches_are_refused(corpus, vocab, tmp_path):
     with pytest.raises(pp.PreprocessError, match="ok.meta.json was made with different speech units"):
         pp.run(pp.PreprocessJob(kind="speech", tokenizer=TINY, out_prefix=str(tmp_path / "ok"), inputs=[other.units],
                                 progress=False))
-    with pytest.raises(pp.PreprocessError, match="is not an extended speech tokenizer"):
+    with pytest.raises(pp.PreprocessError, match="not an extended vocabulary"):
         pp.run(_job(corpus, tmp_path / "c", kind="speech", alignments=None, match=[TINY]))
     pp.run(_job(corpus, tmp_path / "d", kind="speech", alignments=None, match=[str(tmp_path / "ok.meta.json")]))
 

@@ -11,7 +11,7 @@ import soundfile as sf
 from megatron_slm.eval.items import read_items
 from megatron_slm.eval.prepare import PrepareError, read_salmon, read_storycloze, read_swuggy
 from megatron_slm.units.records import iter_records
-from tools.prepare_eval_data import main as prepare_main
+from megatron_slm.commands.prepare_eval_data import main as prepare_main
 
 CORPUS = Path("examples/data/tiny_corpus")
 KMEANS = str(CORPUS / "km_mel100.npy")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_CPU, _env, _free_port
-from megatron_slm import launch
+from megatron_slm.commands import launch
 from megatron_slm.config import ConfigError
 
 TWO_NODES = {"SLURM_JOB_ID": "5123", "SLURM_NNODES": "2", "SLURM_NODEID": "1",
@@ -59,8 +59,8 @@ def test_dry_run_multi_node_command_and_config(capsys, tmp_path):
     for flag in ("--nnodes=2", "--node_rank=1", "--nproc_per_node=8", "--rdzv_backend=c10d",
                  "--rdzv_endpoint=gpu-a07:25123", "--rdzv_id=5123", "--max_restarts=0"):
         assert flag in cmd, (flag, cmd)
-    trainer = cmd.index(str(launch.TRAINER))
-    assert cmd[trainer + 1:] == ["--config", str(TINY_CPU), "parallel.tp=2", "train.iters=7",
+    trainer = cmd.index(launch.TRAINER_MODULE)
+    assert cmd[trainer - 1] == "-m" and cmd[trainer + 1:] == ["--config", str(TINY_CPU), "parallel.tp=2", "train.iters=7",
                                  f"checkpoint.save={tmp_path / 'tiny_cpu'}"]
     assert "node 1 of 2" in head and "world size 16" in head
     assert cfg["parallel"]["tp"] == 2 and cfg["train"]["iters"] == 7
@@ -139,7 +139,7 @@ def test_sbatch_script_preempts_checkpoints_and_requeues(tmp_path):
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
         time.sleep(0.3)
     task = psutil.Process(job.pid).children()[0]  # what srun started on the node: the per-node launcher
-    assert "launch.py" in " ".join(task.cmdline())
+    assert launch.LAUNCHER_MODULE in " ".join(task.cmdline())
     task.send_signal(signal.SIGUSR1)
     out, _ = job.communicate(timeout=120)
     assert job.returncode == 0, out[-4000:]

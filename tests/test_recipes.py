@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -95,11 +94,7 @@ def test_a_real_model_counts_every_parameter_once():
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"megatron_slm.commands.{name}")
 
 
 def test_recipes_and_table_are_generated_and_current(capsys):

@@ -25,7 +25,7 @@ def test_ladder_plan_writes_loadable_configs_on_budget(tmp_path):
     budgets = [1e19, 1e20]
     plan = make_plan(budgets=budgets, family="qwen2.5", prior=REFERENCE_LAWS["textless"], base_config=BASE,
                      overrides=["parallel.tp=2"], runs_dir=tmp_path / "runs")
-    files = write_plan(plan, tmp_path / "sweep", trainer="/repo/pretrain_slm.py", gpus_per_node=4)
+    files = write_plan(plan, tmp_path / "sweep", gpus_per_node=4)
     rows = list(csv.DictReader(open(files["plan_csv"])))
     assert len(rows) == len(plan.runs) >= 10
     for row in rows:
@@ -43,8 +43,8 @@ def test_ladder_plan_writes_loadable_configs_on_budget(tmp_path):
         n_opt = REFERENCE_LAWS["textless"].optimal(c)[0]
         assert len(sizes) >= 5 and sizes[0] < n_opt < sizes[-1]
     script = files["sbatch"].read_text()
-    assert f"#SBATCH --array=0-{len(rows) - 1}" in script and "#SBATCH --gpus-per-node=4" in script and "launch.py --srun" in script
-    assert "/repo/tools/launch.py --srun" in script  # the launcher beside the trainer
+    assert f"#SBATCH --array=0-{len(rows) - 1}" in script and "#SBATCH --gpus-per-node=4" in script
+    assert "-m megatron_slm.commands.launch --srun" in script  # the installed launcher, no checkout path
     assert len(files["configs_txt"].read_text().splitlines()) == len(rows)
 
 

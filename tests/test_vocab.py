@@ -99,7 +99,7 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path):
 
 def test_sentencepiece_model(tmp_path):
     spm = pytest.importorskip("sentencepiece")
-    text = (TINY.parents[2] / "tools" / "train_tiny_tokenizer.py").read_text().split('"""')[3]
+    text = (TINY.parents[2] / "megatron_slm" / "commands" / "train_tiny_tokenizer.py").read_text().split('"""')[3]
     spm.SentencePieceTrainer.train(sentence_iterator=iter(text.splitlines()), model_prefix=str(tmp_path / "sp"),
                                    vocab_size=150, model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
                                    minloglevel=2)

@@ -26,6 +26,7 @@ from megatron_slm.convert.streaming import (
 from megatron_slm.convert.vocab_extension import VocabPlan, empty_matrix, init_new_rows
 from megatron_slm.models.presets import ModelArch, padded_vocab_size
 from megatron_slm.models.provider import TORCH_DTYPES
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 @dataclass
 class ConversionSummary:
@@ -99,7 +100,7 @@ def _vocab_matrix(reader: HFReader, name: str, plan: VocabPlan, dtype: torch.dty
     return out
 
 
-def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: int = 500,
+def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: int = DEFAULT_NUM_UNITS,
                         init: str = "mean", dtype: Optional[str] = None, tokenizer_dir: Optional[str | Path] = None,
                         make_vocab_size_divisible_by: int = 128, seed: int = 1234, force: bool = False,
                         progress: bool = True) -> ConversionSummary:

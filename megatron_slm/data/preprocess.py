@@ -41,7 +41,7 @@ from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
 from megatron_slm.data.prepare import prepare_batch, units_record
 from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
                                        iter_line_shards)
-from megatron_slm.vocab import SpeechVocab, VocabError
+from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
 
 SIDECAR_FORMAT = "megatron-slm-dataset/1"
 WORDS_SUFFIX = "_words"
@@ -59,7 +59,7 @@ class PreprocessJob:
     inputs: list[str]                           # units JSONL (interleaved/speech) or text JSONL files
     alignments: Optional[str] = None
     alignment_format: str = "auto"
-    num_units: Optional[int] = None             # default: units sidecar k, else the tokenizer's, else 500
+    num_units: Optional[int] = None             # default: units sidecar k, else the tokenizer's, else DEFAULT_NUM_UNITS
     mode: str = "static"                        # interleaved: static | dynamic
     interleave: InterleaveConfig = dataclasses.field(default_factory=InterleaveConfig)
     seed: int = 1234
@@ -269,11 +269,10 @@ def _load_match(path: str) -> tuple[dict, str]:
     if os.path.isdir(tok_dir):
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-        vocab = tok.get_vocab()
-        if "<Un0>" not in vocab:
-            raise PreprocessError(f"--match {path}: {tok_dir} is not an extended speech tokenizer")
-        K = sum(1 for t in vocab if t.startswith("<Un") and t.endswith(">"))
+        try:
+            K = tokenizer_unit_count(tok_dir)
+        except VocabError as e:
+            raise PreprocessError(f"--match {path}: {e}") from None
         return {"vocab": SpeechVocab.from_pretrained(tok_dir, num_units=K).identity(), "units": None}, tok_dir
     raise PreprocessError(f"--match {path}: not a dataset prefix, sidecar, checkpoint or tokenizer dir")
 

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
 
 HUBER_DELTA = 1e-3
 # Chinchilla's grid of initialisations for (e, a, b, alpha, beta).
@@ -147,6 +145,8 @@ def _lbfgs(theta0: np.ndarray, args) -> tuple[np.ndarray, float]:
         v, g = _single_objective(t, *args)
         return v * scale, g * scale
 
+    from scipy.optimize import minimize
+
     res = minimize(f, theta0, jac=True, method="L-BFGS-B",
                    options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-10, "maxcor": 20})
     return res.x, res.fun / scale
@@ -160,6 +160,8 @@ def fit_loss_law(N, D, L, starts: int = 8, extra_starts: Sequence[np.ndarray] = 
     """
     # A 5-parameter L-BFGS gains nothing from BLAS threads, and their spinning costs 10-50x
     # wall time on a busy machine.
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1):
         return _fit(N, D, L, starts, extra_starts, delta)
 
@@ -203,6 +205,8 @@ def bootstrap_loss_law(N, D, L, samples: int, seed: int = 0, level: float = 0.95
     center = center or fit_loss_law(N, D, L)[0]
     keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
     draws = {k: [] for k in keys}
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1):
         for _ in tqdm(range(samples), desc="bootstrap", unit="fit", disable=not progress):
             idx = rng.integers(0, N.size, N.size)

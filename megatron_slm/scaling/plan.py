@@ -32,6 +32,7 @@ from megatron_slm.config import ConfigError, apply_override, from_dict
 from megatron_slm.models.flops import param_counts
 from megatron_slm.models.presets import FAMILIES, PRESETS, ModelArch
 from megatron_slm.scaling.fit import LossLaw
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 SHAPE_KEYS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "kv_channels")
 
@@ -93,7 +94,7 @@ def trained_arch(preset: str, cfg) -> ModelArch:
     arch = PRESETS[preset]
     if cfg.model.vocab_size:
         return arch.replace(vocab_size=cfg.model.vocab_size)
-    return arch if cfg.data.source == "synthetic" else arch.with_speech_units(cfg.data.num_units or 500)
+    return arch if cfg.data.source == "synthetic" else arch.with_speech_units(cfg.data.num_units or DEFAULT_NUM_UNITS)
 
 
 def _nearest(names: Sequence[str], n: float, arch_of: Callable[[str], ModelArch]) -> str:
@@ -233,7 +234,7 @@ def make_plan(*, budgets: Sequence[float], family: Optional[str] = None, presets
 PLAN_COLUMNS = ("run", "budget", "preset", *SHAPE_KEYS, "params", "params_kind", "tokens", "steps", "config", "save")
 
 
-def write_plan(plan: Plan, out: str | Path, trainer: str, nodes: int = 1, gpus_per_node: int = 8,
+def write_plan(plan: Plan, out: str | Path, nodes: int = 1, gpus_per_node: int = 8,
                time: str = "24:00:00", partition: Optional[str] = None, account: Optional[str] = None,
                max_parallel: Optional[int] = None) -> dict[str, Path]:
     """configs/<run>.yaml, configs.txt (array index -> config), plan.csv, submit.sbatch."""
@@ -253,14 +254,14 @@ def write_plan(plan: Plan, out: str | Path, trainer: str, nodes: int = 1, gpus_p
             w.writerow([run.name, repr(run.budget), run.shape.preset, *shape, run.params, plan.params, run.tokens,
                         run.steps, str(path), run.config["checkpoint"]["save"]])
     script = out / "submit.sbatch"
-    script.write_text(slurm_script(len(plan.runs), out, trainer, nodes, gpus_per_node, time, partition,
+    script.write_text(slurm_script(len(plan.runs), out, nodes, gpus_per_node, time, partition,
                                    account, max_parallel))
     script.chmod(0o755)
     return {"configs": out / "configs", "configs_txt": out / "configs.txt", "plan_csv": out / "plan.csv",
             "sbatch": script}
 
 
-def slurm_script(n: int, out: Path, trainer: str, nodes: int, gpus_per_node: int, time: str,
+def slurm_script(n: int, out: Path, nodes: int, gpus_per_node: int, time: str,
                  partition: Optional[str], account: Optional[str], max_parallel: Optional[int]) -> str:
     array = f"0-{n - 1}" + (f"%{max_parallel}" if max_parallel else "")
     extra = "".join(f"#SBATCH --{k}={v}\n" for k, v in (("partition", partition), ("account", account)) if v)
@@ -280,9 +281,9 @@ def slurm_script(n: int, out: Path, trainer: str, nodes: int, gpus_per_node: int
 #SBATCH --open-mode=append
 {extra}set -euo pipefail
 mkdir -p {q(str(out / 'logs'))}
-# tools/launch.py: multi-node torchrun from the SLURM variables, checkpoint on SIGUSR1 and
-# requeue, finished runs exit at once (see examples/slurm/sweep.sbatch and docs/slurm.md).
-exec "${{PYTHON:-python}}" {q(str(Path(trainer).resolve().parent / 'tools' / 'launch.py'))} --srun \\
+# the launcher (tools/launch.py): multi-node torchrun from the SLURM variables, checkpoint on
+# SIGUSR1 and requeue, finished runs exit at once (see examples/slurm/sweep.sbatch, docs/slurm.md).
+exec "${{PYTHON:-python}}" -m megatron_slm.commands.launch --srun \\
     --config-list {q(str(out / 'configs.txt'))}
 """
 

@@ -11,14 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from megatron_slm.config import LoggingConfig
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.3e}"
-        return f"{value:.4f}"
-    return str(value)
+from megatron_slm.console import metric
 
 
 class MetricsLogger:
@@ -61,7 +54,7 @@ class MetricsLogger:
             self.wandb.log({prefix + k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
         keys = console_keys or tuple(k for k in record if k not in ("validation", "eval"))
         tag = "validation" if record.get("validation") else ("eval" if record.get("eval") else "train")
-        parts = [f"{k} {_fmt(record[k])}" for k in keys if k in record and record[k] is not None]
+        parts = [metric(k, record[k]) for k in keys if k in record and record[k] is not None]
         print(f"[{tag}] " + " | ".join(parts), flush=True)
 
     def message(self, text: str) -> None:

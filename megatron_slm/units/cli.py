@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from megatron_slm.units.audio import list_audio_files, utterance_id
-from megatron_slm.units.synth import iter_alignments
 
 
 def add_input_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +42,9 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
 
 def resolve_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """(paths, ids) from --audio-dir / --file-list / --alignments; ids must be unique."""
+    from megatron_slm.units.audio import list_audio_files, utterance_id
+    from megatron_slm.units.synth import iter_alignments
+
     if args.alignments:
         root = os.path.dirname(os.path.abspath(args.alignments))
         recs = list(iter_alignments(args.alignments))

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from megatron_slm.jsonio import iter_jsonl
 
@@ -117,6 +116,8 @@ class EspeakSynth:
         audio = audio.mean(axis=1)
         if sr != self.sample_rate:
             g = np.gcd(sr, self.sample_rate)
+            from scipy.signal import resample_poly
+
             audio = resample_poly(audio, self.sample_rate // g, sr // g).astype(np.float32)
         return audio
 

@@ -34,8 +34,9 @@ import yaml
 
 from megatron_slm.config import ConfigError, SLMConfig, load_config
 
-REPO = Path(__file__).resolve().parents[1]
-TRAINER = REPO / "pretrain_slm.py"
+# torchrun starts the installed package's trainer module, so no checkout path is needed
+TRAINER_MODULE = "megatron_slm.train"
+LAUNCHER_MODULE = "megatron_slm.commands.launch"
 DEFAULT_PORT_BASE = 20000  # rendezvous port = base + job id mod 20000: jobs sharing a node differ
 
 
@@ -147,7 +148,7 @@ def run_dir_overrides(config: Optional[str], overrides: Sequence[str], name: Opt
 
 
 def torchrun_command(alloc: Allocation, config: Optional[str], overrides: Sequence[str],
-                     trainer: Path = TRAINER, python: str = sys.executable) -> list[str]:
+                     python: str = sys.executable) -> list[str]:
     cmd = [python, "-m", "torch.distributed.run"]
     if alloc.job_id is None:
         cmd += ["--standalone", f"--nproc_per_node={alloc.nproc_per_node}"]
@@ -156,7 +157,7 @@ def torchrun_command(alloc: Allocation, config: Optional[str], overrides: Sequen
                 f"--nproc_per_node={alloc.nproc_per_node}", "--rdzv_backend=c10d",
                 f"--rdzv_endpoint={alloc.master_addr}:{alloc.port}", f"--rdzv_id={alloc.job_id}",
                 "--max_restarts=0"]  # a failed rank fails the job; the requeue resumes it
-    cmd.append(str(trainer))
+    cmd += ["-m", TRAINER_MODULE]
     if config:
         cmd += ["--config", str(config)]
     return cmd + list(overrides)
@@ -274,7 +275,7 @@ def _parser():
 
 
 def _srun_and_requeue(args, config: str, overrides: list[str], cfg: SLMConfig, env: Mapping[str, str]) -> int:
-    inner = [sys.executable, str(REPO / "tools" / "launch.py"), "--config", config, *overrides]
+    inner = [sys.executable, "-m", LAUNCHER_MODULE, "--config", config, *overrides]
     for flag, value in (("--nproc-per-node", args.nproc_per_node), ("--port", args.port)):
         if value is not None:
             inner += [flag, str(value)]
@@ -328,3 +329,7 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
     rc = run(cmd)
     print(f"[launch] torchrun exited with {rc}", flush=True)
     return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Convert checkpoints between Hugging Face and megatron-slm (Megatron-Core dist checkpoints).
+
+  hf-to-mcore  HF text LM (Llama 3.x, Qwen2/2.5, Mistral; safetensors) -> run directory at
+               iteration 0 with <Un0>..<Un{K-1}>, <speech>, <text> added at ids V..V+K+1;
+               pretrain_slm.py loads it with any TP/PP (checkpoint.load=OUT or model.from=OUT)
+  mcore-to-hf  any training checkpoint (any TP/PP, with or without optimizer) -> HF model
+               (safetensors shards + index, config, tokenizer), padding trimmed
+  verify       run the Megatron model (TP/PP given) and the HF model on the same tokens and
+               compare logits; exits 1 above --tolerance. With --tp*--pp > 1 it relaunches
+               itself under torchrun (or run it under torchrun yourself with TP*PP processes)
+
+Examples:
+  python tools/convert_checkpoint.py hf-to-mcore --hf-dir /models/Llama-3.2-3B --out ckpt/llama3b-slm --tp 2 --pp 2
+  python tools/convert_checkpoint.py mcore-to-hf --mcore-dir runs/sims-3b --out hf/sims-3b --dtype bf16
+  python tools/convert_checkpoint.py verify --hf-dir hf/sims-3b --mcore-dir runs/sims-3b --tp 2 --pp 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("hf-to-mcore", help="HF model -> Megatron run dir with the speech vocabulary")
+    a.add_argument("--hf-dir", required=True, help="HF model directory (config.json + *.safetensors + tokenizer)")
+    a.add_argument("--out", required=True, help="output run directory (must not exist unless --force)")
+    a.add_argument("--tp", type=int, default=1, help="tensor parallel size you will train with (checks splits, "
+                   "pads the vocabulary to 128 x TP); the checkpoint itself loads with any TP/PP")
+    a.add_argument("--pp", type=int, default=1, help="pipeline parallel size you will train with (checks layers)")
+    a.add_argument("--num-units", type=int, default=500, help="speech units K (default 500)")
+    a.add_argument("--init", choices=("mean", "normal", "zero"), default="mean",
+                   help="new rows: mean of the text rows (default), normal with their std, or zero")
+    a.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="stored dtype (default: the HF model's)")
+    a.add_argument("--tokenizer", help="base tokenizer dir (default: --hf-dir)")
+    a.add_argument("--make-vocab-size-divisible-by", type=int, default=128, help="vocabulary padding unit (x TP)")
+    a.add_argument("--seed", type=int, default=1234, help="seed for --init normal")
+    a.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    b = sub.add_parser("mcore-to-hf", help="Megatron checkpoint -> HF safetensors model")
+    b.add_argument("--mcore-dir", required=True, help="run directory (with latest_checkpointed_iteration.txt)")
+    b.add_argument("--out", required=True, help="output HF directory (must not exist unless --force)")
+    b.add_argument("--iteration", type=int, help="iteration to export (default: latest)")
+    b.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="output dtype (default: as stored)")
+    b.add_argument("--tokenizer", help="tokenizer dir (default: <mcore-dir>/tokenizer)")
+    b.add_argument("--max-shard-size", default="2GB", help="safetensors shard size (bounds memory; default 2GB)")
+    b.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    c = sub.add_parser("verify", help="compare Megatron and HF logits on the same tokens")
+    c.add_argument("--hf-dir", required=True, help="HF model directory")
+    c.add_argument("--mcore-dir", required=True, help="Megatron run directory")
+    c.add_argument("--iteration", type=int, help="iteration (default: latest)")
+    c.add_argument("--tp", type=int, default=1, help="tensor parallel size to run Megatron with")
+    c.add_argument("--pp", type=int, default=1, help="pipeline parallel size to run Megatron with")
+    c.add_argument("--batch-size", type=int, default=2, help="sequences in the test batch")
+    c.add_argument("--seq-length", type=int, default=32, help="tokens per sequence")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random token batch")
+    c.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| allowed (fp32)")
+    return p
+
+
+def _relaunch_under_torchrun(argv: list[str], nproc: int) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}",
+           str(Path(__file__).resolve()), *argv]
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+
+    from megatron_slm.convert.families import ConversionError
+    from megatron_slm.config import ConfigError
+    from megatron_slm.vocab import VocabError
+
+    try:
+        if args.command == "hf-to-mcore":
+            from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
+
+            summary = convert_hf_to_mcore(args.hf_dir, args.out, tp=args.tp, pp=args.pp, num_units=args.num_units,
+                                          init=args.init, dtype=args.dtype, tokenizer_dir=args.tokenizer,
+                                          make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
+                                          seed=args.seed, force=args.force)
+            print("\n".join(summary.lines()))
+            return 0
+        if args.command == "mcore-to-hf":
+            from megatron_slm.convert.mcore_to_hf import convert_mcore_to_hf
+
+            summary = convert_mcore_to_hf(args.mcore_dir, args.out, iteration=args.iteration, dtype=args.dtype,
+                                          tokenizer_dir=args.tokenizer, max_shard_size=args.max_shard_size,
+                                          force=args.force)
+            print("\n".join(summary.lines()))
+            return 0
+        nproc = args.tp * args.pp
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:
+            return _relaunch_under_torchrun(argv, nproc)
+        from megatron_slm.convert.verify import verify
+
+        result = verify(args.hf_dir, args.mcore_dir, iteration=args.iteration, tp=args.tp, pp=args.pp,
+                        batch_size=args.batch_size, seq_length=args.seq_length, seed=args.seed,
+                        tolerance=args.tolerance)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(result.line(), flush=True)
+        return 0 if result.ok else 1
+    except (ConversionError, ConfigError, VocabError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

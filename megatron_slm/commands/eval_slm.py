@@ -1,0 +1,132 @@
+"""Score spoken-LM benchmarks (sWUGGY, sBLIMP, sSC, tSC, SALMon, cross-modal StoryCloze, ...)
+with a Megatron checkpoint (any TP/PP, data parallel over the remaining ranks) or an HF model.
+
+Each candidate is scored by its log-likelihood after BOS (mean per token by default, --score sum
+for the total); an item counts 1 when its positive beats every negative, ties 0.5. Prints a
+table with bootstrap 95% CIs and per-part rows; --out writes the JSON report, --item-scores the
+per-item log-likelihoods (to compare backends or models item by item).
+
+Examples:
+  torchrun --nproc_per_node=4 tools/eval_slm.py --mcore-dir runs/sims-3b --tp 2 --tasks ssc,tsc --data eval/
+  python tools/eval_slm.py --hf-dir hf/sims-3b --tasks swuggy,sblimp --data eval/ --out report.json
+  python tools/eval_slm.py --hf-dir hf/model --items eval/word_shuffle.jsonl
+Benchmarks are made by tools/prepare_eval_data.py; --tasks ssc reads <data>/ssc.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from megatron_slm.eval.items import ItemError, check_identity, read_items
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_mutually_exclusive_group(required=True)
+    m.add_argument("--mcore-dir", help="megatron-slm run or converted checkpoint dir (has slm_model.json)")
+    m.add_argument("--hf-dir", help="HF model dir (e.g. exported by tools/convert_checkpoint.py mcore-to-hf)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names, read from <data>/<task>.jsonl")
+    p.add_argument("--data", default="eval", help="directory of prepared benchmarks (default eval/)")
+    p.add_argument("--items", nargs="+", default=[], help="item files to score (in addition to --tasks)")
+    p.add_argument("--tokenizer", default=None, help="extended tokenizer dir (default: <mcore-dir>/tokenizer, "
+                                                     "or the HF dir)")
+    p.add_argument("--num-units", type=int, default=None, help="speech units in the vocabulary "
+                                                               "(default: counted from the tokenizer's <Un k> tokens)")
+    p.add_argument("--score", choices=("mean", "sum"), default="mean", help="log-likelihood per token (default) or total")
+    p.add_argument("--restrict", choices=("speech", "text"), default=None,
+                   help="softmax over one modality's tokens only (default: the whole vocabulary)")
+    p.add_argument("--prefer", choices=("units", "text"), default="units",
+                   help="candidates with both units and a transcript: score the units (default) or the text")
+    p.add_argument("--units-meta", default=None, help="the units sidecar (.meta.json) of the model's training "
+                                                      "data, to check benchmark units against (default: "
+                                                      "units.meta.json in the model dir, if present)")
+    p.add_argument("--tp", type=int, default=1, help="Megatron: tensor parallel size")
+    p.add_argument("--pp", type=int, default=1, help="Megatron: pipeline parallel size")
+    p.add_argument("--iteration", type=int, default=None, help="Megatron: checkpoint iteration (default latest)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="model dtype (default fp32 on CPU, bf16 on GPU)")
+    p.add_argument("--device", default=None, help="HF: cpu or cuda (default cuda when available)")
+    p.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per batch (default 16384)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per batch at most (default 64)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--item-scores", default=None, help="write per-item scores (JSONL) here")
+    args = p.parse_args(argv)
+    if not args.tasks and not args.items:
+        p.error("give --tasks (with --data) and/or --items")
+    return args
+
+
+def item_files(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(task label, path) for everything to score."""
+    out = [(t.strip(), os.path.join(args.data, f"{t.strip()}.jsonl")) for t in (args.tasks or "").split(",") if t.strip()]
+    out += [(os.path.splitext(os.path.basename(p))[0], p) for p in args.items]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from megatron_slm.eval.backends import HFBackend, MegatronBackend, load_megatron
+    from megatron_slm.eval.hook import (has_units, model_unit_identity, read_units_identity, run_dataset_prefixes,
+                                        training_units_identity)
+    from megatron_slm.eval.report import summarize, table, write_item_scores, write_report
+    from megatron_slm.eval.scoring import score_items
+    from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
+
+    model_dir = args.mcore_dir or args.hf_dir
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    t0 = time.time()
+    try:
+        if not os.path.isdir(model_dir):
+            raise ItemError(f"{model_dir}: model directory not found")
+        tok_dir = args.tokenizer or (os.path.join(args.mcore_dir, "tokenizer") if args.mcore_dir else args.hf_dir)
+        vocab = SpeechVocab.from_pretrained(tok_dir, args.num_units or tokenizer_unit_count(tok_dir))
+        sets = [(task, read_items(path)) for task, path in item_files(args)]
+        if args.units_meta:
+            identity = read_units_identity(args.units_meta)
+        else:  # what the model was trained on, when its directory tells
+            identity = model_unit_identity(model_dir, tok_dir) or training_units_identity(run_dataset_prefixes(model_dir))
+        for _, s in sets:
+            if has_units(s):
+                check_identity(s.unit_identity, identity, s.path, vocab.num_units)
+        kw = dict(restrict=args.restrict, max_tokens=args.batch_tokens, max_batch=args.batch_size, progress=rank0)
+        if args.mcore_dir:
+            models, _, padded = load_megatron(args.mcore_dir, args.tp, args.pp, args.iteration, args.dtype)
+            backend = MegatronBackend(models, vocab, padded, **kw)
+        else:
+            import torch
+
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            backend = HFBackend.from_pretrained(args.hf_dir, vocab, device=device,
+                                                dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"), **kw)
+        all_scores = []
+        for task, s in sets:
+            for it in s.items:  # report under the name the user asked for
+                it.task = task
+            all_scores += score_items(s.items, vocab, backend, reduce=args.score, prefer=args.prefer)
+    except (ItemError, VocabError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if rank0:
+        summary = summarize(all_scores, n_boot=args.bootstrap)
+        settings = {"model": os.path.abspath(model_dir), "backend": "megatron" if args.mcore_dir else "hf",
+                    "score": args.score, "restrict": args.restrict, "prefer": args.prefer,
+                    "tp": args.tp, "pp": args.pp, "iteration": args.iteration}
+        print(table(summary))
+        if args.out:
+            write_report(args.out, summary, settings)
+        if args.item_scores:
+            write_item_scores(args.item_scores, all_scores)
+        print(f"scored {len(all_scores)} items from {len(sets)} file(s) in {time.time() - t0:.1f} s"
+              + (f"; report: {args.out}" if args.out else ""))
+    if args.mcore_dir:
+        from megatron_slm.runtime.distributed import destroy_distributed
+
+        destroy_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
