@@ -19,7 +19,6 @@ import os
 import sys
 import time
 
-from megatron_slm.eval.items import ItemError, check_identity, read_items
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,20 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def item_files(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(task label, path) for everything to score."""
-    out = [(t.strip(), os.path.join(args.data, f"{t.strip()}.jsonl")) for t in (args.tasks or "").split(",") if t.strip()]
-    out += [(os.path.splitext(os.path.basename(p))[0], p) for p in args.items]
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from megatron_slm.eval.backends import HFBackend, MegatronBackend, load_megatron
-    from megatron_slm.eval.hook import (has_units, model_unit_identity, read_units_identity, run_dataset_prefixes,
-                                        training_units_identity)
+    from megatron_slm.eval import run
+    from megatron_slm.eval.items import ItemError
     from megatron_slm.eval.report import summarize, table, write_item_scores, write_report
-    from megatron_slm.eval.scoring import score_items
     from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
 
     model_dir = args.mcore_dir or args.hf_dir
@@ -83,29 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ItemError(f"{model_dir}: model directory not found")
         tok_dir = args.tokenizer or (os.path.join(args.mcore_dir, "tokenizer") if args.mcore_dir else args.hf_dir)
         vocab = SpeechVocab.from_pretrained(tok_dir, args.num_units or tokenizer_unit_count(tok_dir))
-        sets = [(task, read_items(path)) for task, path in item_files(args)]
-        if args.units_meta:
-            identity = read_units_identity(args.units_meta)
-        else:  # what the model was trained on, when its directory tells
-            identity = model_unit_identity(model_dir, tok_dir) or training_units_identity(run_dataset_prefixes(model_dir))
-        for _, s in sets:
-            if has_units(s):
-                check_identity(s.unit_identity, identity, s.path, vocab.num_units)
-        kw = dict(restrict=args.restrict, max_tokens=args.batch_tokens, max_batch=args.batch_size, progress=rank0)
-        if args.mcore_dir:
-            models, _, padded = load_megatron(args.mcore_dir, args.tp, args.pp, args.iteration, args.dtype)
-            backend = MegatronBackend(models, vocab, padded, **kw)
-        else:
-            import torch
-
-            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            backend = HFBackend.from_pretrained(args.hf_dir, vocab, device=device,
-                                                dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"), **kw)
-        all_scores = []
-        for task, s in sets:
-            for it in s.items:  # report under the name the user asked for
-                it.task = task
-            all_scores += score_items(s.items, vocab, backend, reduce=args.score, prefer=args.prefer)
+        sets = run.load_sets(run.benchmark_files(args.data, (args.tasks or "").split(","), args.items))
+        run.check_sets(sets, run.expected_unit_identity(model_dir, tok_dir, units_meta=args.units_meta), vocab)
+        backend = _backend(args, vocab, progress=rank0)
+        all_scores = run.score_sets(sets, vocab, backend, reduce=args.score, prefer=args.prefer)
     except (ItemError, VocabError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -126,6 +97,21 @@ def main(argv: list[str] | None = None) -> int:
 
         destroy_distributed()
     return 0
+
+
+def _backend(args: argparse.Namespace, vocab, progress: bool):
+    """The model to score with: Megatron at --tp/--pp (data parallel over the other ranks) or HF."""
+    from megatron_slm.eval.backends import HFBackend, MegatronBackend, load_megatron
+
+    kw = dict(restrict=args.restrict, max_tokens=args.batch_tokens, max_batch=args.batch_size, progress=progress)
+    if args.mcore_dir:
+        models, _, padded = load_megatron(args.mcore_dir, args.tp, args.pp, args.iteration, args.dtype)
+        return MegatronBackend(models, vocab, padded, **kw)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return HFBackend.from_pretrained(args.hf_dir, vocab, device=device,
+                                     dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"), **kw)
 
 
 if __name__ == "__main__":

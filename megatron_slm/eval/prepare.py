@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from megatron_slm.eval.items import Candidate, Item, ItemError
 
@@ -394,47 +393,25 @@ class UnitsSource:
 
     @classmethod
     def from_extractor(cls, extractor, cache_path: str, progress: bool = True) -> "UnitsSource":
-        """`extractor` is a units.pipeline.UnitExtractor. Extracted records are appended to
-        `cache_path` as they come, so an interrupted run resumes where it stopped."""
-        from megatron_slm.units.records import compatibility_key, iter_records, read_meta, write_meta
-
-        identity = compatibility_key(extractor.meta)
+        """`extractor` is a units.pipeline.UnitExtractor. Units go through the extraction driver
+        into `cache_path` (keyed by absolute audio path), so an interrupted run resumes."""
+        from megatron_slm.units.extract import extract_to_jsonl
+        from megatron_slm.units.records import compatibility_key, iter_records
 
         def lookup(paths):
-            done: dict[str, list[int]] = {}
-            if os.path.isfile(cache_path):
-                if compatibility_key(read_meta(cache_path)) != identity:
-                    raise PrepareError(f"{cache_path}: cached units come from a different extractor; delete it")
-                for rec in iter_records(cache_path, tolerate_truncated_tail=True):
-                    done[rec.path] = rec.units
-                _truncate_partial_tail(cache_path)
-            else:
-                Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-                write_meta(cache_path, extractor.meta)
-            todo = sorted({os.path.abspath(p) for p in paths} - set(done))
-            if todo:
-                with open(cache_path, "a", encoding="utf-8") as f, \
-                        tqdm(total=len(todo), desc="units", unit="file", disable=not progress) as bar:
-                    for rec in extractor.units_for_files(todo, ids=todo):
-                        rec.path = os.path.abspath(rec.path)
-                        f.write(rec.to_json() + "\n")
-                        f.flush()
-                        done[rec.path] = rec.units
-                        bar.update(1)
-            bad = [f"{s.path} ({s.reason})" for s in extractor.skipped]
-            if bad:
-                raise PrepareError(f"{len(bad)} benchmark audio file(s) could not be turned into units: "
-                                   + _first_few(bad, "; "))
+            files = sorted({os.path.abspath(p) for p in paths})
+            try:
+                summary = extract_to_jsonl(extractor, files, files, cache_path, progress=progress)
+            except ValueError as e:
+                raise PrepareError(f"{e} (the units cache of this benchmark; delete it to start over)") from None
+            if summary.skipped:
+                raise PrepareError(f"{len(summary.skipped)} benchmark audio file(s) could not be turned into units: "
+                                   + _first_few([f"{p} ({why})" for p, why in summary.skipped], "; "))
+            done = {rec.id: rec.units for rec in iter_records(cache_path)}
             return {p: done[os.path.abspath(p)] for p in paths}
 
-        return cls(identity, lookup, f"units extracted with {identity['extractor'].get('name')} k={identity['k']}")
-
-
-def _truncate_partial_tail(path: str) -> None:
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+        return cls(compatibility_key(extractor.meta), lookup,
+                   f"units extracted with {extractor.meta['extractor'].get('name')} k={extractor.meta['kmeans']['k']}")
 
 
 def materialize(specs: Sequence[ItemSpec], source: Optional[UnitsSource]) -> tuple[list[Item], Optional[dict]]:
