@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install megatron-slm and what it needs (Debian/Ubuntu or any Linux with Python >= 3.10).
 #   bash scripts/install.sh                 # system tools (as root) + a project venv in .venv
-#   WHEELHOUSE=DIR bash scripts/install.sh  # offline: install only from the wheels in DIR
-#   EXTRAS=audio,test,formats ...           # pip extras to install (default: audio,test)
+#   WHEELHOUSE=DIR bash scripts/install.sh  # offline: only the wheels in DIR (scripts/make_wheelhouse.sh, docs/gpu.md)
+#   EXTRAS=audio,test,formats ...           # pip extras to install (default: audio,test; offline: test)
 #
 # Python environment: an active venv or conda env is used as it is; otherwise the project's own
 # `.venv` is created (a distribution Python refuses `pip install` outside a venv, PEP 668).
@@ -11,9 +11,13 @@
 # GPU clusters: add the `gpu` extra (Transformer Engine, needs CUDA); NVIDIA Apex is optional and
 # must be built from source (never `pip install apex`: that PyPI package is an unrelated project).
 set -euo pipefail
+if [ -n "${WHEELHOUSE:-}" ]; then  # before the cd below: a relative path is meant from here
+  WHEELHOUSE=$(cd "$WHEELHOUSE" 2>/dev/null && pwd) || { echo "[install] error: WHEELHOUSE=$WHEELHOUSE is not a folder" >&2; exit 1; }
+fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-EXTRAS=${EXTRAS:-audio,test}
+# Offline the default is `test`: the audio extra's DALI (~800 MB) is never in a wheelhouse.
+EXTRAS=${EXTRAS:-$([ -n "${WHEELHOUSE:-}" ] && echo test || echo audio,test)}
 log() { echo "[install] $*"; }
 as_root_apt() {  # apt-get install "$@" when we are root on a Debian/Ubuntu machine; 1 otherwise
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
@@ -47,14 +51,17 @@ else
     fi
     log "creating the project environment .venv ($("$BASE" --version))"
     rm -rf .venv
-    "$BASE" -m venv .venv
+    # Offline, the machine's own torch/CUDA stack must stay visible: nothing can replace it.
+    "$BASE" -m venv ${WHEELHOUSE:+--system-site-packages} .venv
   fi
   PY=$ROOT/.venv/bin/python
 fi
 
 PIP=("$PY" -m pip install -q)
 if [ -n "${WHEELHOUSE:-}" ]; then
-  PIP+=(--no-index --find-links "$WHEELHOUSE")
+  [ -f "$WHEELHOUSE/manifest.json" ] || { echo "[install] error: $WHEELHOUSE has no manifest.json (make it with scripts/make_wheelhouse.sh)" >&2; exit 1; }
+  # No index: the editable build uses the setuptools installed here instead of fetching one.
+  PIP+=(--no-index --find-links "$WHEELHOUSE" --no-build-isolation)
   log "offline: installing from the wheelhouse $WHEELHOUSE only"
 fi
 
@@ -66,10 +73,16 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" -c "import import
 fi
 # Pin torch first: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
 if ! "$PY" -c "import torch" 2>/dev/null; then
+  if [ -n "${WHEELHOUSE:-}" ]; then
+    echo "[install] error: $PY has no torch, and a wheelhouse never holds torch: use a Python that has it" >&2
+    exit 1
+  fi
   log "torch ${TORCH_VERSION:-2.13.0}"
   "${PIP[@]}" "torch==${TORCH_VERSION:-2.13.0}"
 fi
 log "megatron-slm with the extras [$EXTRAS]"
-"${PIP[@]}" -e ".[$EXTRAS]"
+ALSO=()  # the wheelhouse's extra packages (soundfile: the audio loader without DALI)
+[ -n "${WHEELHOUSE:-}" ] && mapfile -t ALSO < <("$PY" -c "import json, sys; print(*json.load(open(sys.argv[1])).get('also', []), sep='\n')" "$WHEELHOUSE/manifest.json")
+"${PIP[@]}" -e ".[$EXTRAS]" "${ALSO[@]}"
 echo "$WANT" > "$STAMP"
 log "done: $PY"

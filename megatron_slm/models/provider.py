@@ -77,6 +77,11 @@ def resolve_padded_vocab(arch: ModelArch, cfg: SLMConfig, existing: Optional[int
     return padded_vocab_size(arch.vocab_size, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp)
 
 
+def _fused_softmax_built() -> bool:
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("scaled_masked_softmax_cuda", "scaled_upper_triang_masked_softmax_cuda"))
+
+
 def use_te_spec(cfg: SLMConfig, on_cuda: bool) -> bool:
     if cfg.model.spec == "te":
         return True
@@ -97,6 +102,7 @@ def build_transformer_config(arch: ModelArch, cfg: SLMConfig, on_cuda: bool):
 
     p, prec = cfg.parallel, cfg.precision
     dtype = params_dtype(cfg)
+    te_spec = use_te_spec(cfg, on_cuda)
     kwargs = dict(
         num_layers=arch.num_layers, hidden_size=arch.hidden_size, ffn_hidden_size=arch.ffn_hidden_size,
         num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
@@ -112,8 +118,11 @@ def build_transformer_config(arch: ModelArch, cfg: SLMConfig, on_cuda: bool):
         # CPU initialisation draws the full weight from the (identically seeded) CPU RNG and
         # slices it, so TP ranks agree and DP replicas are identical.
         use_cpu_initialization=not on_cuda,
-        # Fused kernels are CUDA-only.
-        bias_activation_fusion=on_cuda, masked_softmax_fusion=on_cuda, persist_layer_norm=on_cuda,
+        # Fused kernels are CUDA-only. The local spec (CUDA without TE) has neither: its torch
+        # RMSNorm asserts persist_layer_norm is off, and its fused softmax needs the compiled
+        # scaled_masked_softmax_cuda extension (an Apex build), imported only at the first forward.
+        bias_activation_fusion=on_cuda, persist_layer_norm=on_cuda and te_spec,
+        masked_softmax_fusion=on_cuda and (te_spec or _fused_softmax_built()),
         bias_dropout_fusion=on_cuda, apply_rope_fusion=False, gradient_accumulation_fusion=False,
         cross_entropy_loss_fusion=False,
     )
