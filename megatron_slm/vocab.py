@@ -242,14 +242,6 @@ class SpeechVocab:
         return {"text_vocab_sha256": self._base_sha256, "text_vocab_size": self.text_vocab_size,
                 "num_units": self.num_units, "vocab_size": self.vocab_size}
 
-    def check_identity(self, other: dict, where: str) -> None:
-        """Refuse data/checkpoints made with a different vocabulary."""
-        mine = self.identity()
-        diff = [k for k in ("text_vocab_sha256", "text_vocab_size", "num_units") if k in other and other[k] != mine[k]]
-        if diff:
-            detail = ", ".join(f"{k}: {other[k]!r} there vs {mine[k]!r} here" for k in diff)
-            raise VocabError(f"{where} was made with a different vocabulary ({detail})")
-
     def save(self, directory: str | os.PathLike) -> None:
         self.tokenizer.save_pretrained(str(directory))
 

@@ -10,7 +10,8 @@ import torch
 
 from megatron_slm.config import load_config
 from megatron_slm.data import preprocess as pp
-from megatron_slm.data.datasets import DatasetError, SLMDataset, build_datasets
+from megatron_slm.data.blend import build_datasets
+from megatron_slm.data.datasets import DatasetError, SLMDataset
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.vocab import MODALITY_SPEECH, MODALITY_TEXT, SpeechVocab
 
@@ -94,7 +95,7 @@ def test_dynamic_draws_change_with_the_epoch_and_are_reproducible(data, vocab):
 
 
 def test_dynamic_index_is_the_same_when_drawn_by_worker_processes(data, vocab, monkeypatch):
-    from megatron_slm.data import datasets as D
+    from megatron_slm.data import dynamic_index as D
 
     cfg = _cfg(data, [("dynamic", 1, "interleaved")], "data.mode=dynamic")
     single = build_datasets(cfg, vocab, 150, 0, 0).train
@@ -144,7 +145,7 @@ def test_labels_loss_masks_and_document_attention(data, vocab):
 
 def test_mismatched_data_is_refused(data, vocab, tmp_path):
     other = SpeechVocab.from_pretrained(TINY, num_units=30)
-    with pytest.raises(DatasetError, match=r"static.meta.json: made with a different vocabulary.*num_units 20 there vs 30 here"):
+    with pytest.raises(DatasetError, match=r"static.meta.json was made with a different vocabulary.*num_units 20 there vs 30 here"):
         build_datasets(_cfg(data, [("static", 1, "interleaved")]), other, 10, 1, 1)
     with pytest.raises(DatasetError, match="holds 'speech' documents but the blend says kind='text'"):
         build_datasets(_cfg(data, [("speech", 1, "text")]), vocab, 10, 1, 1)

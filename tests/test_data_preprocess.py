@@ -11,6 +11,7 @@ from megatron_slm.data import interleave as il
 from megatron_slm.data import preprocess as pp
 from megatron_slm.data.alignments import AlignmentIndex
 from megatron_slm.data.prepare import prepare_interleaved
+from megatron_slm.data.storage import content_hash
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.vocab import SpeechVocab
 
@@ -65,7 +66,7 @@ def test_static_documents_are_the_pure_interleaving(corpus, vocab, tmp_path):
 def test_output_independent_of_workers_and_dynamic_layout(corpus, vocab, tmp_path):
     pp.run(_job(corpus, tmp_path / "w1", workers=1))
     pp.run(_job(corpus, tmp_path / "w2", workers=2))
-    assert pp.content_hash(str(tmp_path / "w1")) == pp.content_hash(str(tmp_path / "w2"))
+    assert content_hash(str(tmp_path / "w1")) == content_hash(str(tmp_path / "w2"))
     # dynamic storage: the epoch-0 draw from the stored layout equals the static document
     meta = pp.run(_job(corpus, tmp_path / "dyn", mode="dynamic"))
     assert meta["mode"] == "dynamic" and (tmp_path / "dyn_words.idx").exists()
@@ -201,13 +202,13 @@ def test_killed_run_leaves_no_idx_and_resumes(corpus, tmp_path, monkeypatch):
     pp.run(_job(corpus, out))
     assert calls == [2, 3]  # 60 lines / 16 per shard: the two finished shards were kept
     pp.run(_job(corpus, tmp_path / "clean"))
-    assert pp.content_hash(str(out)) == pp.content_hash(str(tmp_path / "clean"))
+    assert content_hash(str(out)) == content_hash(str(tmp_path / "clean"))
     # changed arguments never reuse stale shards
     Path(str(out) + ".tmp").mkdir()
     (Path(str(out) + ".tmp") / "run.json").write_text("{}")
     (Path(str(out) + ".tmp") / "shard_000000.json").write_text("{}")
     pp.run(_job(corpus, out))
-    assert pp.content_hash(str(out)) == pp.content_hash(str(tmp_path / "clean"))
+    assert content_hash(str(out)) == content_hash(str(tmp_path / "clean"))
 
 
 def test_cli_summary_and_user_errors(corpus, tmp_path, capsys):

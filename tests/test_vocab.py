@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from megatron_slm.data.storage import DatasetError, check_identity, dataset_identity
 from megatron_slm.vocab import MODALITY_OTHER, MODALITY_SPEECH, MODALITY_TEXT, SpeechVocab, VocabError
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tokenizer" / "tiny-bpe"
@@ -71,9 +72,12 @@ def test_save_reload_same_ids_and_identity(vocab, tmp_path):
         SpeechVocab.from_pretrained(tmp_path, num_units=50)
     with pytest.raises(VocabError, match="<Un100> has id None"):
         SpeechVocab.from_pretrained(tmp_path, num_units=200)
-    vocab.check_identity(reloaded.identity(), "x")
-    with pytest.raises(VocabError, match="different vocabulary"):
-        vocab.check_identity({**vocab.identity(), "num_units": 500}, "data/foo.json")
+    assert reloaded.identity() == vocab.identity()  # a saved extended tokenizer is the same vocabulary
+    mine = dataset_identity(vocab, None)
+    check_identity(mine, dataset_identity(reloaded, None), "x")
+    with pytest.raises(DatasetError, match="data/foo.json was made with a different vocabulary .num_units 500 there"):
+        check_identity(mine, {"vocab": {**vocab.identity(), "num_units": 500}}, "data/foo.json")
+    check_identity(mine, {"vocab": {**vocab.identity(), "num_units": 500}}, "text data", compare_units=False)
 
 
 def test_wrong_layout_is_refused(tmp_path):

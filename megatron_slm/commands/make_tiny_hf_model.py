@@ -8,7 +8,6 @@ and tests the same files (config.json, safetensors, tokenizer) with no download.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 

@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
-import warnings
-from pathlib import Path
 
-warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")  # megatron.core import noise
 
 
 

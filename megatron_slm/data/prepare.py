@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from megatron_slm.data import interleave as il
+from megatron_slm.data import interleave
 from megatron_slm.data.alignments import DURATION_TOLERANCE_S, AlignmentError, AlignmentIndex, validate
 from megatron_slm.data.records import RecordError
 from megatron_slm.vocab import SpeechVocab
@@ -37,7 +37,7 @@ def units_record(obj: dict, where: str, K: int):
     return rec, units
 
 
-def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex) -> tuple[il.PreparedUtterance, Any]:
+def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex) -> tuple[interleave.PreparedUtterance, Any]:
     """One units record + its alignment -> (PreparedUtterance, UnitRecord); RecordError if unusable."""
     rec, units = units_record(obj, where, vocab.num_units)
     if rec.id not in align:
@@ -47,8 +47,8 @@ def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: Alignm
     except AlignmentError as e:
         raise RecordError(str(e), e.reason) from None
     ids, owner = vocab.encode_words_flat(al.words)
-    lo, hi = il.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds)
-    return il.prepare_flat(il.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
+    lo, hi = interleave.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds)
+    return interleave.prepare_flat(interleave.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
 
 
 class _Columns:
@@ -112,9 +112,9 @@ def _bad_records(c: _Columns, K: int) -> tuple[np.ndarray, dict]:
 
 
 def _word_unit_ranges(a: dict, unit_seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`il.word_unit_ranges` for all records at once: a search in record-tagged sorted keys."""
+    """`interleave.word_unit_ranges` for all records at once: a search in record-tagged sorted keys."""
     useg, wseg = a["useg"], a["wseg"]
-    run_end = il._segment_cumsum(a["durations"], useg)
+    run_end = interleave._segment_cumsum(a["durations"], useg)
     run_start = run_end - a["durations"]
     T = unit_seconds[wseg]
     f_lo = np.ceil(a["starts"] / T - 0.5 - 1e-9).astype(np.int64)
@@ -128,7 +128,7 @@ def _word_unit_ranges(a: dict, unit_seconds: np.ndarray) -> tuple[np.ndarray, np
 
 
 def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex
-                  ) -> tuple[list[int], il.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
+                  ) -> tuple[list[int], interleave.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
     """(positions of the usable records, their PreparedBatch, their audio seconds, [(position,
     RecordError)] of the others) for a shard's decoded units records, in input order."""
     cols = _Columns()
@@ -153,13 +153,13 @@ def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: Al
         return reference_batch(records, vocab, align)
     good = ~bad
     if not good.any():
-        return [], il.PreparedBatch.from_utterances([]), np.zeros(0), errors
+        return [], interleave.PreparedBatch.from_utterances([]), np.zeros(0), errors
     kept = [p for p, g in zip(cols.index, good.tolist()) if g]
     return kept, _fast_batch(cols, arrays, good, vocab), np.asarray(cols.audio_seconds, np.float64)[good], errors
 
 
 def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex
-                    ) -> tuple[list[int], il.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
+                    ) -> tuple[list[int], interleave.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
     """`prepare_batch` through the per-record reference, record by record."""
     kept, utts, secs, errors = [], [], [], []
     for i, (where, obj) in enumerate(records):
@@ -171,10 +171,10 @@ def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: 
         kept.append(i)
         utts.append(u)
         secs.append(float(rec.audio_seconds))
-    return kept, il.PreparedBatch.from_utterances(utts), np.asarray(secs, np.float64), errors
+    return kept, interleave.PreparedBatch.from_utterances(utts), np.asarray(secs, np.float64), errors
 
 
-def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab) -> il.PreparedBatch:
+def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab) -> interleave.PreparedBatch:
     lo, hi = _word_unit_ranges(a, np.asarray(c.unit_seconds, np.float64))
     keep_w, keep_u = good[a["wseg"]], good[a["useg"]]
     n_words, n_units = a["n_words"][good], a["n_units"][good]
@@ -191,5 +191,5 @@ def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab) -> i
     unit_dst = (np.repeat(doc_start + text_len - (np.cumsum(n_units) - n_units), n_units)
                 + np.arange(int(n_units.sum())))
     layout[text_dst], layout[unit_dst] = text_ids, unit_ids
-    keys = np.fromiter((il.document_key(uid) for uid, g in zip(c.ids, good.tolist()) if g), dtype=np.int64)
-    return il.PreparedBatch.from_flat(keys, n_words, tok_counts, lo[keep_w], hi[keep_w], layout, layout_lens)
+    keys = np.fromiter((interleave.document_key(uid) for uid, g in zip(c.ids, good.tolist()) if g), dtype=np.int64)
+    return interleave.PreparedBatch.from_flat(keys, n_words, tok_counts, lo[keep_w], hi[keep_w], layout, layout_lens)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import json
 import multiprocessing
 import os
@@ -29,22 +28,20 @@ import re
 import shutil
 import sys
 import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from megatron_slm import jsonio
 from megatron_slm.config import InterleaveConfig
-from megatron_slm.data import interleave as il
+from megatron_slm.data import interleave
 from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
 from megatron_slm.data.prepare import prepare_batch, units_record
 from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
                                        iter_line_shards)
+from megatron_slm.data.storage import (SIDECAR_FORMAT, TEXT_KINDS, WORDS_SUFFIX, DatasetError, check_identity,
+                                       dataset_identity, dynamic_records, read_sidecar, sidecar_path, token_dtype,
+                                       write_json_atomic)
 from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
-
-SIDECAR_FORMAT = "megatron-slm-dataset/1"
-WORDS_SUFFIX = "_words"
 
 
 class PreprocessError(ValueError):
@@ -72,37 +69,34 @@ class PreprocessJob:
     progress: bool = True
 
 
-def sidecar_path(prefix: str) -> str:
-    return prefix + ".meta.json"
-
-
-def read_sidecar(prefix: str) -> dict:
-    return jsonio.read_sidecar(sidecar_path(prefix), SIDECAR_FORMAT,
-                                f"dataset sidecar missing (was {prefix} made by tools/preprocess_data.py?)")
-
-
-def token_dtype(vocab_size: int) -> type:
-    return np.uint16 if vocab_size <= 65500 else np.int32
-
-
 # ----------------------------------------------------------------------------- worker side
 
-_W: dict[str, Any] = {}  # per-process state: job, vocab, alignment index
+@dataclasses.dataclass
+class WorkerState:
+    """What a preprocessing worker holds. Workers are forked: the driver's vocabulary and
+    alignment index are inherited, not re-read."""
+    job: PreprocessJob
+    align: Optional[AlignmentIndex]
+    vocab: SpeechVocab
+    tmpdir: str
+
+
+_WORKER: Optional[WorkerState] = None  # this process's state (set by _init_worker)
 
 
 def _init_worker(job: PreprocessJob, align: Optional[AlignmentIndex], vocab: SpeechVocab, tmpdir: str) -> None:
-    # workers are forked: the driver's vocabulary and alignment index are inherited, not re-read
-    _W.update(job=job, align=align, tmpdir=tmpdir, vocab=vocab)
+    global _WORKER
+    _WORKER = WorkerState(job, align, vocab, tmpdir)
 
 
-def _markers(vocab: SpeechVocab, add_bos: bool) -> il.Markers:
-    return il.Markers(speech=vocab.speech_id, text=vocab.text_id, bos=vocab.bos if add_bos else None, eod=vocab.eod)
+def _markers(vocab: SpeechVocab, add_bos: bool) -> interleave.Markers:
+    return interleave.Markers(speech=vocab.speech_id, text=vocab.text_id, bos=vocab.bos if add_bos else None, eod=vocab.eod)
 
 
 def _document(obj: dict, where: str) -> tuple[np.ndarray, float]:
     """One text or speech record -> (document ids, audio seconds)."""
-    job: PreprocessJob = _W["job"]
-    vocab: SpeechVocab = _W["vocab"]
+    job: PreprocessJob = _WORKER.job
+    vocab: SpeechVocab = _WORKER.vocab
     bos = [vocab.bos] if job.add_bos and vocab.bos is not None else []
     if job.kind == "text":
         text = obj.get(job.text_key)
@@ -120,10 +114,10 @@ def _interleave_shard(records: list[tuple[str, dict]]) -> tuple[list[int], list[
     [(position, RecordError)]) of a shard's interleaved records, prepared, drawn and assembled
     in one batch. Static storage is the epoch-0 draw; dynamic storage keeps the layout once (the
     statistics still describe the epoch-0 draw)."""
-    job: PreprocessJob = _W["job"]
-    kept, batch, audio, errors = prepare_batch(records, _W["vocab"], _W["align"])
-    ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, job.interleave, job.seed, 0),
-                                     _markers(_W["vocab"], job.add_bos))
+    job: PreprocessJob = _WORKER.job
+    kept, batch, audio, errors = prepare_batch(records, _WORKER.vocab, _WORKER.align)
+    ids, offsets = interleave.assemble_batch(batch, interleave.draw_batch(batch, job.interleave, job.seed, 0),
+                                     _markers(_WORKER.vocab, job.add_bos))
     draws = np.split(ids, offsets[1:-1]) if kept else []
     stats = {"words": int(batch.word_starts[-1]), "audio_seconds": float(audio.sum())}
     if job.mode != "dynamic":
@@ -132,28 +126,13 @@ def _interleave_shard(records: list[tuple[str, dict]]) -> tuple[list[int], list[
     return kept, layouts, words, draws, stats, errors
 
 
-def dynamic_records(b: il.PreparedBatch) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per document: (text ids ++ unit ids of the aligned range, [key, n, token counts, lo, hi])."""
-    layouts, words = [], []
-    tok_counts = b.tok_end - b.tok_start
-    for d in range(len(b.keys)):
-        w0, w1 = int(b.word_starts[d]), int(b.word_starts[d + 1])
-        unit_part = int(b.tok_end[w1 - 1])  # the document's unit ids start after its text
-        base = int(b.unit_lo[w0])
-        end = max(int(b.unit_hi[w1 - 1]), base)
-        layouts.append(np.concatenate([b.layout[int(b.layout_starts[d]):unit_part], b.layout[base:end]]))
-        words.append(np.concatenate([[b.keys[d], w1 - w0], tok_counts[w0:w1], b.unit_lo[w0:w1] - base,
-                                     b.unit_hi[w0:w1] - base]).astype(np.int64))
-    return layouts, words
-
-
 def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
     """Write one shard's documents to `<tmp>/shard_<i>` and return its stats (also saved as JSON)."""
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     index, lines = args
-    job: PreprocessJob = _W["job"]
-    vocab: SpeechVocab = _W["vocab"]
+    job: PreprocessJob = _WORKER.job
+    vocab: SpeechVocab = _WORKER.vocab
     skips = SkipLog()
     stats = {"documents": 0, "words": 0, "audio_seconds": 0.0, "tokens": [0, 0, 0], "stored_tokens": 0}
     errors: list[tuple[int, RecordError]] = []
@@ -182,7 +161,7 @@ def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
         if job.strict:
             raise PreprocessError(f"{e} [--strict]") from None
         skips.add(e.reason, str(e))
-    prefix = os.path.join(_W["tmpdir"], f"shard_{index:06d}")
+    prefix = os.path.join(_WORKER.tmpdir, f"shard_{index:06d}")
     builder = IndexedDatasetBuilder(prefix + ".bin", dtype=token_dtype(vocab.vocab_size))
     words_builder = (IndexedDatasetBuilder(prefix + WORDS_SUFFIX + ".bin", dtype=np.int32)
                      if job.mode == "dynamic" and job.kind == "interleaved" else None)
@@ -197,19 +176,11 @@ def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
     if draws:
         stats["tokens"] = np.bincount(vocab.modality_of(np.concatenate(draws)), minlength=3).tolist()
     stats["skipped"] = skips.to_dict()
-    _write_json_atomic(prefix + ".json", stats)  # the shard's completion marker
+    write_json_atomic(prefix + ".json", stats)  # the shard's completion marker
     return stats
 
 
 # ----------------------------------------------------------------------------- driver side
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 _ID_RE = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -239,41 +210,20 @@ def _units_identity(paths: list[str]) -> dict:
     return {**compatibility_key(meta), "sidecar": os.path.abspath(paths[0]) + ".meta.json"}
 
 
-def identity_of(job: PreprocessJob, vocab: SpeechVocab, units_identity: Optional[dict]) -> dict:
-    return {"vocab": vocab.identity(), "units": units_identity}
-
-
-def check_identity_against(identity: dict, kind: str, other: dict, where: str) -> None:
-    """Refuse when `other` (a dataset sidecar's identity) disagrees with `identity`."""
-    mine, theirs = identity["vocab"], other.get("vocab") or {}
-    keys = ["text_vocab_sha256", "text_vocab_size"] + (["num_units"] if kind != "text" and other.get("units") else [])
-    diff = [k for k in keys if k in theirs and theirs[k] != mine.get(k)]
-    if diff:
-        raise PreprocessError(f"{where} was made with a different vocabulary: "
-                              + ", ".join(f"{k} {theirs[k]!r} there vs {mine.get(k)!r} here" for k in diff))
-    if identity.get("units") and other.get("units"):
-        a = {k: v for k, v in identity["units"].items() if k != "sidecar"}
-        b = {k: v for k, v in other["units"].items() if k != "sidecar"}
-        if a != b:
-            raise PreprocessError(f"{where} was made with different speech units ({b} there vs {a} here)")
-
-
-def _load_match(path: str) -> tuple[dict, str]:
-    """A dataset prefix / sidecar, or a tokenizer dir (e.g. <checkpoint>/tokenizer)."""
-    if path.endswith(".meta.json") and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)["identity"], path
-    if os.path.isfile(sidecar_path(path)):
-        return read_sidecar(path)["identity"], sidecar_path(path)
+def _load_match(path: str) -> tuple[dict, str, str]:
+    """(identity, where, kind) of a dataset prefix / sidecar, or of a tokenizer dir (e.g.
+    <checkpoint>/tokenizer: kind "model", a vocabulary that holds speech)."""
+    prefix = path[:-len(".meta.json")] if path.endswith(".meta.json") else path
+    if os.path.isfile(sidecar_path(prefix)):
+        meta = read_sidecar(prefix)
+        return meta["identity"], sidecar_path(prefix), meta["kind"]
     tok_dir = os.path.join(path, "tokenizer") if os.path.isdir(os.path.join(path, "tokenizer")) else path
     if os.path.isdir(tok_dir):
-        from transformers import AutoTokenizer
-
         try:
             K = tokenizer_unit_count(tok_dir)
         except VocabError as e:
             raise PreprocessError(f"--match {path}: {e}") from None
-        return {"vocab": SpeechVocab.from_pretrained(tok_dir, num_units=K).identity(), "units": None}, tok_dir
+        return dataset_identity(SpeechVocab.from_pretrained(tok_dir, num_units=K), None), tok_dir, "model"
     raise PreprocessError(f"--match {path}: not a dataset prefix, sidecar, checkpoint or tokenizer dir")
 
 
@@ -285,7 +235,7 @@ def run(job: PreprocessJob) -> dict:
     if job.kind not in ("interleaved", "speech", "text"):
         raise PreprocessError(f"unknown dataset kind {job.kind!r}")
     try:
-        il.check_config(job.interleave, prefix="--interleave")
+        interleave.check_config(job.interleave, prefix="--interleave")
     except ValueError as e:
         raise PreprocessError(str(e).replace("--interleave.", "--").replace("_", "-")) from None
     if job.workers < 1 or job.shard_lines < 1:
@@ -303,16 +253,20 @@ def run(job: PreprocessJob) -> dict:
         vocab = SpeechVocab.from_pretrained(job.tokenizer, num_units=K)
     except VocabError as e:
         raise PreprocessError(str(e)) from None
-    identity = identity_of(job, vocab, units_identity)
+    identity = dataset_identity(vocab, units_identity)
     separable = vocab.words_are_separable() if job.kind == "interleaved" else None
     if separable is False:
         print(f"warning: tokenizer {job.tokenizer}: words tokenised one by one differ from the tokenised text "
               f"(its pre-tokenizer merges across spaces); text spans are cut at word boundaries", file=sys.stderr)
-    for m in job.match:
-        other, where = _load_match(m)
-        check_identity_against(identity, job.kind, other, where)
-    if os.path.isfile(sidecar_path(job.out_prefix)):
-        check_identity_against(identity, job.kind, read_sidecar(job.out_prefix)["identity"], sidecar_path(job.out_prefix))
+    matches = [_load_match(m) for m in job.match]
+    if os.path.isfile(sidecar_path(job.out_prefix)):  # replacing a dataset: it must stay compatible
+        old = read_sidecar(job.out_prefix)
+        matches.append((old["identity"], sidecar_path(job.out_prefix), old["kind"]))
+    for other, where, kind in matches:
+        try:
+            check_identity(identity, other, where, compare_units=TEXT_KINDS[0] not in (job.kind, kind))
+        except DatasetError as e:
+            raise PreprocessError(str(e)) from None
 
     align = None
     if job.kind == "interleaved":
@@ -340,7 +294,7 @@ def run(job: PreprocessJob) -> dict:
         if not same:
             shutil.rmtree(tmpdir)
     os.makedirs(tmpdir, exist_ok=True)
-    _write_json_atomic(run_json, fingerprint)
+    write_json_atomic(run_json, fingerprint)
     done = {int(n[6:12]) for n in os.listdir(tmpdir) if re.fullmatch(r"shard_\d{6}\.json", n)}
 
     total_lines = count_lines(job.inputs)
@@ -432,17 +386,9 @@ def run(job: PreprocessJob) -> dict:
     }
     for sfx in [""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else []):
         os.replace(out + sfx + ".bin.tmp", out + sfx + ".bin")
-    _write_json_atomic(sidecar_path(out), sidecar)
+    write_json_atomic(sidecar_path(out), sidecar)
     if len(prefixes) == 2:
         os.replace(out + WORDS_SUFFIX + ".idx.tmp", out + WORDS_SUFFIX + ".idx")
     os.replace(out + ".idx.tmp", out + ".idx")  # the dataset exists from here on
     shutil.rmtree(tmpdir)
     return sidecar
-
-
-def content_hash(prefix: str) -> str:
-    """sha256 of a dataset's .bin and .idx (for reproducibility checks)."""
-    h = hashlib.sha256()
-    for suffix in (".bin", ".idx"):
-        h.update(Path(prefix + suffix).read_bytes())
-    return h.hexdigest()

@@ -128,7 +128,7 @@ class Trainer:
         else:
             import dataclasses
 
-            from megatron_slm.data.datasets import build_datasets
+            from megatron_slm.data.blend import build_datasets
 
             if cfg.data.cache_dir is None and cfg.checkpoint.save:  # keep index caches with the run
                 cfg = dataclasses.replace(cfg, data=dataclasses.replace(

@@ -1,0 +1,176 @@
+"""The on-disk format of our datasets, read by training and written by preprocessing.
+
+    <prefix>.bin / .idx          Megatron indexed dataset: one document per sequence
+    <prefix>_words.bin / .idx    dynamic interleaved data only: per document int32
+                                 [key, n, n token counts, n unit lo, n unit hi]
+    <prefix>.meta.json           the sidecar: kind, mode, interleaving, counts, and the identity
+                                 {"vocab": SpeechVocab.identity(), "units": units compatibility key}
+
+Token ids are uint16 while the vocabulary fits (<= 65500), int32 beyond. A sidecar's identity
+is checked wherever two artifacts meet (a blend and the run's tokenizer, an output and the
+datasets it must match) by `check_identity`, the one rule with one message.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from megatron_slm import jsonio
+from megatron_slm.data import interleave
+
+SIDECAR_FORMAT = "megatron-slm-dataset/1"
+WORDS_SUFFIX = "_words"
+TEXT_KINDS = ("text",)
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used here (missing, wrong kind, other vocabulary or units)."""
+
+
+def sidecar_path(prefix: str) -> str:
+    return prefix + ".meta.json"
+
+
+def read_sidecar(prefix: str) -> dict:
+    return jsonio.read_sidecar(sidecar_path(prefix), SIDECAR_FORMAT,
+                               f"dataset sidecar missing (was {prefix} made by tools/preprocess_data.py?)")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def token_dtype(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= 65500 else np.int32
+
+
+# ----------------------------------------------------------------------------- identity
+
+VOCAB_KEYS = ("text_vocab_sha256", "text_vocab_size")
+
+
+def dataset_identity(vocab, units_identity: Optional[dict]) -> dict:
+    """What a dataset was made with: the extended vocabulary and (speech data) the units."""
+    return {"vocab": vocab.identity(), "units": units_identity}
+
+
+def _units_key(units: dict) -> dict:
+    return {k: v for k, v in units.items() if k != "sidecar"}  # where the sidecar was: informational
+
+
+def check_identity(mine: dict, theirs: dict, where: str, compare_units: bool = True) -> None:
+    """Refuse when `theirs` (e.g. a dataset sidecar's identity) was made with another vocabulary
+    or other speech units than `mine`. K and the units only matter when both sides hold speech
+    (`compare_units`): a text dataset fits any K of the same base tokenizer."""
+    a, b = mine.get("vocab") or {}, theirs.get("vocab") or {}
+    keys = list(VOCAB_KEYS) + (["num_units"] if compare_units else [])
+    diff = [k for k in keys if b.get(k) != a.get(k)]
+    if diff:
+        raise DatasetError(f"{where} was made with a different vocabulary ("
+                           + ", ".join(f"{k} {b.get(k)!r} there vs {a.get(k)!r} here" for k in diff) + ")")
+    if compare_units and mine.get("units") and theirs.get("units"):
+        ua, ub = _units_key(mine["units"]), _units_key(theirs["units"])
+        if ua != ub:
+            raise DatasetError(f"{where} was made with different speech units ({ub} there vs {ua} here)")
+
+
+def content_hash(prefix: str) -> str:
+    """sha256 of a dataset's .bin and .idx (for reproducibility checks)."""
+    h = hashlib.sha256()
+    for suffix in (".bin", ".idx"):
+        h.update(Path(prefix + suffix).read_bytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- dynamic layout
+
+
+def dynamic_records(b: interleave.PreparedBatch) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per document: (text ids ++ unit ids of the aligned range, [key, n, token counts, lo, hi])."""
+    layouts, words = [], []
+    tok_counts = b.tok_end - b.tok_start
+    for d in range(len(b.keys)):
+        w0, w1 = int(b.word_starts[d]), int(b.word_starts[d + 1])
+        unit_part = int(b.tok_end[w1 - 1])  # the document's unit ids start after its text
+        base = int(b.unit_lo[w0])
+        end = max(int(b.unit_hi[w1 - 1]), base)
+        layouts.append(np.concatenate([b.layout[int(b.layout_starts[d]):unit_part], b.layout[base:end]]))
+        words.append(np.concatenate([[b.keys[d], w1 - w0], tok_counts[w0:w1], b.unit_lo[w0:w1] - base,
+                                     b.unit_hi[w0:w1] - base]).astype(np.int64))
+    return layouts, words
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class StoredDataset:
+    """One stored dataset opened for training: its indexed documents, what its sidecar says, and
+    (dynamic interleaved data) the per-word layout. `expected_kind` is the blend's `kind`
+    ("gpt": plain Megatron data without a sidecar is accepted as text)."""
+
+    def __init__(self, prefix: str, vocab, expected_kind: str = "gpt", mmap: bool = True) -> None:
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+        for suffix in (".bin", ".idx"):
+            if not os.path.isfile(prefix + suffix):
+                raise DatasetError(f"data.blend: {prefix}{suffix} does not exist (an unfinished preprocessing run has no .idx)")
+        try:
+            self.meta: Optional[dict] = read_sidecar(prefix)
+        except FileNotFoundError:
+            if expected_kind != "gpt":
+                raise DatasetError(f"data.blend: {prefix}.meta.json missing; a kind={expected_kind!r} dataset needs the "
+                                   f"sidecar written by tools/preprocess_data.py (use kind: gpt for plain Megatron data)") from None
+            self.meta = None
+        self.kind = self.meta["kind"] if self.meta else "text"
+        if expected_kind not in ("gpt", self.kind):
+            raise DatasetError(f"data.blend: {prefix} holds {self.kind!r} documents but the blend says kind={expected_kind!r}")
+        if self.meta:
+            check_identity(dataset_identity(vocab, None), self.meta["identity"], sidecar_path(prefix),
+                           compare_units=self.kind not in TEXT_KINDS)
+        self.dynamic = bool(self.meta and self.meta.get("mode") == "dynamic")
+        self.indexed = IndexedDataset(prefix, mmap=mmap)
+        self.words = IndexedDataset(prefix + WORDS_SUFFIX, mmap=mmap) if self.dynamic else None
+        self.path_prefix = prefix
+
+    @property
+    def sequence_lengths(self) -> np.ndarray:
+        return self.indexed.sequence_lengths
+
+    def get(self, idx: int, offset: int = 0, length: Optional[int] = None) -> np.ndarray:
+        return self.indexed.get(idx, offset=offset, length=length)
+
+    def __len__(self) -> int:
+        return len(self.indexed)
+
+    def flat(self, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(all stored ids of the .bin as one array, per-document starts, lengths) of the "layout"
+        or the "words" file: documents are written back to back, so a batch of them is gathered
+        with array operations."""
+        cached = self.__dict__.setdefault("_flat_cache", {})
+        if which not in cached:
+            ds, prefix = (self.indexed, self.path_prefix) if which == "layout" else (self.words, self.path_prefix + WORDS_SUFFIX)
+            lengths = np.asarray(ds.sequence_lengths, dtype=np.int64)
+            cached[which] = (np.memmap(prefix + ".bin", dtype=ds.index.dtype, mode="r"),
+                             np.cumsum(lengths) - lengths, lengths)
+        return cached[which]
+
+    def prepared_batch(self, docs: np.ndarray) -> interleave.PreparedBatch:
+        """The stored words/units of dynamic documents `docs`, as one batch."""
+        docs = np.asarray(docs, dtype=np.int64)
+        flat, starts, lengths = self.flat("layout")
+        layout = interleave.gather_ranges(flat, starts[docs], lengths[docs])
+        wflat, wstarts, _ = self.flat("words")
+        w0 = wstarts[docs]
+        keys, n = wflat[w0].astype(np.int64), wflat[w0 + 1].astype(np.int64)
+        gather = interleave.gather_ranges
+        return interleave.PreparedBatch.from_flat(keys, n, gather(wflat, w0 + 2, n), gather(wflat, w0 + 2 + n, n),
+                                                  gather(wflat, w0 + 2 + 2 * n, n), layout, lengths[docs])
