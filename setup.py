@@ -34,6 +34,7 @@ setup(
         "slm-convert-checkpoint = megatron_slm.commands.convert_checkpoint:main",
         "slm-prepare-eval-data = megatron_slm.commands.prepare_eval_data:main",
         "slm-eval = megatron_slm.commands.eval_slm:main",
+        "slm-generate = megatron_slm.commands.generate:main",
         "slm-scaling = megatron_slm.commands.scaling:main",
         "slm-estimate-memory = megatron_slm.commands.estimate_memory:main",
     ]},

@@ -58,6 +58,9 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, fmin: float = 0.0,
     return fb.T.to(torch.float32)
 
 
+LOG_MEL_FLOOR = 1e-6  # log(mel power + floor): keeps silence finite
+
+
 class MelExtractor(FeatureExtractor):
     """Log-mel frames with per-utterance mean normalisation (so loudness does not pick units).
 
@@ -82,15 +85,19 @@ class MelExtractor(FeatureExtractor):
         return torch.div(num_samples, self.hop, rounding_mode="floor")
 
     @torch.no_grad()
+    def log_mel(self, waves: torch.Tensor, frames: int) -> torch.Tensor:
+        """[B, frames, n_mels] log-mel before the per-utterance normalisation (what a vocoder inverts)."""
+        # Shift by half a hop so frame i is centred in [i, i+1) hops; pad the window on both sides.
+        x = torch.nn.functional.pad(waves.to(self.device), (self.win // 2 - self.hop // 2, self.win))
+        spec = torch.stft(x, self.n_fft, self.hop, self.win, self.window, center=False, return_complex=True)
+        mel = (spec.abs() ** 2).transpose(1, 2)[:, :frames] @ self.fb
+        return torch.log(mel + LOG_MEL_FLOOR)
+
+    @torch.no_grad()
     def __call__(self, waves, lengths):
-        waves = waves.to(self.device)
         frames = self.num_frames(lengths.to(self.device))
         f = int(frames.max())
-        # Shift by half a hop so frame i is centred in [i, i+1) hops; pad the window on both sides.
-        x = torch.nn.functional.pad(waves, (self.win // 2 - self.hop // 2, self.win))
-        spec = torch.stft(x, self.n_fft, self.hop, self.win, self.window, center=False, return_complex=True)
-        mel = (spec.abs() ** 2).transpose(1, 2)[:, :f] @ self.fb
-        logmel = torch.log(mel + 1e-6)
+        logmel = self.log_mel(waves, f)
         mask = (torch.arange(f, device=self.device)[None] < frames[:, None]).unsqueeze(-1)
         mean = (logmel * mask).sum(1, keepdim=True) / frames.clamp(min=1)[:, None, None]
         return ((logmel - mean) * mask), frames

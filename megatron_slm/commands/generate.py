@@ -1,0 +1,285 @@
+"""Generate speech or text continuations from an HF model or a Megatron checkpoint (any TP/PP).
+
+Prompts: audio (--prompt-audio, units made by the unit pipeline), a units JSONL (--prompt-units),
+text lines (--prompt-text), or interleaved segment prompts (--prompt-jsonl). --prompt-seconds cuts
+speech prompts at the word end closest to N seconds when --alignments are given (else exactly).
+The output modality is enforced: speech output draws only unit ids, text output only text ids
+(a model that switches modality stops there). Writes one JSONL row per prompt (--out), and with
+--vocoder a WAV per speech continuation (--wav-dir).
+
+Sampling defaults are SlamKit's (temperature 0.8, top-k 25, 150 new tokens); --preset spiritlm
+gives SpiritLM's (temperature 0.9, top-p 0.95, 200 tokens); explicit flags override a preset.
+
+Examples:
+  python tools/generate.py --hf-dir hf/sims-3b --prompt-audio prompts/ --prompt-seconds 3 --output-modality speech \\
+      --vocoder /models/hifigan_mhubert_25hz --out gen/speech.jsonl --wav-dir gen/wav
+  python tools/generate.py --hf-dir hf/sims-3b --prompt-units units/eval.jsonl --output-modality text --out gen/s2t.jsonl
+  python tools/generate.py --hf-dir hf/sims-3b --prompt-text stories.txt --output-modality speech --out gen/t2s.jsonl
+  torchrun --nproc_per_node=4 tools/generate.py --mcore-dir runs/sims-7b --tp 2 --pp 2 \\
+      --prompt-units units/eval.jsonl --greedy --max-new-tokens 100 --out gen/greedy.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+
+OUTPUTS = ("speech", "text", "any")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--preset", choices=("slamkit", "spiritlm"), default="slamkit",
+                   help="sampling defaults: slamkit (T=0.8, top-k 25, 150 tokens; default) or spiritlm "
+                        "(T=0.9, top-p 0.95, 200 tokens)")
+    g.add_argument("--temperature", type=float, default=None, help="softmax temperature (preset's by default)")
+    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely ids (0 = off)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1.0 = off)")
+    g.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages ids already in the "
+                                                                          "sequence (HF's rule; default 1.0 = off)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate at most (preset's by default)")
+    g.add_argument("--greedy", action="store_true", help="argmax decoding (deterministic)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed; each prompt draws from a generator seeded "
+                                                       "by (seed, prompt id), so batching never changes a sample")
+    g.add_argument("--no-stop-at-switch", action="store_true",
+                   help="mask the other modality's marker too, instead of stopping when the model emits it")
+    g.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default 16)")
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    m = p.add_mutually_exclusive_group(required=required)
+    m.add_argument("--mcore-dir", help="megatron-slm run or converted checkpoint dir (has slm_model.json)")
+    m.add_argument("--hf-dir", help="HF model dir (e.g. exported by tools/convert_checkpoint.py mcore-to-hf)")
+    p.add_argument("--tokenizer", default=None, help="extended tokenizer dir (default: <mcore-dir>/tokenizer or the HF dir)")
+    p.add_argument("--num-units", type=int, default=None, help="speech units in the vocabulary (default: counted "
+                                                               "from the tokenizer's <Un k> tokens)")
+    p.add_argument("--units-meta", default=None, help="units sidecar (.meta.json) of the model's training units, "
+                                                      "to check prompts and vocoder against (default: what the "
+                                                      "model directory records, if anything)")
+    p.add_argument("--tp", type=int, default=1, help="Megatron: tensor parallel size")
+    p.add_argument("--pp", type=int, default=1, help="Megatron: pipeline parallel size")
+    p.add_argument("--iteration", type=int, default=None, help="Megatron: checkpoint iteration (default latest)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="model dtype (default fp32 on CPU, bf16 on GPU)")
+    p.add_argument("--device", default=None, help="HF: cpu or cuda (default cuda when available)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    src = p.add_argument_group("prompts").add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt-audio", nargs="+", help="audio files and/or directories (.wav, .flac, .ogg)")
+    src.add_argument("--prompt-units", help="units JSONL of tools/extract_units.py (with its .meta.json sidecar)")
+    src.add_argument("--prompt-text", help="text file: one prompt per non-blank line")
+    src.add_argument("--prompt-jsonl", help='interleaved prompts: {"id": ..., "segments": [{"text": ...}, {"units": [...]}]}')
+    g = p.add_argument_group("prompt options")
+    g.add_argument("--prompt-seconds", type=float, default=None, help="keep the first N seconds of speech prompts")
+    g.add_argument("--alignments", default=None, help="word alignments (JSONL, TextGrid or Whisper dir) to cut "
+                                                      "speech prompts at a word end")
+    g.add_argument("--ids", default=None, help="comma-separated prompt ids to generate for (in this order)")
+    g.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    g.add_argument("--extractor", choices=("mel", "hubert"), default="mel", help="audio prompts: feature extractor")
+    g.add_argument("--kmeans", default=None, help="audio prompts: k-means centroids (.npy or pickled sklearn KMeans)")
+    g.add_argument("--extractor-model-dir", default=None, help="audio prompts: HuBERT model dir (--extractor hubert)")
+    g.add_argument("--layer", type=int, default=11, help="audio prompts: HuBERT layer (default 11)")
+    p.add_argument("--output-modality", default="speech", help="speech (default), text, or any (no modality mask)")
+    add_sampling_args(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, help="output JSONL (one row per prompt)")
+    o.add_argument("--resume", action="store_true", help="keep the rows already in --out and generate the rest")
+    o.add_argument("--force", action="store_true", help="replace --out if it exists")
+    o.add_argument("--vocoder", default=None, help="unit HiFi-GAN directory, or a units JSONL of log-mel units "
+                                                   "(Griffin-Lim); writes a WAV per speech continuation")
+    o.add_argument("--wav-dir", default=None, help="where the WAVs go (default: <out>_wav/)")
+    o.add_argument("--wav-with-prompt", action="store_true", help="WAVs hold the speech prompt, then the continuation")
+    o.add_argument("--speaker", default=None, help="multi-speaker HiFi-GAN: speaker index or name")
+    args = p.parse_args(argv)
+    if args.output_modality not in OUTPUTS:  # checked here for one message naming the choices
+        p.error(f"--output-modality {args.output_modality!r}: unknown modality (choose {', '.join(OUTPUTS)})")
+    if args.resume and args.force:
+        p.error("--resume keeps --out, --force replaces it: choose one")
+    return args
+
+
+def safe_name(uid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", uid).strip("_") or "prompt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from megatron_slm.config import ConfigError
+    from megatron_slm.eval.items import ItemError
+    from megatron_slm.generate.sampling import GenerationError
+    from megatron_slm.vocab import VocabError
+
+    try:
+        return _run(args)
+    except (GenerationError, VocabError, ConfigError, ItemError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.mcore_dir:
+            from megatron_slm.runtime.distributed import destroy_distributed
+
+            destroy_distributed()
+
+
+def build_vocab(args):
+    from megatron_slm.vocab import SpeechVocab, tokenizer_unit_count
+
+    model_dir = args.mcore_dir or args.hf_dir
+    if not os.path.isdir(model_dir):
+        from megatron_slm.generate.sampling import GenerationError
+
+        raise GenerationError(f"{model_dir}: model directory not found")
+    tok_dir = args.tokenizer or (os.path.join(args.mcore_dir, "tokenizer") if args.mcore_dir else args.hf_dir)
+    return SpeechVocab.from_pretrained(tok_dir, args.num_units or tokenizer_unit_count(tok_dir)), tok_dir
+
+
+def build_source(args, vocab):
+    """(logits source, model identity for the output rows)."""
+    from megatron_slm.generate.backends import HFSource, load_megatron_source
+
+    if args.mcore_dir:
+        from megatron_slm.checkpoint.layout import latest_iteration
+
+        src = load_megatron_source(args.mcore_dir, vocab, args.tp, args.pp, args.iteration, args.dtype)
+        it = args.iteration if args.iteration is not None else latest_iteration(args.mcore_dir)
+        info = {"backend": "megatron", "dir": os.path.abspath(args.mcore_dir), "iteration": it,
+                "tp": args.tp, "pp": args.pp}
+    else:
+        src = HFSource.from_pretrained(args.hf_dir, vocab, device=args.device, dtype=args.dtype)
+        info = {"backend": "hf", "dir": os.path.abspath(args.hf_dir)}
+    return src, {**info, "vocab": vocab.identity()}
+
+
+def sampling_config(args):
+    from megatron_slm.generate.sampling import SamplingConfig
+
+    return SamplingConfig.preset(args.preset, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                 repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
+                                 greedy=args.greedy, seed=args.seed)
+
+
+def read_prompts(args, vocab):
+    from megatron_slm.generate import prompts as P
+
+    alignments = None
+    if args.alignments:
+        from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
+
+        try:
+            alignments = AlignmentIndex(args.alignments)
+        except AlignmentError as e:
+            raise P.GenerationError(str(e)) from None
+    if args.prompt_seconds is not None and not args.prompt_seconds > 0:
+        raise P.GenerationError(f"--prompt-seconds must be > 0 (got {args.prompt_seconds})")
+    if args.prompt_audio:
+        from megatron_slm.units.pipeline import UnitExtractor
+
+        ex = UnitExtractor.from_args(extractor=args.extractor, kmeans=args.kmeans, model_dir=args.extractor_model_dir,
+                                     layer=args.layer)
+        ps = P.read_audio_prompts(args.prompt_audio, ex, args.prompt_seconds, alignments)
+    elif args.prompt_units:
+        ps = P.read_prompt_file(args.prompt_units, args.prompt_seconds, alignments)
+    elif args.prompt_jsonl:
+        ps = P.read_prompt_file(args.prompt_jsonl, args.prompt_seconds, alignments)
+    else:
+        if args.prompt_seconds is not None:
+            raise P.GenerationError("--prompt-seconds cuts speech prompts; --prompt-text has none")
+        if not os.path.isfile(args.prompt_text):
+            raise P.GenerationError(f"{args.prompt_text}: prompt file not found")
+        ps = P.read_text_prompts(args.prompt_text)
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None
+    return P.select(ps, ids, args.limit)
+
+
+def _done_ids(out: str) -> set[str]:
+    from megatron_slm.jsonio import iter_jsonl
+    from megatron_slm.units.sharding import repair_tail
+
+    repair_tail(out)
+    return {obj["id"] for _, obj in iter_jsonl(out) if isinstance(obj, dict) and "id" in obj}
+
+
+def _run(args) -> int:
+    import json
+
+    from megatron_slm.eval import run as eval_run
+    from megatron_slm.generate.prompts import check_unit_identity
+    from megatron_slm.generate.runner import GenerationJob, run_generation
+    from megatron_slm.generate.sampling import GenerationError, TokenPolicy
+    from megatron_slm.generate.vocoders import check_vocoder, load_vocoder, write_wav
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    t0 = time.time()
+    cfg = sampling_config(args)
+    if args.batch_size < 1:
+        raise GenerationError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    vocab, tok_dir = build_vocab(args)
+    model_identity = eval_run.expected_unit_identity(args.mcore_dir or args.hf_dir, tok_dir, units_meta=args.units_meta)
+    ps = read_prompts(args, vocab)
+    check_unit_identity(ps, model_identity, vocab.num_units)
+    if os.path.exists(args.out) and not (args.resume or args.force):
+        raise GenerationError(f"{args.out} exists: --resume to continue it, --force to replace it")
+    done = _done_ids(args.out) if args.resume and os.path.exists(args.out) else set()
+    todo = [p for p in ps.prompts if p.id not in done]
+    if not ps.prompts:
+        raise GenerationError(f"{ps.source}: no usable prompts" + _skip_text(ps.skipped))
+    vocoder, wav_dir = None, None
+    if args.vocoder:
+        if args.output_modality == "text":
+            raise GenerationError("--vocoder turns speech into audio, but --output-modality is text")
+        vocoder = load_vocoder(args.vocoder)
+        check_vocoder(vocoder, vocab.num_units, model_identity or ps.unit_identity)
+        wav_dir = args.wav_dir or os.path.splitext(args.out)[0] + "_wav"
+    source, model_info = build_source(args, vocab)
+    policy = TokenPolicy.for_output(vocab, source.rows, args.output_modality, stop_at_switch=not args.no_stop_at_switch)
+    job = GenerationJob(source, vocab, policy, cfg, model_info, model_identity or ps.unit_identity,
+                        batch_size=args.batch_size, stop_at_switch=not args.no_stop_at_switch, progress=rank0)
+    if rank0:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    out_f = open(args.out, "a" if args.resume else "w", encoding="utf-8") if rank0 else None
+
+    def write(rows: list[dict]) -> None:
+        for row in rows:
+            if vocoder is not None:
+                row["wav"] = _vocode(row, vocoder, wav_dir, args, write_wav)
+            out_f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out_f.flush()
+
+    try:
+        summary, _ = run_generation(job, todo, on_rows=write if rank0 else None)
+    finally:
+        if out_f is not None:
+            out_f.close()
+    if rank0:
+        print(summary.line())
+        if done:
+            print(f"kept {len(done)} row(s) already in {args.out} (--resume)")
+        if ps.skipped.total:
+            print(f"skipped {ps.skipped.total} prompt record(s):" + _skip_text(ps.skipped))
+        print(f"wrote {args.out}" + (f"; WAVs in {wav_dir}/" if wav_dir else "") + f" ({time.time() - t0:.1f} s)")
+    return 0
+
+
+def _skip_text(skipped) -> str:
+    lines = [f"\n  {reason}: {n}" for reason, n in sorted(skipped.counts.items())]
+    lines += [f"\n    e.g. {ex}" for ex in skipped.examples]
+    return "".join(lines)
+
+
+def _vocode(row: dict, vocoder, wav_dir: str, args, write_wav) -> str | None:
+    units = row.get("units")
+    if units is None:  # --output-modality any: the speech segments of the continuation
+        units = [u for s in row.get("segments", []) for u in s.get("units", [])]
+    if args.wav_with_prompt:
+        segs = row["prompt"]["segments"]
+        units = [u for s in segs if "units" in s for u in s["units"]] + units
+    if not units:
+        return None
+    path = os.path.join(wav_dir, safe_name(row["id"]) + ".wav")
+    write_wav(path, vocoder(units, speaker=args.speaker), vocoder.sample_rate)
+    return path

@@ -1,0 +1,175 @@
+"""Choosing the next token: which ids may come out (modality masks), when to stop, and how to draw.
+
+    policy = TokenPolicy.for_output(vocab, rows=model_rows, output="speech")   # units + EOS (+ <text> = stop)
+    cfg = SamplingConfig.preset("slamkit")                                     # T=0.8, top-k 25, 150 tokens
+    ids = next_tokens(logits, policy, cfg, generators, seen)                   # [b] int64
+
+The output modality is enforced by masking: speech output can only draw unit ids, text output
+only text ids, and the padded vocabulary rows (Megatron pads the embedding, an HF export trims
+it) never take probability mass. When one modality is asked for, the other modality's marker
+stays drawable as a *stop* token: a model that wants to switch modality ends its continuation
+there (it is not emitted). EOS always stops.
+
+Each prompt draws from its own `torch.Generator`, seeded from (seed, prompt id): a prompt's sample
+does not depend on which other prompts share its batch, on the batch size, on data-parallel
+sharding, or on the backend's batching.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, replace
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from megatron_slm.vocab import MODALITY_SPEECH, MODALITY_TEXT
+
+OUTPUT_MODALITIES = ("speech", "text", "any")
+
+# Defaults of the reference implementations (their generation configs):
+PRESETS = {
+    # SlamKit's generation metric: 3 s prompt, sampling, temperature 0.8, top-k 25, 150 new tokens
+    "slamkit": dict(temperature=0.8, top_k=25, top_p=1.0, max_new_tokens=150),
+    # SpiritLM: temperature 0.9, nucleus 0.95, 200 new tokens
+    "spiritlm": dict(temperature=0.9, top_k=0, top_p=0.95, max_new_tokens=200),
+}
+
+STOP_EOS = "eos"
+STOP_SWITCH = "modality_switch"
+STOP_LENGTH = "length"      # max_new_tokens reached
+STOP_CONTEXT = "context"    # the model's context is full
+
+
+class GenerationError(ValueError):
+    """Bad generation input or settings; the message names the prompt/file and the field."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = PRESETS["slamkit"]["temperature"]
+    top_k: int = PRESETS["slamkit"]["top_k"]          # 0 = off
+    top_p: float = PRESETS["slamkit"]["top_p"]        # 1.0 = off
+    repetition_penalty: float = 1.0                   # 1.0 = off; >1 discourages ids already in the sequence
+    max_new_tokens: int = PRESETS["slamkit"]["max_new_tokens"]
+    greedy: bool = False
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "SamplingConfig":
+        if name not in PRESETS:
+            raise GenerationError(f"unknown sampling preset {name!r} (choose {', '.join(PRESETS)})")
+        return cls(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+
+    def __post_init__(self):
+        if not self.greedy and not self.temperature > 0:
+            raise GenerationError(f"temperature must be > 0 (got {self.temperature}); use --greedy for argmax decoding")
+        if self.top_k < 0:
+            raise GenerationError(f"top_k must be >= 0 (got {self.top_k})")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if not self.repetition_penalty > 0:
+            raise GenerationError(f"repetition_penalty must be > 0 (got {self.repetition_penalty})")
+        if self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens must be >= 1 (got {self.max_new_tokens})")
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if self.greedy:  # what greedy ignores is not part of its settings
+            for key in ("temperature", "top_k", "top_p", "seed"):
+                out.pop(key)
+        return out
+
+    def with_(self, **changes) -> "SamplingConfig":
+        return replace(self, **changes)
+
+
+@dataclass
+class TokenPolicy:
+    """What may be drawn (`allowed`, bool [rows]) and which drawn ids end a continuation."""
+
+    allowed: torch.Tensor
+    stops: dict[int, str]
+    output: str
+
+    @classmethod
+    def for_output(cls, vocab, rows: int, output: str, stop_at_switch: bool = True) -> "TokenPolicy":
+        """`rows`: the model's output rows (>= vocab.vocab_size; rows past it are padding)."""
+        if output not in OUTPUT_MODALITIES:
+            raise GenerationError(f"unknown output modality {output!r} (choose {', '.join(OUTPUT_MODALITIES)})")
+        if rows < vocab.vocab_size:
+            raise GenerationError(f"the model has {rows} output rows but the vocabulary has {vocab.vocab_size} ids "
+                                  "(was it exported with the extended vocabulary?)")
+        ids = np.arange(rows)
+        real = ids < vocab.vocab_size
+        modality = vocab.modality_of(ids)
+        stops = {int(vocab.eod): STOP_EOS}
+        if output == "any":
+            allowed = real.copy()
+            if vocab.bos is not None and vocab.bos != vocab.eod:
+                allowed[vocab.bos] = False  # BOS starts a document; it never continues one
+        else:
+            allowed = real & (modality == (MODALITY_SPEECH if output == "speech" else MODALITY_TEXT))
+            if stop_at_switch:
+                other = vocab.text_id if output == "speech" else vocab.speech_id
+                stops[int(other)] = STOP_SWITCH
+        for i in stops:
+            allowed[i] = True
+        return cls(torch.from_numpy(allowed), stops, output)
+
+    def stop_reason(self, token: int) -> Optional[str]:
+        return self.stops.get(int(token))
+
+
+def prompt_generator(seed: int, prompt_id: str) -> torch.Generator:
+    """A CPU generator whose stream depends only on (seed, prompt id)."""
+    digest = hashlib.sha256(f"{seed}\0{prompt_id}".encode("utf-8")).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def mask_logits(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
+                seen: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """float32 [b, V] logits with disallowed ids at -inf and the repetition penalty applied
+    (HF's rule: a seen id's positive logit is divided by the penalty, a negative one multiplied)."""
+    x = logits.float()
+    V = x.shape[-1]
+    allow = policy.allowed[:V].to(x.device)
+    if allow.shape[0] < V:  # more rows than the policy knows: padding, never drawn
+        allow = torch.cat([allow, torch.zeros(V - allow.shape[0], dtype=torch.bool, device=x.device)])
+    if seen is not None and cfg.repetition_penalty != 1.0:
+        p = cfg.repetition_penalty
+        penalised = torch.where(x > 0, x / p, x * p)
+        x = torch.where(seen[:, :V].to(x.device), penalised, x)
+    return x.masked_fill(~allow, float("-inf"))
+
+
+def filtered_probs(x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Temperature, top-k, then top-p (nucleus: the smallest set of ids whose mass reaches p,
+    the most likely id always kept) on masked logits -> probabilities [b, V]."""
+    x = x / cfg.temperature
+    if cfg.top_k and cfg.top_k < x.shape[-1]:
+        kth = torch.topk(x, cfg.top_k, dim=-1).values[:, -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)
+        probs = torch.softmax(sorted_x, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass of the ids ranked above each one
+        drop_sorted = before >= cfg.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        x = x.masked_fill(drop, float("-inf"))
+    return torch.softmax(x, dim=-1)
+
+
+def next_tokens(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
+                generators: Sequence[torch.Generator], seen: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One id per row of `logits` [b, V]; row r draws from `generators[r]` (a row whose generator
+    is None -- a finished one -- takes the argmax and consumes no randomness)."""
+    x = mask_logits(logits, policy, cfg, seen)
+    out = x.argmax(dim=-1).cpu()
+    if cfg.greedy or all(g is None for g in generators):
+        return out
+    probs = filtered_probs(x, cfg).cpu()
+    for r, g in enumerate(generators):
+        if g is not None:
+            out[r] = torch.multinomial(probs[r], 1, generator=g)[0]
+    return out
