@@ -993,6 +993,41 @@ def collect_worker(out: Path, devices: int, absent: tuple[str, ...]) -> None:
     out.write_text(json.dumps({"exit": int(code), "tests": found}, indent=1))
 
 
+_TRAIN_CHECK = r"""
+import json, sys
+from megatron_slm.config import load_config
+from megatron_slm.models.flops import param_counts, training_flops_per_token
+from megatron_slm.models.presets import get_preset
+cfg = load_config(sys.argv[1], sys.argv[2:])
+m = cfg.model
+arch = get_preset(m.preset).replace(vocab_size=m.vocab_size or get_preset(m.preset).vocab_size)
+tokens = cfg.train.global_batch_size * cfg.train.seq_length
+print(json.dumps({"params": param_counts(arch).total, "tokens_per_step": tokens,
+                  "tflop_per_step": training_flops_per_token(arch, cfg.train.seq_length) * tokens / 1e12}))
+"""
+
+
+def check_train_config(args, fp8: bool) -> dict:
+    """Load the training step's config with its overrides (the schema rejects a renamed key) and
+    size the model, without torch: a mistake is found here, not on the node."""
+    cmd = [sys.executable, "-c", _TRAIN_CHECK, str(REPO / "examples" / "configs" / "tiny_cpu.yaml"),
+           *train_overrides(args, fp8)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env=offline_env({"PYTHONPATH": str(REPO)}))
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_units_helpers() -> Optional[str]:
+    """The units step borrows the CPU bench's model and codebook builders: still there?"""
+    import ast
+
+    names = {n.name for n in ast.parse((BENCH / "extract_units.py").read_text()).body if isinstance(n, ast.FunctionDef)}
+    missing = {"mhubert_base_25hz_random", "fitted_sklearn_kmeans"} - names
+    return f"bench/extract_units.py no longer defines {', '.join(sorted(missing))}" if missing else None
+
+
 def predict_gpu_tests(simulate: bool, timeout: float = 180) -> dict:
     if importlib.util.find_spec("pytest") is None:
         return {"error": "pytest is not importable here (it comes with the wheelhouse): known after install"}
@@ -1052,7 +1087,18 @@ def dry_run(args) -> int:
         elif step.name in ("train", "train-fp8"):
             entry["command"] = "torchrun --nproc_per_node=1 pretrain_slm.py --config examples/configs/tiny_cpu.yaml " \
                                + " ".join(train_overrides(args, step.name == "train-fp8"))
-        elif step.name == "cpu-suite" and reason is None:
+            sized = check_train_config(args, step.name == "train-fp8")
+            if "error" in sized:
+                entry.update(status="fail", reason=f"the training config does not load: {sized['error']}")
+            else:
+                entry["model"] = sized
+                entry["note"] = (f"{sized['params'] / 1e9:.2f} B parameters, {sized['tokens_per_step']} tokens and "
+                                 f"{sized['tflop_per_step']:.0f} TFLOP per step, {args.train_steps} steps")
+        elif step.name == "units":
+            problem = check_units_helpers()
+            if problem:
+                entry.update(status="fail", reason=problem)
+        elif step.name == "cpu-suite" and newest:
             entry["command"] = f"pytest -m 'not gpu and not slow' with megatron-core {newest} (CUDA hidden); " \
                                f"failures rerun on {mcore}"
             entry["files"] = args.cpu_tests or cpu_suite_files()
@@ -1086,7 +1132,8 @@ def print_plan(plan: dict) -> None:
           f"resolves to {m['project']}; cpu-suite uses the newest, {m['newest']})")
     f = w["fit_here"]
     print(f"  fits this Python {f['python']}: " + (f"{f['fit']} of {f['fit'] + len(f['unfit'])} wheels"
-                                                  + (f"; NOT: {', '.join(f['unfit'])}" if f["unfit"] else "")
+                                                  + (f"; NOT {len(f['unfit'])}: {', '.join(f['unfit'][:4])}"
+                                                     + (", ..." if len(f["unfit"]) > 4 else "") if f["unfit"] else "")
                                                   if f["known"] else "unknown (no packaging module)"))
     print(f"  installs: {' '.join(w['install'])}")
     bad = [r for r in w["node_must_provide"] if not r["ok"]]
