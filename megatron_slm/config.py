@@ -4,7 +4,8 @@
 
 Every field is declared once below with its type, default and a help line (the docs page
 docs/config.md is generated from these). Loading converts and checks types, rejects unknown
-keys, and `validate` checks cross-field rules before anything heavy starts. Errors are a
+keys and out-of-range values; cross-field rules (parallel layout, batch arithmetic, data
+paths) are checked by `training/plan.py` before anything heavy starts. Errors are a
 `ConfigError` whose message names the key.
 """
 from __future__ import annotations

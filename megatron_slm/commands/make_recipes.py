@@ -4,7 +4,7 @@
   python tools/make_recipes.py --check    # exit 1 when the committed files differ (CI)
 
 One table below holds what differs between recipes (the parallel layout per model and GPU);
-everything else is the SIMS recipe (DESIGN.md section 8): blend text-only / interleaved /
+everything else is the SIMS recipe: blend text-only / interleaved /
 speech-only = 0.2024 / 0.5433 / 0.2543, context 2048, AdamW lr 5e-4 cosine to 5e-5, 1% warmup,
 clip 0.5, a token budget. Every layout is checked against the memory estimator
 (megatron_slm/models/memory.py) and must fit in 85% of an 80 GB GPU; docs/recipes.md lists

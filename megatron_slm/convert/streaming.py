@@ -22,7 +22,6 @@ import torch
 from megatron_slm.config import SLMConfig
 from megatron_slm.models.presets import ModelArch
 
-_STORE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 

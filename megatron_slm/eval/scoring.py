@@ -1,6 +1,6 @@
 """Benchmark items -> token sequences -> one log-likelihood per candidate.
 
-The SIMS recipe (DESIGN.md section 8): a candidate is scored by the log-likelihood of its tokens
+The SIMS recipe: a candidate is scored by the log-likelihood of its tokens
 after BOS. A single-modality sequence carries no modality token (speech-only and text-only
 training documents have none); a cross-modal item (prompt in one modality, continuation in the
 other) is laid out like an interleaved training document -- a modality token at the start and at

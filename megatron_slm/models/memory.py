@@ -3,56 +3,8 @@
     est = estimate_memory(cfg, arch, padded_vocab, world_size=8)
     est.peak_gib, est.peak_stage, est.stages[0].activation_bytes
 
-Every pipeline stage is estimated; the peak is what a GPU must hold. All figures are bytes on
-one GPU (one TP x PP x DP rank).
-
-**Model states**, per parameter this rank holds:
-
-* weights: 2 B (bf16/fp16) or 4 B (fp32); + 1 B with FP8 (Transformer Engine's cached FP8
-  weight copies);
-* gradients: 4 B -- Megatron DDP accumulates and reduces them in fp32 buffers
-  (`grad_reduce_in_fp32`, see `training/optim.py`); the buffer is not sharded;
-* optimizer: Adam's two moments (4 + 4 B) plus an fp32 master copy of bf16/fp16 weights (4 B):
-  12 B (bf16/fp16) or 8 B (fp32), divided by DP with the distributed optimizer (ZeRO-1).
-
-A rank holds 1/TP of every linear layer (and q/k/v bias) of its stage's L/PP layers; the
-RMSNorm weights are replicated. The (padded) embedding / TP sits on the first stage; the output
-layer / TP and the final norm on the last. A tied output layer keeps its own copy on the last
-stage when PP > 1 (Megatron syncs the two copies' gradients).
-
-**Activations**: what autograd keeps for the backward pass of one decoder layer and one
-microbatch of b sequences of s tokens, per token (h hidden, F MLP width, d head dim, nh query
-heads, ng KV groups, t = TP, t_sp = TP with sequence parallelism else 1), bf16 = 2 B each:
-
-    two RMSNorm inputs (the residual stream)             2h / t_sp
-    the QKV and FC1 inputs (RMSNorm outputs)             2h / t_sp   (linear inputs)
-    q, k, v (attention inputs)                           (nh + 2 ng) d / t
-    attention output (O-projection input)                nh d / t    (linear input)
-    FC1 output (SwiGLU gate and up)                      2F / t
-    SwiGLU output (FC2 input)                            F / t       (linear input)
-    attention probabilities, unfused attention only      nh s / t    (no flash/fused kernel)
-
-This is the accounting of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
-Transformer Models", section 4) for our layers: SwiGLU, GQA, no dropout (our provider sets
-dropout 0, so no masks). With FP8 the linear inputs are kept in FP8 (1 B). fp32 runs: 4 B.
-`model.recompute`:
-
-* `none`: the table above; flash / cuDNN fused attention never store the s x s probabilities;
-* `selective`: the attention core is recomputed, so the probabilities are not kept either;
-* `full`: each layer keeps only its input (h / t_sp per token); during backward one layer's full
-  set is rebuilt at a time (added once).
-
-**Pipelining**: under 1F1B, stage r (0-based) holds min(PP - r, M) microbatches in flight (M =
-microbatches per step), so the first stage peaks. Interleaved 1F1B with v chunks per rank holds
-min(2 (PP - r - 1) + (v - 1) PP + 1, M v) chunk-microbatches of L / (PP v) layers each.
-
-**Last stage**: the logits of one microbatch, s b V / t elements, as bf16 output (2 B) plus the
-fp32 copy the vocab-parallel cross-entropy computes and keeps (4 B); the output layer's input
-(h / t_sp) and the final norm's input (h / t_sp).
-
-Not modelled, covered by `overhead_gib` (default 2 GiB): CUDA context, cuBLAS/NCCL workspaces,
-communication buffers, transient gradient tensors, allocator fragmentation. Leave headroom: a
-layout is reported as fitting when the estimate is within 85% of the GPU's memory.
+Every pipeline stage is estimated; the peak is what a GPU must hold. The accounting (model
+states, activations per layer, pipelining, what `overhead_gib` covers) is in docs/memory.md.
 """
 from __future__ import annotations
 
@@ -255,10 +207,9 @@ def config_arch(cfg: SLMConfig, preset: Optional[str] = None) -> tuple[ModelArch
     from pathlib import Path
 
     from megatron_slm.config import ConfigError
-    from megatron_slm.models.presets import PRESETS, padded_vocab_size
+    from megatron_slm.models.presets import PRESETS, padded_vocab_size, trained_arch
     from megatron_slm.checkpoint.layout import MODEL_INFO_FILE
     from megatron_slm.models.provider import arch_source_dir, resolve_arch, resolve_padded_vocab
-    from megatron_slm.scaling.plan import trained_arch
 
     source = arch_source_dir(cfg)
     if preset is not None and (source is None or not (Path(source) / MODEL_INFO_FILE).is_file()):

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
+
 
 @dataclass(frozen=True)
 class ModelArch:
@@ -96,3 +98,15 @@ def get_preset(name: str) -> ModelArch:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+
+
+def trained_arch(preset: str, cfg) -> ModelArch:
+    """The architecture the trainer builds for `preset` under config `cfg` (vocabulary included).
+
+    Real data comes with the extended tokenizer (text + units + <speech>, <text>); synthetic
+    smoke-test data uses the preset's vocabulary; `model.vocab_size` overrides both.
+    """
+    arch = PRESETS[preset]
+    if cfg.model.vocab_size:
+        return arch.replace(vocab_size=cfg.model.vocab_size)
+    return arch if cfg.data.source == "synthetic" else arch.with_speech_units(cfg.data.num_units or DEFAULT_NUM_UNITS)

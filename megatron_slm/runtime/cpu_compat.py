@@ -159,7 +159,3 @@ def enable() -> None:
     _MODE = _CudaAsCpu()
     _MODE.__enter__()
     _ENABLED = True
-
-
-def is_enabled() -> bool:
-    return _ENABLED

@@ -74,7 +74,7 @@ class LossLaw:
         return {**dataclasses.asdict(self), "a": self.a, "b": self.b, "G": self.G}
 
 
-# Published coefficients to compare against (DESIGN.md section 9).
+# Published coefficients to compare against: Chinchilla (Hoffmann et al. 2022) and textless SLMs (Cuervo & Marxer 2024).
 REFERENCE_LAWS: dict[str, LossLaw] = {
     "textless": LossLaw(E=1.73, A=13.9, B=39.8, alpha=0.25, beta=0.24),  # Cuervo & Marxer 2024
     "chinchilla": LossLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28),  # Hoffmann 2022

@@ -30,9 +30,8 @@ import yaml
 
 from megatron_slm.config import ConfigError, apply_override, from_dict
 from megatron_slm.models.flops import param_counts
-from megatron_slm.models.presets import FAMILIES, PRESETS, ModelArch
+from megatron_slm.models.presets import FAMILIES, PRESETS, ModelArch, trained_arch
 from megatron_slm.scaling.fit import LossLaw
-from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 SHAPE_KEYS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "kv_channels")
 
@@ -83,18 +82,6 @@ def family_presets(family: Optional[str], presets: Sequence[str] = ()) -> list[s
     if family not in FAMILIES:
         raise PlanError(f"unknown family {family!r}; known: {', '.join(sorted(FAMILIES))} (or pass --presets)")
     return list(FAMILIES[family])
-
-
-def trained_arch(preset: str, cfg) -> ModelArch:
-    """The architecture the trainer builds for `preset` under config `cfg` (vocabulary included).
-
-    Real data comes with the extended tokenizer (text + units + <speech>, <text>); synthetic
-    smoke-test data uses the preset's vocabulary; `model.vocab_size` overrides both.
-    """
-    arch = PRESETS[preset]
-    if cfg.model.vocab_size:
-        return arch.replace(vocab_size=cfg.model.vocab_size)
-    return arch if cfg.data.source == "synthetic" else arch.with_speech_units(cfg.data.num_units or DEFAULT_NUM_UNITS)
 
 
 def _nearest(names: Sequence[str], n: float, arch_of: Callable[[str], ModelArch]) -> str:

@@ -30,6 +30,7 @@ from megatron_slm.training.loss import make_forward_step
 from megatron_slm.training.metrics import MetricsLogger
 from megatron_slm.training.optim import build_optimizer, build_scheduler, wrap_ddp
 from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
+from megatron_slm.training.state import TrainState
 
 LOSS_KEYS = ("lm_loss", "speech_loss", "text_loss")
 TRAIN_CONSOLE = ("iteration", "lm_loss", "speech_loss", "text_loss", "lr", "grad_norm", "tokens_per_sec",
@@ -70,8 +71,7 @@ class Trainer:
             mcfg.param_sync_func = sync[0] if len(sync) == 1 else sync
 
         self.checkpointer = ckpt.Checkpointer(async_save=cfg.checkpoint.async_save)
-        self.iteration, self.consumed_samples, self.consumed_tokens = 0, 0, 0
-        self.consumed_speech_tokens, self.consumed_text_tokens = 0, 0
+        self.state = TrainState()
         self._load()
         self._write_run_files()
         self.metrics = MetricsLogger(self.run_dir, cfg.logging, enabled=self.rank0, run_config=cfg.to_dict())
@@ -83,6 +83,10 @@ class Trainer:
         self.flops_per_token = training_flops_per_token(self.plan.arch, cfg.train.seq_length)
         self.peak_tflops = peak_tflops_for(torch.cuda.get_device_name()) if on_cuda else None
         self._build_data()
+
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
 
     # ------------------------------------------------------------------ setup
 
@@ -99,15 +103,11 @@ class Trainer:
         state = ckpt.load_checkpoint(source, self.models, self.optimizer if full else None,
                                      self.scheduler if full else None)
         if full and state["loaded_optimizer"]:
-            self.iteration = int(state["iteration"])
-            self.consumed_samples = int(state.get("consumed_samples", 0))
-            self.consumed_tokens = int(state.get("consumed_tokens", 0))
-            self.consumed_speech_tokens = int(state.get("consumed_speech_tokens", 0))
-            self.consumed_text_tokens = int(state.get("consumed_text_tokens", 0))
+            self.state.load(state)
         elif not full:
             self.optimizer.reload_model_params()
         print_rank0(f"[checkpoint] loaded {source} (iteration {state['iteration']}); "
-                    f"continuing at step {self.iteration}, {self.consumed_samples} samples consumed")
+                    f"continuing at step {self.iteration}, {self.state.consumed_samples} samples consumed")
 
     def _write_run_files(self) -> None:
         if not (self.rank0 and self.cfg.checkpoint.save):
@@ -138,7 +138,7 @@ class Trainer:
             self.valid_sets = {"valid": splits.valid} if splits.valid is not None else {}
             if len(splits.valid_per_dataset or {}) > 1:  # per-dataset losses only say more for a blend
                 self.valid_sets.update(splits.valid_per_dataset)
-        sampler = StepSampler(min(len(self.train_ds), train_samples), self.consumed_samples,
+        sampler = StepSampler(min(len(self.train_ds), train_samples), self.state.consumed_samples,
                               t.micro_batch_size, t.global_batch_size, self.dp_rank, self.dp_size)
         self.train_iter = iter(make_loader(self.train_ds, sampler, cfg.data.num_workers))
 
@@ -192,29 +192,26 @@ class Trainer:
         self.optimizer.zero_grad()
         reports = self._run_schedule(batches, forward_only=False)
         losses, counts = self._reduce(reports, batches)
-        self.consumed_speech_tokens += counts["speech"]
-        self.consumed_text_tokens += counts["text"]
+        self.state.count_modalities(counts["speech"], counts["text"])
         t2 = time.perf_counter()
         record = dict(losses)
         if not math.isfinite(losses["lm_loss"]):
             if self.cfg.train.nan_policy == "stop":
                 raise NonFiniteLoss(f"non-finite loss {losses['lm_loss']} at step {self.iteration + 1}; "
                                     f"stopping (train.nan_policy=stop). The last checkpoint is intact.")
-            self.skipped_in_a_row += 1
+            self.state.skipped_in_a_row += 1
             record.update(skipped=True, grad_norm=None, lr=self.scheduler.get_lr(self.optimizer.param_groups[0]))
-            if self.skipped_in_a_row > self.cfg.train.max_skipped_steps:
-                raise NonFiniteLoss(f"{self.skipped_in_a_row} consecutive non-finite steps (train.max_skipped_steps)")
+            if self.state.skipped_in_a_row > self.cfg.train.max_skipped_steps:
+                raise NonFiniteLoss(f"{self.state.skipped_in_a_row} consecutive non-finite steps (train.max_skipped_steps)")
         else:
-            self.skipped_in_a_row = 0
+            self.state.skipped_in_a_row = 0
             ok, grad_norm, _ = self.optimizer.step()
             if ok:
                 self.scheduler.step(increment=self.cfg.train.global_batch_size)
             record.update(grad_norm=grad_norm, lr=self.optimizer.param_groups[0]["lr"])
         t3 = time.perf_counter()
         timings.update(time_data_s=t1 - t0, time_fwd_bwd_s=t2 - t1, time_optimizer_s=t3 - t2)
-        self.iteration += 1
-        self.consumed_samples += self.cfg.train.global_batch_size
-        self.consumed_tokens += self.plan.tokens_per_step
+        self.state.step(self.cfg.train.global_batch_size, self.plan.tokens_per_step)
         record.update(timings)
         return record
 
@@ -244,7 +241,7 @@ class Trainer:
         results = self.evaluate()
         if not results:
             return
-        record = {"validation": True, "iteration": self.iteration, "consumed_tokens": self.consumed_tokens}
+        record = {"validation": True, "iteration": self.iteration, "consumed_tokens": self.state.consumed_tokens}
         main = results.get("valid")
         if main is not None:
             record.update({k: v for k, v in main.items() if v is not None})
@@ -252,7 +249,7 @@ class Trainer:
             if name != "valid":
                 record[f"{name}/lm_loss"] = losses["lm_loss"]
         self.metrics.log(record)
-        self.last_validation = record
+        self.state.last_validation = record
 
     def _run_eval_tasks(self) -> None:
         from megatron_slm.eval.hook import evaluate_in_training
@@ -263,10 +260,7 @@ class Trainer:
     def save(self) -> None:
         if not self.cfg.checkpoint.save:
             return
-        state = {"consumed_samples": self.consumed_samples, "consumed_tokens": self.consumed_tokens,
-                 "consumed_speech_tokens": self.consumed_speech_tokens,
-                 "consumed_text_tokens": self.consumed_text_tokens,
-                 "config": self.cfg.to_dict()}
+        state = {**self.state.state_dict(), "config": self.cfg.to_dict()}
         seconds = self.checkpointer.save(self.cfg.checkpoint.save, self.iteration, self.models, self.optimizer,
                                          self.scheduler, state, keep_last=self.cfg.checkpoint.keep_last)
         self.metrics.message(f"[checkpoint] saved iteration {self.iteration} to "
@@ -292,8 +286,6 @@ class Trainer:
     def run(self) -> dict:
         cfg, t, c = self.cfg, self.cfg.train, self.cfg.checkpoint
         total = self.plan.total_steps
-        self.skipped_in_a_row = 0
-        self.last_validation = None
         start_iteration, start = self.iteration, time.perf_counter()
         self.metrics.message(
             f"[train] {self.plan.arch.family} {self.plan.arch.num_layers}L h{self.plan.arch.hidden_size} "
@@ -312,10 +304,7 @@ class Trainer:
             self.checkpointer.poll()
             if self.iteration % cfg.logging.interval == 0 or self.iteration == total:
                 tflops = self.flops_per_token * self.plan.tokens_per_step / step_time / self.plan.world_size / 1e12
-                record.update(iteration=self.iteration, consumed_samples=self.consumed_samples,
-                              consumed_tokens=self.consumed_tokens,
-                              consumed_speech_tokens=self.consumed_speech_tokens,
-                              consumed_text_tokens=self.consumed_text_tokens, step_time_s=step_time,
+                record.update(iteration=self.iteration, **self.state.counters(), step_time_s=step_time,
                               tokens_per_sec=self.plan.tokens_per_step / step_time, model_tflops_per_gpu=tflops,
                               mfu=tflops / self.peak_tflops if self.peak_tflops else None)
                 if self.plan.on_cuda:
@@ -347,12 +336,12 @@ class Trainer:
         self.checkpointer.wait()
         elapsed = time.perf_counter() - start
         summary = {"steps": self.iteration - start_iteration, "iteration": self.iteration,
-                   "consumed_tokens": self.consumed_tokens, "seconds": elapsed, "stopped_early": stopped_early,
-                   "final_validation": self.last_validation}
+                   "consumed_tokens": self.state.consumed_tokens, "seconds": elapsed, "stopped_early": stopped_early,
+                   "final_validation": self.state.last_validation}
         self.metrics.message(
             f"[done] {summary['steps']} steps in {elapsed:.1f}s, now at step {self.iteration} "
-            f"({self.consumed_tokens} tokens)" +
-            (f", validation lm_loss {self.last_validation.get('lm_loss'):.4f}" if self.last_validation else "") +
+            f"({self.state.consumed_tokens} tokens)" +
+            (f", validation lm_loss {self.state.last_validation.get('lm_loss'):.4f}" if self.state.last_validation else "") +
             (f"; checkpoint in {c.save}" if c.save else "") + f"; metrics in {self.metrics.path}")
         self.metrics.close()
         return summary
