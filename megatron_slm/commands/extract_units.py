@@ -28,7 +28,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--kmeans", required=True, help="centroids: .npy [K, D] or a pickled scikit-learn KMeans (e.g. TWIST km500)")
     g.add_argument("--out", required=True, help="output units JSONL (sidecar written to <out>.meta.json)")
     g.add_argument("--no-dedup", action="store_true", help="keep one unit per frame (durations all 1)")
-    return p.parse_args(argv)
+    g.add_argument("--cuts-out", default=None,
+                   help="Lhotse --alignments: also write the cuts with their units in the custom field "
+                        "'speech_units' (a CutSet .jsonl.gz; for a Shar input, a directory of Shar field shards)")
+    args = p.parse_args(argv)
+    if args.cuts_out and not args.alignments:
+        p.error("--cuts-out writes units back into a Lhotse manifest given as --alignments")
+    return args
 
 
 def main(argv=None) -> int:
@@ -49,6 +55,12 @@ def main(argv=None) -> int:
     summary = extract_to_jsonl(ex, paths, ids, args.out, kmeans_path=args.kmeans)
     if int(os.environ.get("RANK", 0)) == 0:
         print("\n".join(summary.lines()))
+        if args.cuts_out:
+            from megatron_slm.data.lhotse_manifests import write_units
+
+            n = write_units(args.alignments, args.out, args.cuts_out)
+            print(f"cuts: {n['cuts']} written to {args.cuts_out}, {n['with_units']} with units "
+                  f"(custom field 'speech_units')")
     return 0
 
 

@@ -37,15 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-bos", dest="add_bos", action="store_false", help="do not start documents with the tokenizer's BOS")
         p.add_argument("--match", action="append", default=[], metavar="PATH",
                        help="refuse unless the vocabulary/units agree with this dataset prefix, sidecar or checkpoint (repeatable)")
-        p.add_argument("--num-units", type=int, default=None, help="K; default: the units sidecar's k, else the K an extended tokenizer holds, else 500")
+        p.add_argument("--num-units", type=int, default=None, help=f"K; default: the units sidecar's k, else the K an extended tokenizer holds, else {DEFAULT_NUM_UNITS}")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("interleaved", help="units + alignments -> interleaved documents",
                        description="Interleave speech units and text over aligned words (SIMS recipe).")
     common(p)
     p.add_argument("--units", required=True, help="units JSONL (with its .meta.json identity sidecar)")
-    p.add_argument("--alignments", required=True, help="canonical alignment JSONL, a dir of MFA .TextGrid, or a dir of Whisper word-timestamp .json")
-    p.add_argument("--alignment-format", choices=["auto", "jsonl", "textgrid", "whisper"], default="auto")
+    p.add_argument("--alignments", required=True, help="canonical alignment JSONL, a dir of MFA .TextGrid, a dir of "
+                   "Whisper word-timestamp .json, or a Lhotse CutSet / supervisions manifest / Shar dir")
+    p.add_argument("--alignment-format", choices=["auto", "jsonl", "textgrid", "whisper", "lhotse"], default="auto")
     p.add_argument("--mode", choices=["static", "dynamic"], default="static",
                    help="static: interleave once here; dynamic: store words+units, draw per epoch at training time")
     p.add_argument("--method", choices=["poisson", "span", "random"], default="poisson", help="span selection")

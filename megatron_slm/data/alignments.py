@@ -1,4 +1,4 @@
-"""Per-utterance word timings from three formats, validated, keyed by utterance id.
+"""Per-utterance word timings from four formats, validated, keyed by utterance id.
 
 Formats (chosen from the path, or `fmt`):
   * canonical JSONL (ours): one `{"id", "audio", "text", "words": [{"word", "start", "end"}]}` per line
@@ -6,7 +6,11 @@ Formats (chosen from the path, or `fmt`):
     (long or short text format); empty intervals are silences and are dropped
   * Whisper-style word-timestamp JSON: a directory of `<id>.json` files with
     `segments[].words[]` (openai-whisper) or `word_segments[]` (WhisperX)
+  * Lhotse: a CutSet, a supervisions manifest or a Shar directory, words from
+    `supervision.alignment["word"]` (data/lhotse_manifests.py; needs the `formats` extra)
 
+Every format goes through the same `validate`; a Lhotse cut without word alignments stays in
+the index and raises its reason (no_supervision, no_word_alignment) when asked for.
 `AlignmentIndex` maps an id to a lazily parsed `Alignment`, so worker processes parse only
 their own utterances. Problems raise `AlignmentError` naming the file, line and word.
 """
@@ -153,7 +157,11 @@ def parse_textgrid(text: str, uid: str, where: str, tier: str = "words") -> Alig
 
 
 def detect_format(path: str | os.PathLike) -> str:
+    from megatron_slm.data import lhotse_manifests
+
     p = Path(path)
+    if lhotse_manifests.detect(p):
+        return "lhotse"
     if p.is_file():
         return "jsonl"
     if p.is_dir():
@@ -176,6 +184,8 @@ class AlignmentIndex:
         self.problems: list[tuple[str, str]] = []  # (reason, message) of lines that could not be indexed
         if self.format == "jsonl":
             self._index_jsonl()
+        elif self.format == "lhotse":
+            self._index_lhotse()
         else:
             suffix = ".textgrid" if self.format == "textgrid" else ".json"
             for name in sorted(os.listdir(self.path)):
@@ -210,6 +220,16 @@ class AlignmentIndex:
                     continue
                 self._add(str(obj["id"]), (raw, lineno), where)
 
+    def _index_lhotse(self) -> None:
+        from megatron_slm.data import lhotse_manifests
+
+        for e in lhotse_manifests.read_manifest(self.path, problems=self.problems):
+            try:
+                payload = lhotse_manifests.cut_words(e)
+            except AlignmentError as err:  # kept: the units record of this cut is skipped for this reason
+                payload = (err.reason, str(err))
+            self._add(e.id, (payload, e.where), e.where)
+
     def __contains__(self, uid: str) -> bool:
         return uid in self._entries
 
@@ -232,6 +252,12 @@ class AlignmentIndex:
         if self.format == "jsonl":
             raw, lineno = entry
             return parse_canonical(loads(raw), f"{self.path}:{lineno}")
+        if self.format == "lhotse":
+            payload, where = entry
+            if len(payload) == 2:  # (reason, message) of a cut without usable words
+                raise AlignmentError(payload[1], payload[0])
+            words, starts, ends = payload
+            return Alignment(uid, list(words), starts, ends, where)
         (file,) = entry
         try:
             text = Path(file).read_bytes().decode("utf-8")

@@ -25,6 +25,9 @@ REASONS = {
     "no_units": "alignment without units",
     "duplicate_id": "utterance id seen before (first kept)",
     "missing_text_key": "text field absent or not a string",
+    "no_supervision": "Lhotse cut without supervisions",
+    "no_word_alignment": "Lhotse supervision without alignment['word']",
+    "unsupported_cut": "Lhotse cut type without word alignments (e.g. a MixedCut)",
 }
 
 MAX_EXAMPLES = 5

@@ -4,7 +4,7 @@ Both backends turn a list of files into `AudioBatch`es: mono float32 at 16 kHz, 
 to the longest item, with per-item lengths. Batches are length-bucketed and bounded by total
 padded seconds, so a batch of short files is wide and a batch of long files is narrow.
 
-DALI facts this relies on (DESIGN.md §4): `fn.decoders.audio` runs on the CPU only; resampling
+DALI facts this relies on (checked with DALI 1.x): `fn.decoders.audio` runs on the CPU only; resampling
 can run on the GPU, so on a GPU we decode at the native rate and resample on the device (the
 batch lands in GPU memory without a host round trip); `device_id=None` builds a CPU-only pipe.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import os
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,13 +35,44 @@ except ImportError:  # pragma: no cover - depends on the environment
     HAVE_DALI = False
 
 
+@dataclasses.dataclass(frozen=True)
+class AudioSource:
+    """Where one utterance's samples are, when that is more than a whole file: only the span
+    [offset, offset + duration) of `path` (a cut of a long recording), and/or encoded audio that
+    `data()` returns (a member of a tar shard, a dataset's audio column) instead of the file.
+    `path` then labels the audio in records and messages."""
+
+    path: str
+    offset: float = 0.0
+    duration: Optional[float] = None  # None: to the end of the file
+    data: Optional[Callable[[], bytes]] = dataclasses.field(default=None, compare=False)
+
+    @property
+    def is_span(self) -> bool:
+        return self.offset > 0 or self.duration is not None
+
+    def open(self):
+        """What soundfile reads: the file, or the encoded bytes."""
+        return io.BytesIO(self.data()) if self.data is not None else self.path
+
+    def encoded(self) -> bytes:
+        if self.data is not None:
+            return self.data()
+        with open(self.path, "rb") as f:
+            return f.read()
+
+
+Input = Union[str, AudioSource]  # what probe() takes: a file path, or a source
+
+
 @dataclasses.dataclass
 class AudioItem:
-    """One file to load: `duration` (seconds) comes from the header and drives bucketing."""
+    """One utterance to load: `duration` (seconds, from the header or the span) drives bucketing."""
 
     id: str
     path: str
     duration: float
+    source: Optional[AudioSource] = None  # None: all of the file at `path`
 
 
 @dataclasses.dataclass
@@ -70,27 +102,40 @@ def utterance_id(path: str, root: str | None = None) -> str:
     return os.path.splitext(rel)[0].replace(os.sep, "/")
 
 
-def probe(paths: Sequence[str], ids: Sequence[str] | None = None, min_seconds: float = 0.0,
+# a span may end this far past the end of its file (rounding of manifest durations)
+SPAN_TOLERANCE_S = 0.01
+
+
+def probe(paths: Sequence[Input], ids: Sequence[str] | None = None, min_seconds: float = 0.0,
           max_seconds: float | None = None) -> tuple[list[AudioItem], list[Skipped]]:
-    """Read headers; unreadable, empty and too-short/long files become `Skipped` with a reason."""
+    """Read headers; unreadable, empty and too-short/long inputs become `Skipped` with a reason.
+    An `AudioSource` span must lie within its file; its duration is the span's."""
     import soundfile as sf
 
     items, skipped = [], []
-    for i, path in enumerate(paths):
+    for i, entry in enumerate(paths):
+        src = entry if isinstance(entry, AudioSource) else None
+        path = src.path if src is not None else entry
         try:
-            info = sf.info(path)
+            info = sf.info(src.open() if src is not None else path)
         except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/OSError variously
             skipped.append(Skipped(path, f"unreadable: {str(e).splitlines()[0][:200]}"))
             continue
         dur = info.frames / info.samplerate if info.samplerate else 0.0
-        if info.frames <= 0:
+        if src is not None and src.is_span:
+            end = src.offset + (src.duration if src.duration is not None else dur - src.offset)
+            if end > dur + SPAN_TOLERANCE_S or src.offset < 0:
+                skipped.append(Skipped(path, f"span [{src.offset:.3f}, {end:.3f}] s outside the file ({dur:.3f} s)"))
+                continue
+            dur = max(0.0, min(end, dur) - src.offset)
+        if info.frames <= 0 or dur <= 0:
             skipped.append(Skipped(path, "empty (0 samples)"))
         elif dur < min_seconds:
             skipped.append(Skipped(path, f"too short ({dur:.3f} s < {min_seconds} s)"))
         elif max_seconds is not None and dur > max_seconds:
             skipped.append(Skipped(path, f"too long ({dur:.1f} s > {max_seconds} s)"))
         else:
-            items.append(AudioItem(ids[i] if ids is not None else utterance_id(path), path, dur))
+            items.append(AudioItem(ids[i] if ids is not None else utterance_id(path), path, dur, src))
     return items, skipped
 
 
@@ -102,11 +147,21 @@ def bucket_batches(items: Sequence[AudioItem], max_batch_seconds: float, max_bat
     return [[ordered[i] for i in group] for group in groups]
 
 
-def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode one file with soundfile, downmix to mono and resample (polyphase) to `sample_rate`."""
+def load_audio(path: Input, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode one file (or only a source's span: soundfile seeks, the rest is never decoded) with
+    soundfile, downmix to mono and resample (polyphase) to `sample_rate`."""
     import soundfile as sf
 
-    audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    if isinstance(path, AudioSource):
+        with sf.SoundFile(path.open()) as f:
+            sr = f.samplerate
+            start = int(round(path.offset * sr))
+            frames = -1 if path.duration is None else int(round(path.duration * sr))
+            if start:
+                f.seek(min(start, f.frames))
+            audio = f.read(frames, dtype="float32", always_2d=True)
+    else:
+        audio, sr = sf.read(path, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if sr != sample_rate:
         g = np.gcd(int(sr), sample_rate)
@@ -151,21 +206,25 @@ class AudioLoader:
         self.max_batch_size = max_batch_size
 
     def batches(self, items: Sequence[AudioItem], on_skip: Callable[[Skipped], None] | None = None) -> Iterator[AudioBatch]:
-        plan = bucket_batches(items, self.max_batch_seconds, self.max_batch_size)
+        rest = items
         if self.backend == "dali":
-            yield from self._dali_batches(plan, on_skip)
-        else:
-            for batch in plan:
-                out = self._soundfile_batch(batch, on_skip)
-                if out is not None:
-                    yield out
+            # DALI decodes whole files: spans of long recordings are read with soundfile, which
+            # seeks to the span and decodes only it
+            whole = [it for it in items if it.source is None or not it.source.is_span]
+            rest = [it for it in items if it.source is not None and it.source.is_span]
+            if whole:
+                yield from self._dali_batches(bucket_batches(whole, self.max_batch_seconds, self.max_batch_size), on_skip)
+        for batch in bucket_batches(rest, self.max_batch_seconds, self.max_batch_size) if rest else []:
+            out = self._soundfile_batch(batch, on_skip)
+            if out is not None:
+                yield out
 
     # -- soundfile ---------------------------------------------------------------------------
     def _soundfile_batch(self, batch: list[AudioItem], on_skip) -> AudioBatch | None:
         kept, waves = [], []
         for item in batch:
             try:
-                wave = load_audio(item.path, self.sample_rate)
+                wave = load_audio(item.source or item.path, self.sample_rate)
             except Exception as e:
                 _report(on_skip, Skipped(item.path, f"decode failed: {str(e).splitlines()[0][:200]}"))
                 continue
@@ -223,7 +282,8 @@ class _EncodedSource:
     def __call__(self):
         batch = next(self._it)  # StopIteration ends the DALI epoch
         self._pending.append(batch)
-        return [np.fromfile(item.path, dtype=np.uint8) for item in batch]
+        return [np.frombuffer(item.source.encoded(), dtype=np.uint8) if item.source is not None
+                else np.fromfile(item.path, dtype=np.uint8) for item in batch]
 
     def remaining(self) -> Iterable[list[AudioItem]]:
         return self._it

@@ -11,7 +11,11 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--audio-dir", help="directory searched recursively for .wav/.flac/.ogg")
     src.add_argument("--file-list", help="text file with one audio path per line (relative to the list's folder)")
-    src.add_argument("--alignments", help="a corpus alignments.jsonl: uses its ids and 'audio' paths")
+    src.add_argument("--alignments", help="a corpus alignments.jsonl (its ids and 'audio' paths), or a Lhotse "
+                                           "CutSet / supervisions manifest / Shar directory (cut ids; only each "
+                                           "cut's span of its recording is decoded)")
+    g.add_argument("--alignment-format", choices=("auto", "jsonl", "lhotse"), default="auto",
+                   help="format of --alignments (default: detected)")
     g.add_argument("--ids", choices=("stem", "relpath"), default="stem",
                    help="utterance id of a file from --audio-dir/--file-list: file name without extension "
                         "(default) or path relative to the input root without extension")
@@ -40,16 +44,23 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
                         "GPU 1)")
 
 
-def resolve_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """(paths, ids) from --audio-dir / --file-list / --alignments; ids must be unique."""
+def resolve_inputs(args: argparse.Namespace) -> tuple[list, list[str]]:
+    """(audio inputs, ids) from --audio-dir / --file-list / --alignments; ids must be unique. An
+    input is a file path or, for Lhotse cuts, an `AudioSource` (a span, a Shar tar member)."""
     from megatron_slm.units.audio import list_audio_files, utterance_id
     from megatron_slm.units.synth import iter_alignments
 
     if args.alignments:
-        root = os.path.dirname(os.path.abspath(args.alignments))
-        recs = list(iter_alignments(args.alignments))
-        paths = [os.path.join(root, r["audio"]) for r in recs]
-        ids = [r["id"] for r in recs]
+        from megatron_slm.data import lhotse_manifests
+
+        fmt = getattr(args, "alignment_format", "auto")
+        if fmt == "lhotse" or (fmt == "auto" and lhotse_manifests.detect(args.alignments)):
+            paths, ids = lhotse_manifests.audio_inputs(args.alignments)
+        else:
+            root = os.path.dirname(os.path.abspath(args.alignments))
+            recs = list(iter_alignments(args.alignments))
+            paths = [os.path.join(root, r["audio"]) for r in recs]
+            ids = [r["id"] for r in recs]
     else:
         if args.audio_dir:
             if not os.path.isdir(args.audio_dir):
@@ -64,6 +75,7 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         raise ValueError("no audio files found in the input")
     seen: dict[str, str] = {}
     for p, i in zip(paths, ids):
+        p = getattr(p, "path", p)
         if i in seen:
             raise ValueError(f"duplicate utterance id {i!r} ({seen[i]} and {p}); use --ids relpath")
         seen[i] = p

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from megatron_slm.units.audio import AudioBatch, AudioItem, AudioLoader, Skipped, probe
+from megatron_slm.units.audio import AudioBatch, AudioItem, AudioLoader, Input, Skipped, probe
 from megatron_slm.units.extractors import FeatureExtractor, build_extractor
 from megatron_slm.units.kmeans import KMeansAssigner, centroids_sha256, load_centroids
 from megatron_slm.units.records import UnitRecord, make_meta, make_record
@@ -60,7 +60,8 @@ class FeatureStream:
         self.streams = streams or default_streams(extractor.device)
         self.skipped: list[Skipped] = []
 
-    def prepare(self, paths: Sequence[str], ids: Sequence[str] | None = None) -> list[AudioItem]:
+    def prepare(self, paths: Sequence[Input], ids: Sequence[str] | None = None) -> list[AudioItem]:
+        """Probe files or `AudioSource`s (spans, in-memory audio); bad ones go to `skipped`."""
         items, skipped = probe(paths, ids, self.min_seconds, self.max_seconds)
         self.skipped.extend(skipped)
         return items
