@@ -18,6 +18,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
+
 
 class ConfigError(ValueError):
     """A user mistake in the configuration; the message names the offending key."""
@@ -133,7 +135,7 @@ class InterleaveConfig:
 class DataConfig:
     source: Literal["synthetic", "blend"] = opt("synthetic", "synthetic smoke-test tokens, or the datasets in `blend`")
     tokenizer: Optional[str] = opt(None, "extended tokenizer dir (HF format); default: <model.from>/tokenizer")
-    num_units: Optional[int] = opt(None, "speech units K; default: the K the extended tokenizer holds (500 when extending a base tokenizer)")
+    num_units: Optional[int] = opt(None, f"speech units K; default: the K the extended tokenizer holds ({DEFAULT_NUM_UNITS} when extending a base tokenizer)")
     blend: list[BlendEntry] = opt([], "datasets with weights and kinds")
     split: str = opt("98,1,1", "train,valid,test proportions of every dataset (contiguous document ranges; each needs >= 1 document)")
     mode: Literal["static", "dynamic"] = opt("static", "interleaved data: as stored, or re-drawn per (train.seed, epoch, utterance) (needs data preprocessed with --mode dynamic)")

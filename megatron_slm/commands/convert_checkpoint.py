@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--tp", type=int, default=1, help="tensor parallel size you will train with (checks splits, "
                    "pads the vocabulary to 128 x TP); the checkpoint itself loads with any TP/PP")
     a.add_argument("--pp", type=int, default=1, help="pipeline parallel size you will train with (checks layers)")
-    a.add_argument("--num-units", type=int, default=500, help="speech units K (default 500)")
+    a.add_argument("--num-units", type=int, default=None,
+                   help=f"speech units K (default: the K an already-extended tokenizer holds, else {DEFAULT_NUM_UNITS})")
     a.add_argument("--init", choices=("mean", "normal", "zero"), default="mean",
                    help="new rows: mean of the text rows (default), normal with their std, or zero")
     a.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="stored dtype (default: the HF model's)")

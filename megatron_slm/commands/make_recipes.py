@@ -22,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]  # a dev tool: writes into the checkout
 
 from megatron_slm.config import from_dict
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
 from megatron_slm.models.flops import param_counts
 from megatron_slm.models.memory import GPU_MEMORY_GIB, config_arch, estimate_for_config
 
@@ -86,7 +87,7 @@ def recipe(model: str, gpu: str, layout: Layout) -> dict:
                       "adam_beta1": 0.9, "adam_beta2": 0.95},
         "train": {"micro_batch_size": layout.mbs, "global_batch_size": GLOBAL_BATCH, "seq_length": 2048,
                   "token_budget": TOKEN_BUDGET, "eval_interval": 1000, "eval_iters": 10},
-        "data": {"source": "blend", "tokenizer": f"{ckpt}/tokenizer", "num_units": 500,
+        "data": {"source": "blend", "tokenizer": f"{ckpt}/tokenizer", "num_units": DEFAULT_NUM_UNITS,
                  "blend": [{"path": f"{data_dir(model)}/{kind}", "weight": weight, "kind": kind,
                             "name": kind} for kind, weight in BLEND],
                  "split": "998,1,1", "num_workers": 2},

@@ -1,6 +1,6 @@
 """HF text LM -> Megatron run directory at iteration 0, with the speech vocabulary added.
 
-    convert_hf_to_mcore("/models/Llama-3.2-1B", "ckpt/llama1b-slm", tp=2, pp=2, num_units=500)
+    convert_hf_to_mcore("/models/Llama-3.2-1B", "ckpt/llama1b-slm", tp=2, pp=2, num_units=500)  # K: default the tokenizer's, else 500
 
 The checkpoint is written once, in the TP=1/PP=1 layout (dist checkpoints reshard on load);
 `tp`/`pp` only validate that the model splits that way and choose the vocabulary padding
@@ -26,7 +26,6 @@ from megatron_slm.convert.streaming import (
 from megatron_slm.convert.vocab_extension import VocabPlan, empty_matrix, init_new_rows
 from megatron_slm.models.presets import ModelArch, padded_vocab_size
 from megatron_slm.models.provider import TORCH_DTYPES
-from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 @dataclass
 class ConversionSummary:
@@ -69,7 +68,7 @@ def _dtype_from_config(config: dict, reader: HFReader) -> str:
     return "fp32"
 
 
-def _vocab_plan(hf_dir: Path, tokenizer_dir: Path, rows: int, num_units: int, init: str, seed: int,
+def _vocab_plan(hf_dir: Path, tokenizer_dir: Path, rows: int, num_units: Optional[int], init: str, seed: int,
                 divisible_by: int, tp: int) -> tuple[VocabPlan, bool, object]:
     from transformers import AutoTokenizer
 
@@ -100,7 +99,7 @@ def _vocab_matrix(reader: HFReader, name: str, plan: VocabPlan, dtype: torch.dty
     return out
 
 
-def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: int = DEFAULT_NUM_UNITS,
+def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: Optional[int] = None,
                         init: str = "mean", dtype: Optional[str] = None, tokenizer_dir: Optional[str | Path] = None,
                         make_vocab_size_divisible_by: int = 128, seed: int = 1234, force: bool = False,
                         progress: bool = True) -> ConversionSummary:
@@ -169,7 +168,7 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
             vocab.save(tmp / "tokenizer")
             (tmp / "conversion.json").write_text(json.dumps({
                 "source": str(hf_dir.resolve()), "family": family.name, "dtype": dtype, "tp": tp, "pp": pp,
-                "num_units": num_units, "init": None if already else init, "already_extended": already,
+                "num_units": vocab.num_units, "init": None if already else init, "already_extended": already,
                 "text_vocab_size": plan.text_vocab_size, "vocab_size": plan.vocab_size,
                 "padded_vocab_size": plan.padded_vocab_size}, indent=2))
     bar.close()
