@@ -785,7 +785,7 @@ def _load_bench_module(name: str):
     return module
 
 
-def units_worker(out: Path, seconds: float, layer: int = 11, k: int = 500) -> None:
+def units_worker(out: Path, seconds: float, device: str = "cuda", layer: int = 11, k: int = 500) -> None:
     """On the GPU: the CPU bench's random mhubert-base and fitted codebook (bench/extract_units.py),
     the soundfile loader, length-bucketed batches; float32 and bf16 over the same files."""
     import numpy as np
@@ -813,27 +813,31 @@ def units_worker(out: Path, seconds: float, layer: int = 11, k: int = 500) -> No
     centroids = cpu_bench.fitted_sklearn_kmeans(cpu_bench.mhubert_base_25hz_random(), src, layer, k) \
         .cluster_centers_.astype(np.float32)
     fit_s = time.perf_counter() - t
-    loader = AudioLoader("soundfile", "cuda")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    loader = AudioLoader("soundfile", device)
     items = probe(paths)[0]
     t = time.perf_counter()
     for _ in loader.batches(items):
         pass
-    torch.cuda.synchronize()
+    sync()
     decode_s = time.perf_counter() - t
 
     runs, units = {}, {}
     for name, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16)):
-        ex = UnitExtractor(HubertExtractor(cpu_bench.mhubert_base_25hz_random(), layer, device="cuda", dtype=dtype),
+        ex = UnitExtractor(HubertExtractor(cpu_bench.mhubert_base_25hz_random(), layer, device=device, dtype=dtype),
                            centroids, loader, collapse=False)
         list(ex.units_for_files(paths[:16]))  # warm-up: kernels, allocator
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        sync()
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         units[name] = {r.id: np.asarray(r.units) for r in ex.units_for_files(paths)}
-        torch.cuda.synchronize()
-        runs[name] = {"seconds": time.perf_counter() - t, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+        sync()
+        runs[name] = {"seconds": time.perf_counter() - t,
+                      "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0}
         del ex
-        torch.cuda.empty_cache()
+        if device == "cuda":
+            torch.cuda.empty_cache()
     a, b = units["float32"], units["bf16"]
     agree = float(np.mean([np.mean(a[i] == b[i]) if a[i].size == b[i].size else 0.0 for i in a]))
     figures = {"audio s": round(total), "bf16 audio s/s": total / runs["bf16"]["seconds"],
@@ -1155,8 +1159,8 @@ def print_plan(plan: dict) -> None:
 # --------------------------------------------------------------------------- command line
 
 STEP_NAMES = ("install", "gpu-tests", "train", "train-fp8", "units", "generate", "cpu-suite")
-DEFAULT_LIMITS = {"install": 45, "gpu-tests": 60, "train": 150, "train-fp8": 90, "units": 75, "generate": 45,
-                  "cpu-suite": 105}
+DEFAULT_LIMITS = {"install": 45, "gpu-tests": 60, "train": 150, "train-fp8": 90, "units": 90, "generate": 45,
+                  "cpu-suite": 90}
 
 
 def parse_args(argv):
@@ -1183,6 +1187,7 @@ def parse_args(argv):
                     help="cpu-suite: comma-separated test files or node ids (default: all, megatron-core users first)")
     ap.add_argument("--test-timeout", type=int, default=120, help="pytest-timeout per test (default 120 s)")
     ap.add_argument("--worker", choices=("units", "collect"), help=argparse.SUPPRESS)
+    ap.add_argument("--units-device", default="cuda", help=argparse.SUPPRESS)  # cpu: a smoke run of the worker
     ap.add_argument("--simulate-devices", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--absent", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1206,7 +1211,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker == "units":
-        units_worker(Path(args.out), args.units_seconds)
+        units_worker(Path(args.out), args.units_seconds, args.units_device)
         return 0
     if args.worker == "collect":
         collect_worker(Path(args.out), args.simulate_devices, tuple(filter(None, args.absent.split(","))))
