@@ -6,7 +6,8 @@ directory listing order -- and failing on missing files or incomplete pairs. The
 turns every audio path into units (the units pipeline, or a precomputed units JSONL) and writes
 items with the units' identity in the header.
 
-Layouts (see docs/eval.md for the download links):
+Layouts (see docs/eval.md for the download links; each of swuggy, sblimp, ssc, tsc and salmon
+also reads the benchmark as a local Hugging Face dataset, eval/hf_datasets.py):
   swuggy       ZeroSpeech 2021 sLM21: <root>/lexical/<split>/{gold.csv, <filename>.wav}; gold.csv
                columns id, filename, voice, frequency, word, correct; a word and its non-word share
                (id, voice). Part: "inter" (word seen in LibriSpeech) or "oov" (frequency 0).
@@ -52,8 +53,9 @@ def _first_few(names: list[str], sep: str, n: int = 5) -> str:
 
 @dataclass
 class CandSpec:
-    audio: Optional[str] = None
+    audio: Optional[str] = None        # a file path, or the key of `source`
     text: Optional[str] = None
+    source: Optional[object] = None    # units.audio.AudioSource: audio held elsewhere (a dataset row)
 
 
 @dataclass
@@ -360,8 +362,9 @@ class UnitsSource:
                  describe: str):
         self.identity, self._lookup, self.describe = identity, lookup, describe
 
-    def units(self, paths: Sequence[str]) -> dict[str, list[int]]:
-        return self._lookup(paths)
+    def units(self, paths: Sequence[str], sources: Optional[dict] = None) -> dict[str, list[int]]:
+        """{path or key: units}; `sources` maps keys of audio held elsewhere to their AudioSource."""
+        return self._lookup(paths, sources)
 
     @classmethod
     def from_file(cls, units_path: str, src: Optional[str] = None) -> "UnitsSource":
@@ -374,7 +377,10 @@ class UnitsSource:
             by_id[rec.id] = rec.units
         identity = compatibility_key(read_meta(units_path))
 
-        def lookup(paths):
+        def lookup(paths, sources=None):
+            if sources:
+                raise PrepareError(f"--units-file {units_path}: precomputed units cannot cover audio held in a "
+                                   "dataset; extract them on the fly with --kmeans")
             out, missing = {}, []
             for p in paths:
                 key = os.path.normpath(os.path.abspath(p))
@@ -398,17 +404,20 @@ class UnitsSource:
         from megatron_slm.units.extract import extract_to_jsonl
         from megatron_slm.units.records import compatibility_key, iter_records
 
-        def lookup(paths):
-            files = sorted({os.path.abspath(p) for p in paths})
+        def lookup(paths, sources=None):
+            sources = sources or {}
+            key = lambda p: p if p in sources else os.path.abspath(p)  # noqa: E731
+            keys = sorted({key(p) for p in paths})
+            inputs = [sources.get(k, k) for k in keys]
             try:
-                summary = extract_to_jsonl(extractor, files, files, cache_path, progress=progress)
+                summary = extract_to_jsonl(extractor, inputs, keys, cache_path, progress=progress)
             except ValueError as e:
                 raise PrepareError(f"{e} (the units cache of this benchmark; delete it to start over)") from None
             if summary.skipped:
                 raise PrepareError(f"{len(summary.skipped)} benchmark audio file(s) could not be turned into units: "
                                    + _first_few([f"{p} ({why})" for p, why in summary.skipped], "; "))
             done = {rec.id: rec.units for rec in iter_records(cache_path)}
-            return {p: done[os.path.abspath(p)] for p in paths}
+            return {p: done[key(p)] for p in paths}
 
         return cls(compatibility_key(extractor.meta), lookup,
                    f"units extracted with {extractor.meta['extractor'].get('name')} k={extractor.meta['kmeans']['k']}")
@@ -419,7 +428,8 @@ def materialize(specs: Sequence[ItemSpec], source: Optional[UnitsSource]) -> tup
     paths = sorted({c.audio for s in specs for c in s.candidates() if c.audio})
     if paths and source is None:
         raise PrepareError("this benchmark has audio: give --units-from/--kmeans or --units-file")
-    units = source.units(paths) if paths else {}
+    held = {c.audio: c.source for s in specs for c in s.candidates() if c.source is not None}
+    units = source.units(paths, held) if paths else {}
 
     def cand(c: CandSpec) -> Candidate:
         return Candidate(units=units[c.audio] if c.audio else None, text=c.text)
@@ -436,12 +446,23 @@ def materialize(specs: Sequence[ItemSpec], source: Optional[UnitsSource]) -> tup
     return items, (source.identity if paths else None)
 
 
+def _or_hf(benchmark: str, folder_reader: Callable) -> Callable:
+    """The folder layout's reader, or the HF dataset reader when --src is a local HF dataset."""
+    def read(a):
+        from megatron_slm.eval.hf_datasets import is_hf_dataset, read_hf
+
+        if is_hf_dataset(a.src):
+            return read_hf(a.src, a.task or benchmark, a.split, a.parts if benchmark == "salmon" else None)
+        return folder_reader(a)
+    return read
+
+
 READERS = {
-    "swuggy": lambda a: read_swuggy(a.src, a.split, a.task or "swuggy"),
-    "sblimp": lambda a: read_sblimp(a.src, a.split, a.task or "sblimp"),
-    "ssc": lambda a: read_storycloze(a.src, a.task or "ssc"),
-    "tsc": lambda a: read_storycloze(a.src, a.task or "tsc"),
-    "salmon": lambda a: read_salmon(a.src, a.parts, a.task or "salmon"),
+    "swuggy": _or_hf("swuggy", lambda a: read_swuggy(a.src, a.split, a.task or "swuggy")),
+    "sblimp": _or_hf("sblimp", lambda a: read_sblimp(a.src, a.split, a.task or "sblimp")),
+    "ssc": _or_hf("ssc", lambda a: read_storycloze(a.src, a.task or "ssc")),
+    "tsc": _or_hf("tsc", lambda a: read_storycloze(a.src, a.task or "tsc")),
+    "salmon": _or_hf("salmon", lambda a: read_salmon(a.src, a.parts, a.task or "salmon")),
     "cross-modal": lambda a: read_cross_modal(a.src, a.direction, a.task),
 }
 
