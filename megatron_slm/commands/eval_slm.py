@@ -11,6 +11,10 @@ Examples:
   python tools/eval_slm.py --hf-dir hf/sims-3b --tasks swuggy,sblimp --data eval/ --out report.json
   python tools/eval_slm.py --hf-dir hf/model --items eval/word_shuffle.jsonl
 Benchmarks are made by tools/prepare_eval_data.py; --tasks ssc reads <data>/ssc.jsonl.
+Generative tasks (genppl, autobleu, genppl_text, autobleu_text) continue the prompts in
+<data>/<task>.jsonl and score the continuations (docs/generate.md):
+  python tools/eval_slm.py --hf-dir hf/sims-3b --tasks genppl --data eval/ --vocoder /models/hifigan \
+      --asr-model /models/whisper-large-v3-turbo --ppl-model /models/Llama-3.2-1B
 """
 from __future__ import annotations
 
@@ -52,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--item-scores", default=None, help="write per-item scores (JSONL) here")
+    from megatron_slm.commands.generate import add_generative_eval_args
+
+    add_generative_eval_args(p)
     args = p.parse_args(argv)
     if not args.tasks and not args.items:
         p.error("give --tasks (with --data) and/or --items")
@@ -63,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_slm.eval import run
     from megatron_slm.eval.items import ItemError
     from megatron_slm.eval.report import summarize, table, write_item_scores, write_report
+    from megatron_slm.generate.metrics import is_generative_task
     from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
 
     model_dir = args.mcore_dir or args.hf_dir
@@ -73,15 +81,19 @@ def main(argv: list[str] | None = None) -> int:
             raise ItemError(f"{model_dir}: model directory not found")
         tok_dir = args.tokenizer or (os.path.join(args.mcore_dir, "tokenizer") if args.mcore_dir else args.hf_dir)
         vocab = SpeechVocab.from_pretrained(tok_dir, args.num_units or tokenizer_unit_count(tok_dir))
-        sets = run.load_sets(run.benchmark_files(args.data, (args.tasks or "").split(","), args.items))
-        run.check_sets(sets, run.expected_unit_identity(model_dir, tok_dir, units_meta=args.units_meta), vocab)
+        tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+        gen_tasks = [t for t in tasks if is_generative_task(t)]
+        sets = run.load_sets(run.benchmark_files(args.data, [t for t in tasks if t not in gen_tasks], args.items))
+        identity = run.expected_unit_identity(model_dir, tok_dir, units_meta=args.units_meta)
+        run.check_sets(sets, identity, vocab)
         backend = _backend(args, vocab, progress=rank0)
         all_scores = run.score_sets(sets, vocab, backend, reduce=args.score, prefer=args.prefer)
+        gen_summary, gen_rows = _generative(args, gen_tasks, backend, vocab, identity, rank0)
     except (ItemError, VocabError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if rank0:
-        summary = summarize(all_scores, n_boot=args.bootstrap)
+        summary = {**summarize(all_scores, n_boot=args.bootstrap), **gen_summary}
         settings = {"model": os.path.abspath(model_dir), "backend": "megatron" if args.mcore_dir else "hf",
                     "score": args.score, "restrict": args.restrict, "prefer": args.prefer,
                     "tp": args.tp, "pp": args.pp, "iteration": args.iteration}
@@ -89,14 +101,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             write_report(args.out, summary, settings)
         if args.item_scores:
-            write_item_scores(args.item_scores, all_scores)
-        print(f"scored {len(all_scores)} items from {len(sets)} file(s) in {time.time() - t0:.1f} s"
+            write_item_scores(args.item_scores, all_scores, extra_rows=gen_rows)
+        print(f"scored {len(all_scores)} items from {len(sets)} file(s)"
+              + (f" and {len(gen_rows)} continuations of {len(gen_tasks)} generative task(s)" if gen_tasks else "")
+              + f" in {time.time() - t0:.1f} s"
               + (f"; report: {args.out}" if args.out else ""))
     if args.mcore_dir:
         from megatron_slm.runtime.distributed import destroy_distributed
 
         destroy_distributed()
     return 0
+
+
+def _generative(args: argparse.Namespace, tasks: list[str], backend, vocab, identity, progress: bool):
+    """GenPPL / Auto-BLEU tasks on the same model (megatron_slm.generate.metrics)."""
+    if not tasks:
+        return {}, []
+    from megatron_slm.commands.generate import generative_settings, sampling_config
+    from megatron_slm.generate.metrics import evaluate_generative
+
+    info = {"backend": "megatron" if args.mcore_dir else "hf", "dir": os.path.abspath(args.mcore_dir or args.hf_dir),
+            "vocab": vocab.identity()}
+    return evaluate_generative(tasks, args.data, backend, vocab, sampling_config(args), generative_settings(args),
+                               info, identity, mcore_dir=args.mcore_dir, batch_size=args.gen_batch_size,
+                               n_boot=args.bootstrap, progress=progress)
 
 
 def _backend(args: argparse.Namespace, vocab, progress: bool):

@@ -29,7 +29,7 @@ import time
 OUTPUTS = ("speech", "text", "any")
 
 
-def add_sampling_args(p: argparse.ArgumentParser) -> None:
+def add_sampling_args(p: argparse.ArgumentParser, batch: bool = True) -> None:
     g = p.add_argument_group("decoding")
     g.add_argument("--preset", choices=("slamkit", "spiritlm"), default="slamkit",
                    help="sampling defaults: slamkit (T=0.8, top-k 25, 150 tokens; default) or spiritlm "
@@ -45,7 +45,33 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                        "by (seed, prompt id), so batching never changes a sample")
     g.add_argument("--no-stop-at-switch", action="store_true",
                    help="mask the other modality's marker too, instead of stopping when the model emits it")
-    g.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default 16)")
+    if batch:
+        g.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default 16)")
+
+
+def add_generative_eval_args(p: argparse.ArgumentParser) -> None:
+    """The options of tools/eval_slm.py's generative tasks (genppl, autobleu, genppl_text, autobleu_text)."""
+    g = p.add_argument_group("generative tasks (genppl, autobleu, genppl_text, autobleu_text; docs/generate.md)")
+    g.add_argument("--asr-model", default=None, help="local Whisper directory that transcribes speech continuations")
+    g.add_argument("--ppl-model", default=None, help="local causal text LM directory for GenPPL (SlamKit: Llama-3.2-1B)")
+    g.add_argument("--vocoder", default=None, help="unit HiFi-GAN directory, or a units JSONL of log-mel units (Griffin-Lim)")
+    g.add_argument("--prompt-seconds", type=float, default=3.0, help="speech prompts: first N seconds (default 3, SlamKit's)")
+    g.add_argument("--alignments", default=None, help="word alignments, to cut speech prompts at a word end")
+    g.add_argument("--asr-language", default="en", help="Whisper language (multilingual checkpoints; default en)")
+    g.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
+    g.add_argument("--gen-limit", type=int, default=None, help="only the first N prompts of each generative task")
+    g.add_argument("--word-tokenizer", choices=("auto", "nltk", "regex"), default="auto",
+                   help="Auto-BLEU words: NLTK's tokenizer when installed (auto), or the regex")
+    add_sampling_args(p, batch=False)
+
+
+def generative_settings(args):
+    from megatron_slm.generate.metrics import GenerativeSettings
+
+    return GenerativeSettings(asr_model=args.asr_model, ppl_model=args.ppl_model, vocoder=args.vocoder,
+                              prompt_seconds=args.prompt_seconds, alignments=args.alignments,
+                              asr_language=args.asr_language, word_tokenizer=args.word_tokenizer,
+                              limit=args.gen_limit)
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -52,14 +52,23 @@ def summarize(scores: Sequence[ItemScore], n_boot: int = 1000, seed: int = 0) ->
     return out
 
 
+def _cells(name: str, e: dict) -> tuple[str, str, str, str]:
+    """Accuracy rows in %; generative rows (entries with a "metric": genppl, autobleu) as values."""
+    if "metric" in e:
+        lo, hi = e["ci95"]
+        label = name if name == e["metric"] else f"{name} [{e['metric']}]"
+        return label, str(e["n"]), f"{e['value']:.4g}", f"[{lo:.4g}, {hi:.4g}]"
+    return name, str(e["n"]), f"{100 * e['accuracy']:.2f}", f"[{100 * e['ci95'][0]:.1f}, {100 * e['ci95'][1]:.1f}]"
+
+
 def table(summary: dict) -> str:
     """A fixed-width text table: one row per task, indented rows for its parts."""
-    rows = [("task", "n", "accuracy", "95% CI")]
+    rows = [("task", "n", "score", "95% CI")]
     for task, e in summary.items():
-        rows.append((task, str(e["n"]), f"{100 * e['accuracy']:.2f}", f"[{100 * e['ci95'][0]:.1f}, {100 * e['ci95'][1]:.1f}]"))
+        rows.append(_cells(task, e))
         for part, p in e.get("parts", {}).items():
-            rows.append((f"  {part}", str(p["n"]), f"{100 * p['accuracy']:.2f}",
-                         f"[{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}]"))
+            label, *rest = _cells(part, p)
+            rows.append((f"  {label}", *rest))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     lines = ["  ".join(r[c].ljust(widths[c]) if c == 0 else r[c].rjust(widths[c]) for c in range(4)) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -71,14 +80,17 @@ def write_report(path: str, summary: dict, settings: dict) -> None:
         json.dump({"settings": settings, "tasks": summary}, f, indent=2)
 
 
-def write_item_scores(path: str, scores: Sequence[ItemScore]) -> None:
-    """Per-item log-likelihoods (JSONL): for comparing backends or models item by item."""
+def write_item_scores(path: str, scores: Sequence[ItemScore], extra_rows: Sequence[dict] = ()) -> None:
+    """Per-item log-likelihoods (JSONL): for comparing backends or models item by item; `extra_rows`
+    (generative tasks: transcript, NLL, Auto-BLEU per continuation) follow as they are."""
     with open(path, "w", encoding="utf-8") as f:
         for s in scores:
             f.write(json.dumps({"id": s.id, "task": s.task, "part": s.part, "positive": s.positive,
                                 "negatives": s.negatives, "outcome": s.outcome}) + "\n")
+        for row in extra_rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def accuracies(summary: dict, prefix: Optional[str] = None) -> dict[str, float]:
     """Flat {"<task>/accuracy": x} (the metrics.jsonl form)."""
-    return {f"{prefix or ''}{task}/accuracy": e["accuracy"] for task, e in summary.items()}
+    return {f"{prefix or ''}{task}/accuracy": e["accuracy"] for task, e in summary.items() if "accuracy" in e}
