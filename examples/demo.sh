@@ -36,7 +36,7 @@ python tools/prepare_eval_data.py word-shuffle --alignments $C/alignments.jsonl 
 
 step "5/7 train with tensor parallelism 2 on the CPU (gloo), scoring the benchmark every 100 steps"
 rm -rf $OUT/run
-torchrun --nproc_per_node=2 pretrain_slm.py --config examples/configs/demo_cpu.yaml \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --nproc_per_node=2 pretrain_slm.py --config examples/configs/demo_cpu.yaml \
   model.from=$OUT/ckpt checkpoint.save=$OUT/run \
   "data.blend=[{path: $OUT/data/text, weight: 0.2024, kind: text},{path: $OUT/data/inter, weight: 0.5433, kind: interleaved},{path: $OUT/data/speech, weight: 0.2543, kind: speech}]" \
   eval.data=$OUT/eval ${DEMO_TRAIN_OVERRIDES:-}

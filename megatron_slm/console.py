@@ -22,9 +22,14 @@ KNOWN_HARMLESS = (
     (r".*`load_state_dict` is deprecated and will be removed", FutureWarning),
     (r".*`save_state_dict` is deprecated and will be removed", FutureWarning),
     (r".*torch\.distributed\.reduce_op.* is deprecated", FutureWarning),
-    (r".*pad token id.*", UserWarning),  # Megatron's GPTDataset without a pad token: we mask by position
+    (r".*pad token id.*", UserWarning),
+    (r"full scope is deprecated", UserWarning),  # megatron-core's own default for cuda_graph_scope  # Megatron's GPTDataset without a pad token: we mask by position
 )
 DEPRECATIONS_FROM = r"(megatron\.core|torch\.distributed\.checkpoint)(\..*)?"
+
+
+# only said of GPU runs: on the CPU there is no CUDA connection to tune
+CPU_ONLY_HARMLESS = (r".*CUDA_DEVICE_MAX_CONNECTIONS",)
 
 
 def verbose() -> bool:
@@ -38,6 +43,13 @@ def quiet_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category, module=DEPRECATIONS_FROM)
+
+
+def quiet_cpu_warnings() -> None:
+    """For runs that chose the CPU: GPU tuning advice from megatron-core does not apply."""
+    if not verbose():
+        for message in CPU_ONLY_HARMLESS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
 
 
 def si(value: float, digits: int = 3) -> str:
@@ -68,7 +80,7 @@ def metric(key: str, value) -> str:
     if key == "tokens_per_sec":
         return f"{si(value)} tok/s"
     if key == "model_tflops_per_gpu":
-        return f"{value:.3g} TFLOP/s/GPU"
+        return f"{si(value * 1e12)}FLOP/s/GPU"
     if key == "mfu":
         return f"MFU {100 * value:.1f}%"
     if key.endswith("_s") or key == "step_time_s":

@@ -18,6 +18,7 @@ import torch.distributed as dist
 import yaml
 
 from megatron_slm.config import SLMConfig
+from megatron_slm.console import quiet_cpu_warnings
 from megatron_slm.models.flops import peak_tflops_for, training_flops_per_token
 from megatron_slm.checkpoint import layout
 from megatron_slm.checkpoint.layout import write_model_info
@@ -48,6 +49,8 @@ class Trainer:
 
         self.cfg = cfg
         on_cuda = choose_device(cfg.runtime) == "cuda"
+        if not on_cuda:
+            quiet_cpu_warnings()
         self.vocab = load_vocab(cfg, tokenizer_dir(cfg))
         self.plan = make_plan(cfg, world_size_from_env(), on_cuda, self.vocab)  # all checks, before any work
         p = cfg.parallel
