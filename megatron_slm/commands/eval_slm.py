@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--item-scores", default=None, help="write per-item scores (JSONL) here")
+    p.add_argument("--submission", default=None, metavar="DIR",
+                   help="write ZeroSpeech 2021 submission files for the sWUGGY/sBLIMP sets prepared from gold.csv: "
+                        "DIR/lexical/<split>.txt, DIR/syntactic/<split>.txt ('<filename> <score>'), DIR/meta.yaml")
     from megatron_slm.commands.generate import add_generative_eval_args
 
     add_generative_eval_args(p)
@@ -67,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from megatron_slm.eval import run
+    from megatron_slm.eval import run, zerospeech
     from megatron_slm.eval.items import ItemError
     from megatron_slm.eval.report import summarize, table, write_item_scores, write_report
     from megatron_slm.generate.metrics import is_generative_task
@@ -92,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ItemError, VocabError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    rc = 0
     if rank0:
-        summary = {**summarize(all_scores, n_boot=args.bootstrap), **gen_summary}
+        summary = summarize(all_scores, n_boot=args.bootstrap)
+        zerospeech.add_to_summary(summary, sets, all_scores)  # official ZR2021 scores next to per-pair ones
+        summary.update(gen_summary)
         settings = {"model": os.path.abspath(model_dir), "backend": "megatron" if args.mcore_dir else "hf",
                     "score": args.score, "restrict": args.restrict, "prefer": args.prefer,
                     "tp": args.tp, "pp": args.pp, "iteration": args.iteration}
@@ -102,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             write_report(args.out, summary, settings)
         if args.item_scores:
             write_item_scores(args.item_scores, all_scores, extra_rows=gen_rows)
+        if args.submission:
+            try:
+                files = zerospeech.write_submission(args.submission, sets, all_scores,
+                                                    f"megatron-slm eval_slm: {settings['model']} (score {args.score})")
+                print(f"ZeroSpeech 2021 submission: {', '.join(files)}"
+                      + (" (complete meta.yaml before submitting)" if any(f.endswith("meta.yaml") for f in files) else ""))
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                rc = 1
         print(f"scored {len(all_scores)} items from {len(sets)} file(s)"
               + (f" and {len(gen_rows)} continuations of {len(gen_tasks)} generative task(s)" if gen_tasks else "")
               + f" in {time.time() - t0:.1f} s"
@@ -110,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         from megatron_slm.runtime.distributed import destroy_distributed
 
         destroy_distributed()
-    return 0
+    return rc
 
 
 def _generative(args: argparse.Namespace, tasks: list[str], backend, vocab, identity, progress: bool):

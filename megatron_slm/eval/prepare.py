@@ -123,6 +123,13 @@ def _wav(d: Path, filename: str) -> Path:
     return d / (filename if Path(filename).suffix else filename + ".wav")
 
 
+def _zerospeech_meta(kind: str, split: str, pos: dict, negs: list, fields: Sequence[str]) -> dict:
+    """What the official aggregation and the submission files need (eval/zerospeech.py)."""
+    meta = {"set": kind, "split": split, "files": [Path(r["filename"]).stem for r in [pos, *negs]]}
+    meta.update({f: pos[f] for f in fields if pos.get(f) not in (None, "")})
+    return meta
+
+
 def read_swuggy(src: str, split: str = "dev", task: str = "swuggy") -> list[ItemSpec]:
     d = _gold_dir(Path(src), "lexical", split)
     gold = d / "gold.csv"
@@ -140,7 +147,9 @@ def read_swuggy(src: str, split: str = "dev", task: str = "swuggy") -> list[Item
             positive=CandSpec(_require_audio(_wav(d, pos["filename"]), f"{gold}:{pl}"), pos.get("word") or None),
             negatives=[CandSpec(_require_audio(_wav(d, r["filename"]), f"{gold}:{ln}"), r.get("word") or None)
                        for ln, r in negs],
-            meta={"voice": pos.get("voice"), "frequency": pos.get("frequency")}))
+            meta={"voice": pos.get("voice"), "frequency": pos.get("frequency"),
+                  "zerospeech": _zerospeech_meta("lexical", split, pos, [r for _, r in negs],
+                                                 ("id", "voice", "frequency", "length"))}))
     return specs
 
 
@@ -157,7 +166,9 @@ def read_sblimp(src: str, split: str = "dev", task: str = "sblimp") -> list[Item
             positive=CandSpec(_require_audio(_wav(d, pos["filename"]), f"{gold}:{pl}"), pos.get("transcription") or None),
             negatives=[CandSpec(_require_audio(_wav(d, r["filename"]), f"{gold}:{ln}"), r.get("transcription") or None)
                        for ln, r in negs],
-            meta={"subtype": pos.get("subtype"), "voice": pos.get("voice")}))
+            meta={"subtype": pos.get("subtype"), "voice": pos.get("voice"),
+                  "zerospeech": _zerospeech_meta("syntactic", split, pos, [r for _, r in negs],
+                                                 ("id", "voice", "type", "subtype"))}))
     return specs
 
 

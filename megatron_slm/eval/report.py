@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from megatron_slm.eval import zerospeech
 from megatron_slm.eval.scoring import ItemScore
 
 
@@ -69,6 +70,7 @@ def table(summary: dict) -> str:
         for part, p in e.get("parts", {}).items():
             label, *rest = _cells(part, p)
             rows.append((f"  {label}", *rest))
+        rows += zerospeech.table_rows(e)  # the official aggregation, under the per-pair accuracy
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     lines = ["  ".join(r[c].ljust(widths[c]) if c == 0 else r[c].rjust(widths[c]) for c in range(4)) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
