@@ -112,8 +112,9 @@ class WhisperASR:
                     g = math.gcd(int(sample_rate), ASR_SAMPLE_RATE)
                     w = resample_poly(w, ASR_SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
                 batch.append(w)
-            feats = self.processor(batch, sampling_rate=ASR_SAMPLE_RATE, return_tensors="pt")
-            ids = self.model.generate(feats["input_features"].to(self.device, self.model.dtype), **self.generate_kw)
+            feats = self.processor(batch, sampling_rate=ASR_SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
+            ids = self.model.generate(feats["input_features"].to(self.device, self.model.dtype),
+                                      attention_mask=feats["attention_mask"].to(self.device), **self.generate_kw)
             out += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
         return out
 

@@ -221,7 +221,11 @@ class HiFiGANVocoder:
         state = ckpt.get("generator", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise GenerationError(f"{ckpt_path}: expected a dict with a 'generator' state dict")
-        missing, unexpected = model.load_state_dict(fold_weight_norm(state), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(fold_weight_norm(state), strict=False)
+        except RuntimeError as e:  # shapes differ
+            first = next((l.strip() for l in str(e).splitlines() if "size mismatch" in l), str(e)[:200])
+            raise GenerationError(f"{ckpt_path}: does not match {config_path.name} ({first})") from None
         if missing or unexpected:
             raise GenerationError(f"{ckpt_path}: does not match {config_path.name} (missing {missing[:4]}, "
                                   f"unexpected {unexpected[:4]})")
