@@ -37,8 +37,13 @@ def read_sidecar(path: str | os.PathLike, expected_format: str, missing_hint: st
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: {missing_hint}")
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # a truncated or overwritten sidecar
+        raise ValueError(f"{path}: not a readable JSON sidecar ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(meta).__name__}")
     if meta.get("format") != expected_format:
         raise ValueError(f"{path}: field 'format' is {meta.get('format')!r}, expected {expected_format!r}")
     return meta

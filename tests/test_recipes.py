@@ -15,6 +15,7 @@ from megatron_slm.models.flops import param_counts
 from megatron_slm.models.memory import Layout, estimate_memory
 from megatron_slm.models.presets import PRESETS, ModelArch, padded_vocab_size
 from megatron_slm.checkpoint.layout import write_model_info
+from megatron_slm.data.storage import SIDECAR_FORMAT, sidecar_path, write_json_atomic
 from megatron_slm.training import plan as plan_module
 from megatron_slm.training.optim import warmup_steps
 
@@ -116,12 +117,18 @@ def test_recipe_plans_on_8_gpus(recipe, tmp_path, monkeypatch):
     write_model_info_dir.mkdir(parents=True)
     # What `convert_checkpoint.py hf-to-mcore --tp <recipe tp>` records.
     write_model_info(write_model_info_dir, arch, padded_vocab_size(arch.vocab_size, 128, cfg.parallel.tp))
-    for entry in cfg.data.blend:
+    identity = {"text_vocab_sha256": "x", "text_vocab_size": arch.vocab_size - cfg.data.num_units - 2,
+                "num_units": cfg.data.num_units, "vocab_size": arch.vocab_size}
+    vocab = SimpleNamespace(vocab_size=arch.vocab_size, num_units=cfg.data.num_units, source="tok",
+                            identity=lambda: identity)
+    for entry in cfg.data.blend:  # what tools/preprocess_data.py leaves (sidecar checked by the plan)
         Path(entry.path).parent.mkdir(parents=True, exist_ok=True)
         for suffix in (".bin", ".idx"):
             Path(entry.path + suffix).write_bytes(b"")
+        write_json_atomic(sidecar_path(entry.path), {"format": SIDECAR_FORMAT, "kind": entry.kind, "mode": "static",
+                                                     "identity": {"vocab": identity, "units": None}})
     monkeypatch.setattr(plan_module, "te_available", lambda: True)
-    run = plan_module.make_plan(cfg, world_size=8, on_cuda=True, vocab=SimpleNamespace(vocab_size=arch.vocab_size))
+    run = plan_module.make_plan(cfg, world_size=8, on_cuda=True, vocab=vocab)
 
     p, t, o = cfg.parallel, cfg.train, cfg.optimizer
     assert run.arch == arch

@@ -104,9 +104,11 @@ def _finalize(root: Path, iteration: int, tmp: Path, state: dict, keep_last: Opt
     else:
         tmp.rename(final)
     atomic_write(root / LATEST, str(iteration))
-    if keep_last:
-        done = sorted(p for p in root.glob("iter_???????") if p.is_dir())
-        for old in done[:-keep_last]:
+    if keep_last is not None:  # the schema keeps it >= 1; the one just saved is never a candidate
+        if keep_last < 1:
+            raise ValueError(f"checkpoint.keep_last={keep_last} must be >= 1")
+        done = sorted(p for p in root.glob("iter_???????") if p.is_dir() and p != final)
+        for old in done[:max(0, len(done) - (keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -248,11 +250,12 @@ def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=No
 
 
 def save_model_checkpoint(models: list, save_dir: str | Path, arch: ModelArch, padded_vocab_size: int,
-                          iteration: int = 0, extra_state: Optional[dict] = None, sharded_strategy=None) -> None:
+                          iteration: int = 0, extra_state: Optional[dict] = None, sharded_strategy=None,
+                          identity: Optional[dict] = None) -> None:
     """Weights only, as a run directory the trainer loads (`model.from` / `checkpoint.load`)."""
     if _rank() == 0:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        write_model_info(save_dir, arch, padded_vocab_size)
+        write_model_info(save_dir, arch, padded_vocab_size, identity)
     Checkpointer().save(save_dir, iteration, models, state=dict(extra_state or {}, consumed_samples=0,
                                                                 consumed_tokens=0),
                         sharded_strategy=sharded_strategy)

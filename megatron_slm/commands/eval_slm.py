@@ -40,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--score", choices=("mean", "sum"), default="mean", help="log-likelihood per token (default) or total")
     p.add_argument("--restrict", choices=("speech", "text"), default=None,
                    help="softmax over one modality's tokens only (default: the whole vocabulary)")
+    p.add_argument("--compat", choices=("slamkit", "none"), default=None,
+                   help="scoring convention: slamkit (SlamKit's: --restrict speech keeps BOS and EOS in the softmax, "
+                        "--restrict text drops only the units) or none (--restrict speech: units only). Default: "
+                        "the convention the benchmarks' units were made with (slamkit when they have none)")
+    p.add_argument("--allow-mixed-compat", action="store_true",
+                   help="score benchmarks whose units follow another convention than --compat, each other or the "
+                        "model's training units, instead of refusing")
     p.add_argument("--prefer", choices=("units", "text"), default="units",
                    help="candidates with both units and a transcript: score the units (default) or the text")
     p.add_argument("--units-meta", default=None, help="the units sidecar (.meta.json) of the model's training "
@@ -88,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         gen_tasks = [t for t in tasks if is_generative_task(t)]
         sets = run.load_sets(run.benchmark_files(args.data, [t for t in tasks if t not in gen_tasks], args.items))
         identity = run.expected_unit_identity(model_dir, tok_dir, units_meta=args.units_meta)
-        run.check_sets(sets, identity, vocab)
+        args.compat = run.resolve_compat(sets, args.compat, args.allow_mixed_compat)
+        units_checked = run.check_sets(sets, identity, vocab, model=model_dir, compare_compat=not args.allow_mixed_compat)
         backend = _backend(args, vocab, progress=rank0)
         all_scores = run.score_sets(sets, vocab, backend, reduce=args.score, prefer=args.prefer)
         gen_summary, gen_rows = _generative(args, gen_tasks, backend, vocab, identity, rank0)
@@ -101,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         zerospeech.add_to_summary(summary, sets, all_scores)  # official ZR2021 scores next to per-pair ones
         summary.update(gen_summary)
         settings = {"model": os.path.abspath(model_dir), "backend": "megatron" if args.mcore_dir else "hf",
-                    "score": args.score, "restrict": args.restrict, "prefer": args.prefer,
+                    "unit_identity_checked": units_checked,
+                    "score": args.score, "restrict": args.restrict, "compat": args.compat, "prefer": args.prefer,
                     "tp": args.tp, "pp": args.pp, "iteration": args.iteration}
         print(table(summary))
         if args.out:
@@ -146,7 +155,8 @@ def _backend(args: argparse.Namespace, vocab, progress: bool):
     """The model to score with: Megatron at --tp/--pp (data parallel over the other ranks) or HF."""
     from megatron_slm.eval.backends import HFBackend, MegatronBackend, load_megatron
 
-    kw = dict(restrict=args.restrict, max_tokens=args.batch_tokens, max_batch=args.batch_size, progress=progress)
+    kw = dict(restrict=args.restrict, max_tokens=args.batch_tokens, max_batch=args.batch_size, progress=progress,
+              compat=args.compat)
     if args.mcore_dir:
         models, _, padded = load_megatron(args.mcore_dir, args.tp, args.pp, args.iteration, args.dtype)
         return MegatronBackend(models, vocab, padded, **kw)

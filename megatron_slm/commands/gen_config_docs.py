@@ -30,8 +30,8 @@ A run is configured by a YAML file of the sections below plus dotted command-lin
 torchrun --nproc_per_node=4 pretrain_slm.py --config examples/configs/tiny_cpu.yaml parallel.tp=2 train.iters=10
 ```
 
-Unknown keys, wrong types and values outside a choice list are rejected with a message naming the
-key; cross-field rules (layout divisibility, batch arithmetic, FP8 without Transformer Engine,
+Unknown keys, wrong types, values outside a choice list and numbers outside their range (shown in
+the type column; every float must also be finite) are rejected with a message naming the key; cross-field rules (layout divisibility, batch arithmetic, FP8 without Transformer Engine,
 missing data files) are checked before any process group or model exists. `null` in YAML (or
 `key=null` on the command line) is Python `None`. A list of entries such as `data.blend` is
 written in YAML; its entry fields are listed as `data.blend[].<field>`. Example recipes:

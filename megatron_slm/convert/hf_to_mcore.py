@@ -99,6 +99,22 @@ def _vocab_matrix(reader: HFReader, name: str, plan: VocabPlan, dtype: torch.dty
     return out
 
 
+def _identity(hf_dir: Path, vocab) -> dict:
+    """What the converted ids mean: this vocabulary, and the units an exported SLM recorded (a
+    text LM has seen none yet). An export of another vocabulary is refused."""
+    from megatron_slm.checkpoint.layout import read_identity
+    from megatron_slm.data.storage import DatasetError, check_identity
+
+    recorded = read_identity(hf_dir) or {}
+    mine = {"vocab": vocab.identity(), "units": recorded.get("units")}
+    if recorded.get("vocab"):
+        try:
+            check_identity(mine, recorded, str(hf_dir / "slm_identity.json"))
+        except DatasetError as e:
+            raise ConversionError(f"{e}: the tokenizer given is not the one this model was trained with") from None
+    return mine
+
+
 def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: Optional[int] = None,
                         init: str = "mean", dtype: Optional[str] = None, tokenizer_dir: Optional[str | Path] = None,
                         make_vocab_size_divisible_by: int = 128, seed: int = 1234, force: bool = False,
@@ -164,7 +180,8 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
         with staged_output_dir(out, force) as tmp:
             save_model_checkpoint(models, tmp, arch, plan.padded_vocab_size, iteration=0,
                                   extra_state={"converted_from": str(hf_dir)},
-                                  sharded_strategy=StreamingSaveStrategy(registry, materialize))
+                                  sharded_strategy=StreamingSaveStrategy(registry, materialize),
+                                  identity=_identity(hf_dir, vocab))
             vocab.save(tmp / "tokenizer")
             (tmp / "conversion.json").write_text(json.dumps({
                 "source": str(hf_dir.resolve()), "family": family.name, "dtype": dtype, "tp": tp, "pp": pp,

@@ -75,6 +75,8 @@ def convert_mcore_to_hf(mcore_dir: str | Path, out: str | Path, iteration: Optio
                         max_shard_size: str = "2GB", force: bool = False, progress: bool = True) -> ExportSummary:
     from transformers import AutoTokenizer
 
+    from megatron_slm.checkpoint.layout import read_identity, write_identity
+
     t0 = time.perf_counter()
     mcore_dir = Path(mcore_dir)
     arch, padded, iteration, path = resolve_checkpoint(mcore_dir, iteration)
@@ -110,6 +112,9 @@ def convert_mcore_to_hf(mcore_dir: str | Path, out: str | Path, iteration: Optio
             shards = writer.close()
             hf_config_from_arch(arch, dtype_name, tokenizer.bos_token_id, tokenizer.eos_token_id).save_pretrained(tmp)
             tokenizer.save_pretrained(str(tmp))
+            identity = read_identity(mcore_dir)
+            if identity:  # the export keeps what its ids mean (eval and generation check it)
+                write_identity(tmp, identity)
         bar.close()
     return ExportSummary(Path(out), iteration, arch, dtype_name, n_tensors, shards, writer.total_bytes,
                          time.perf_counter() - t0)

@@ -3,7 +3,8 @@
     <prefix>.bin / .idx          Megatron indexed dataset: one document per sequence
     <prefix>_words.bin / .idx    dynamic interleaved data only: per document int32
                                  [key, n, n token counts, n unit lo, n unit hi]
-    <prefix>.meta.json           the sidecar: kind, mode, interleaving, counts, and the identity
+    <prefix>.meta.json           the sidecar: kind, mode, interleaving, convention ("compat":
+                                 slamkit | none; absent = none), counts, and the identity
                                  {"vocab": SpeechVocab.identity(), "units": units compatibility key}
 
 Token ids are uint16 while the vocabulary fits (<= 65500), int32 beyond. A sidecar's identity
@@ -20,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from megatron_slm import jsonio
+from megatron_slm import compat, jsonio
 from megatron_slm.data import interleave
 
 SIDECAR_FORMAT = "megatron-slm-dataset/1"
@@ -64,7 +65,21 @@ def dataset_identity(vocab, units_identity: Optional[dict]) -> dict:
 
 
 def _units_key(units: dict) -> dict:
-    return {k: v for k, v in units.items() if k != "sidecar"}  # where the sidecar was: informational
+    from megatron_slm.units.records import with_compat
+
+    return with_compat({k: v for k, v in units.items() if k != "sidecar"})  # where the sidecar was: informational
+
+
+def conventions(meta: Optional[dict], where: str) -> list[tuple[str, str]]:
+    """[(what, convention)] a dataset sidecar follows: its own (interleaved, speech) and its
+    units' (so a dataset made with mixed conventions shows both); none for text data."""
+    if not meta or meta.get("kind") in TEXT_KINDS:
+        return []
+    out = [(where, compat.recorded(meta))]
+    units = (meta.get("identity") or {}).get("units")
+    if units:
+        out.append((f"the units of {where}", compat.recorded(units)))
+    return out
 
 
 def check_identity(mine: dict, theirs: dict, where: str, compare_units: bool = True) -> None:
@@ -91,6 +106,31 @@ def content_hash(prefix: str) -> str:
     return h.hexdigest()
 
 
+def units_identity_of(prefixes: list[str]) -> Optional[dict]:
+    """The speech units the datasets `prefixes` were made with (from their sidecars), or None when
+    none holds speech. Datasets made with different units are refused: their ids mean different
+    sounds, and one model cannot learn both."""
+    found: Optional[tuple[str, dict]] = None
+    for prefix in prefixes:
+        if not os.path.isfile(sidecar_path(prefix)):
+            continue
+        try:
+            units = (read_sidecar(prefix).get("identity") or {}).get("units")
+        except ValueError as e:
+            raise DatasetError(f"{sidecar_path(prefix)}: unreadable dataset sidecar ({e})") from None
+        if not units:
+            continue
+        units = _units_key(units)
+        if isinstance(units.get("extractor"), dict):  # where the model lives is informational
+            units["extractor"] = {k: v for k, v in units["extractor"].items() if k != "model"}
+        if found is None:
+            found = (prefix, units)
+        elif found[1] != units:
+            raise DatasetError(f"{sidecar_path(prefix)} and {sidecar_path(found[0])} were made with different "
+                               f"speech units ({units} vs {found[1]}): one blend needs one unit inventory")
+    return found[1] if found else None
+
+
 # ----------------------------------------------------------------------------- dynamic layout
 
 
@@ -112,6 +152,30 @@ def dynamic_records(b: interleave.PreparedBatch) -> tuple[list[np.ndarray], list
 # ----------------------------------------------------------------------------- reading
 
 
+def check_stored(prefix: str, vocab, expected_kind: str = "gpt") -> tuple[Optional[dict], str]:
+    """(sidecar or None, kind) of a stored dataset, after checking that it is complete, holds what
+    the blend says, and was made with `vocab`. Reads only small files: the trainer's plan runs it
+    before any model is built."""
+    for suffix in (".bin", ".idx"):
+        if not os.path.isfile(prefix + suffix):
+            raise DatasetError(f"{prefix}{suffix} does not exist (an unfinished preprocessing run has no .idx)")
+    try:
+        meta: Optional[dict] = read_sidecar(prefix)
+    except FileNotFoundError:
+        if expected_kind != "gpt":
+            raise DatasetError(f"{prefix}.meta.json missing; a kind={expected_kind!r} dataset needs the "
+                               f"sidecar written by tools/preprocess_data.py (use kind: gpt for plain Megatron data)") from None
+        return None, "text"
+    except ValueError as e:
+        raise DatasetError(f"{sidecar_path(prefix)}: unreadable dataset sidecar ({e})") from None
+    kind = meta.get("kind")
+    if expected_kind not in ("gpt", kind):
+        raise DatasetError(f"{prefix} holds {kind!r} documents but the blend says kind={expected_kind!r}")
+    check_identity(dataset_identity(vocab, None), meta.get("identity") or {}, sidecar_path(prefix),
+                   compare_units=kind not in TEXT_KINDS)
+    return meta, kind
+
+
 class StoredDataset:
     """One stored dataset opened for training: its indexed documents, what its sidecar says, and
     (dynamic interleaved data) the per-word layout. `expected_kind` is the blend's `kind`
@@ -120,22 +184,7 @@ class StoredDataset:
     def __init__(self, prefix: str, vocab, expected_kind: str = "gpt", mmap: bool = True) -> None:
         from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-        for suffix in (".bin", ".idx"):
-            if not os.path.isfile(prefix + suffix):
-                raise DatasetError(f"data.blend: {prefix}{suffix} does not exist (an unfinished preprocessing run has no .idx)")
-        try:
-            self.meta: Optional[dict] = read_sidecar(prefix)
-        except FileNotFoundError:
-            if expected_kind != "gpt":
-                raise DatasetError(f"data.blend: {prefix}.meta.json missing; a kind={expected_kind!r} dataset needs the "
-                                   f"sidecar written by tools/preprocess_data.py (use kind: gpt for plain Megatron data)") from None
-            self.meta = None
-        self.kind = self.meta["kind"] if self.meta else "text"
-        if expected_kind not in ("gpt", self.kind):
-            raise DatasetError(f"data.blend: {prefix} holds {self.kind!r} documents but the blend says kind={expected_kind!r}")
-        if self.meta:
-            check_identity(dataset_identity(vocab, None), self.meta["identity"], sidecar_path(prefix),
-                           compare_units=self.kind not in TEXT_KINDS)
+        self.meta, self.kind = check_stored(prefix, vocab, expected_kind)
         self.dynamic = bool(self.meta and self.meta.get("mode") == "dynamic")
         self.indexed = IndexedDataset(prefix, mmap=mmap)
         self.words = IndexedDataset(prefix + WORDS_SUFFIX, mmap=mmap) if self.dynamic else None

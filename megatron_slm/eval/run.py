@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -53,11 +54,33 @@ def has_units(items: ItemSet) -> bool:
                for c in it.candidates() + ([it.prompt] if it.prompt else []))
 
 
-def check_sets(sets: Sequence[tuple[str, ItemSet]], identity: Optional[dict], vocab) -> None:
-    """Refuse benchmarks whose units come from another extractor/k-means than the model's."""
-    for _, s in sets:
-        if has_units(s):
-            check_identity(s.unit_identity, identity, s.path, vocab.num_units)
+def check_sets(sets: Sequence[tuple[str, ItemSet]], identity: Optional[dict], vocab, model: str = "the model",
+               compare_compat: bool = True) -> bool:
+    """Refuse benchmarks whose units come from another extractor/k-means than the model's.
+    Returns whether the units could be checked beyond K; when the model records no unit identity
+    (e.g. a released checkpoint), says so instead of passing in silence."""
+    with_units = [s for _, s in sets if has_units(s)]
+    for s in with_units:
+        check_identity(s.unit_identity, identity, s.path, vocab.num_units, compare_compat=compare_compat)
+    if with_units and not identity:
+        print(f"warning: {model} records no unit identity: the benchmark units were checked for K={vocab.num_units} "
+              f"only, not for the extractor and k-means (pass --units-meta <the training units' .meta.json>)",
+              file=sys.stderr)
+    return bool(identity) or not with_units
+
+
+def resolve_compat(sets: Sequence[tuple[str, ItemSet]], requested: Optional[str], allow_mixed: bool = False) -> str:
+    """The scoring convention of one eval run (megatron_slm/compat.py): `requested`, else the one
+    the benchmarks' units were made with (slamkit when none has units). ItemError when two
+    benchmarks, or a benchmark and `requested`, follow different conventions, unless `allow_mixed`."""
+    from megatron_slm import compat
+
+    found = [(f"--compat {requested}", requested)] if requested else []
+    found += [(s.path, compat.recorded(s.unit_identity)) for _, s in sets if has_units(s)]
+    try:
+        return compat.check_same(found, allow_mixed, "--allow-mixed-compat") or compat.DEFAULT
+    except compat.CompatError as e:
+        raise ItemError(str(e)) from None
 
 
 def score_sets(sets: Sequence[tuple[str, ItemSet]], vocab, backend, reduce: str = "mean", prefer: str = "units") -> list:
@@ -87,8 +110,13 @@ def expected_unit_identity(model_dir: Optional[str], tokenizer_dir: Optional[str
                            dataset_prefixes: Optional[Sequence[str]] = None,
                            units_meta: Optional[str] = None) -> Optional[dict]:
     """The unit identity the model was trained with, or None when nothing records it."""
+    from megatron_slm.checkpoint.layout import read_identity
+
     if units_meta:
         return read_units_identity(units_meta)
+    recorded = read_identity(model_dir) if model_dir and os.path.isdir(model_dir) else None
+    if recorded and recorded.get("units"):  # a run dir, converted checkpoint or HF export that says
+        return recorded["units"]
     for d in (model_dir, tokenizer_dir):
         for name in UNITS_META_NAMES if d else ():
             path = os.path.join(d, name)
@@ -110,23 +138,13 @@ def read_units_identity(meta_file: str) -> dict:
 
 
 def training_units_identity(dataset_prefixes: Sequence[str]) -> Optional[dict]:
-    """The units identity recorded in the training datasets' sidecars (`<prefix>.meta.json`,
-    written by tools/preprocess_data.py), from the first dataset that has speech."""
-    for prefix in dataset_prefixes:
-        path = f"{prefix}.meta.json"
-        if not os.path.isfile(path):
-            continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                units = (json.load(f).get("identity") or {}).get("units")
-        except (OSError, ValueError) as e:
-            raise ItemError(f"{path}: unreadable dataset sidecar ({e})") from None
-        if units:
-            units = {k: v for k, v in units.items() if k != "sidecar"}
-            if isinstance(units.get("extractor"), dict):  # paths are informational
-                units["extractor"] = {k: v for k, v in units["extractor"].items() if k != "model"}
-            return units
-    return None
+    """The units identity recorded in the training datasets' sidecars (`<prefix>.meta.json`)."""
+    from megatron_slm.data.storage import DatasetError, units_identity_of
+
+    try:
+        return units_identity_of(list(dataset_prefixes))
+    except DatasetError as e:
+        raise ItemError(str(e)) from None
 
 
 def run_dataset_prefixes(run_dir: Optional[str]) -> list[str]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_slm.config import RuntimeConfig
+from megatron_slm.config import ConfigError, RuntimeConfig
 
 
 _SET_BY_US: set[str] = set()
@@ -45,7 +45,8 @@ def _free_port() -> int:
 
 def choose_device(runtime: RuntimeConfig) -> str:
     if runtime.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device=cuda but no CUDA device is available")
+        raise ConfigError("runtime.device=cuda but no CUDA device is available here "
+                          "(runtime.device=auto uses the CPU when there is none)")
     if runtime.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return runtime.device

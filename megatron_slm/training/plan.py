@@ -27,6 +27,7 @@ class RunPlan:
     total_steps: int
     tokenizer_dir: Optional[str]
     on_cuda: bool
+    units: Optional[dict] = None  # the speech units of the blend (what unit ids mean), when known
 
     @property
     def tokens_per_step(self) -> int:
@@ -69,6 +70,65 @@ def planned_steps(cfg: SLMConfig) -> int:
         return t.iters
     _check(t.token_budget > 0, "train.token_budget must be > 0")
     return math.ceil(t.token_budget / (t.global_batch_size * t.seq_length))
+
+
+def blend_prefixes(cfg: SLMConfig) -> list[str]:
+    return [e.path[:-4] if e.path.endswith((".bin", ".idx")) else e.path for e in cfg.data.blend]
+
+
+def check_blend(cfg: SLMConfig, vocab) -> Optional[dict]:
+    """Every dataset is complete, of the kind the blend says and made with this vocabulary, and
+    all speech data shares one unit inventory (returned). Sidecars only: no model exists yet."""
+    from megatron_slm.data.storage import DatasetError, check_stored, units_identity_of
+
+    prefixes = blend_prefixes(cfg)
+    for i, (entry, prefix) in enumerate(zip(cfg.data.blend, prefixes)):
+        try:
+            meta, kind = check_stored(prefix, vocab, entry.kind)
+        except DatasetError as e:
+            raise ConfigError(f"data.blend[{i}]: {e}") from None
+        if cfg.data.mode == "dynamic" and kind == "interleaved" and (meta or {}).get("mode") != "dynamic":
+            raise ConfigError(f"data.blend[{i}]: data.mode=dynamic but {prefix} was preprocessed in static mode "
+                              f"(re-run tools/preprocess_data.py interleaved --mode dynamic)")
+    try:
+        return units_identity_of(prefixes)
+    except DatasetError as e:
+        raise ConfigError(f"data.blend: {e}") from None
+
+
+def check_model_vocabulary(cfg: SLMConfig, arch: ModelArch, vocab, units: Optional[dict]) -> None:
+    """The tokenizer (and the data's units) must be the ones the checkpoint's ids were made for:
+    otherwise unit and marker ids land on other rows and training silently learns nonsense."""
+    from megatron_slm.checkpoint.layout import has_checkpoint, read_identity
+    from megatron_slm.data.storage import DatasetError, check_identity, dataset_identity
+    from megatron_slm.models.provider import arch_source_dir
+
+    c = cfg.checkpoint
+    source = c.save if has_checkpoint(c.save) else (c.load or arch_source_dir(cfg))
+    if source is None:
+        return
+    recorded = read_identity(source)
+    if recorded and recorded.get("vocab"):
+        try:
+            check_identity(dataset_identity(vocab, units), recorded, f"the checkpoint {source}")
+        except DatasetError as e:
+            raise ConfigError(f"data.tokenizer={vocab.source!r} (K={vocab.num_units}) does not fit: {e}") from None
+    elif arch.vocab_size != vocab.vocab_size:
+        raise ConfigError(f"data.tokenizer={vocab.source!r} has {vocab.vocab_size} ids (K={vocab.num_units} units) but "
+                          f"the model in {source} has a vocabulary of {arch.vocab_size}")
+
+
+def recorded_units(cfg: SLMConfig) -> Optional[dict]:
+    """The units the run's starting checkpoint already records (kept when this blend has no speech)."""
+    from megatron_slm.checkpoint.layout import read_identity
+    from megatron_slm.models.provider import arch_source_dir
+
+    for source in (cfg.checkpoint.save, cfg.checkpoint.load, arch_source_dir(cfg)):
+        if source and Path(source).is_dir():
+            units = (read_identity(source) or {}).get("units")
+            if units:
+                return units
+    return None
 
 
 def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> RunPlan:
@@ -127,6 +187,11 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
                        f"data.blend[{i}].path={entry.path!r}: {entry.path + suffix} does not exist")
             _check(entry.weight > 0, f"data.blend[{i}].weight must be > 0")
         _check(vocab is not None, "data.source=blend needs data.tokenizer (or a model.from dir with tokenizer/)")
+        units = check_blend(cfg, vocab)
+    else:
+        units = None
+    if vocab is not None:
+        check_model_vocabulary(cfg, arch, vocab, units)
     if cfg.eval.tasks:
         _check(cfg.eval.data is not None and Path(cfg.eval.data).is_dir(),
                f"eval.tasks needs eval.data to be a directory of prepared benchmarks (got {cfg.eval.data!r})")
@@ -136,4 +201,4 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
     padded = resolve_padded_vocab(arch, cfg, pinned)
     return RunPlan(cfg=cfg, arch=arch, padded_vocab=padded, world_size=world_size, dp=dp,
                    num_microbatches=num_microbatches, total_steps=total_steps,
-                   tokenizer_dir=tokenizer_dir(cfg), on_cuda=on_cuda)
+                   tokenizer_dir=tokenizer_dir(cfg), on_cuda=on_cuda, units=units or recorded_units(cfg))

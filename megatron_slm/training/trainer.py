@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from megatron_slm.config import SLMConfig
+from megatron_slm.config import SLMConfig, absolute_paths
 from megatron_slm.console import quiet_cpu_warnings
 from megatron_slm.models.flops import peak_tflops_for, training_flops_per_token
 from megatron_slm.checkpoint import layout
@@ -116,8 +116,9 @@ class Trainer:
         if not (self.rank0 and self.cfg.checkpoint.save):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        write_model_info(self.run_dir, self.plan.arch, self.plan.padded_vocab)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(absolute_paths(self.cfg).to_dict(), sort_keys=False))
+        identity = {"vocab": self.vocab.identity(), "units": self.plan.units} if self.vocab is not None else None
+        write_model_info(self.run_dir, self.plan.arch, self.plan.padded_vocab, identity)
         if self.vocab is not None and not (self.run_dir / "tokenizer").exists():
             self.vocab.save(self.run_dir / "tokenizer")
 
