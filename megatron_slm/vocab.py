@@ -102,9 +102,12 @@ class SpeechVocab:
         if eod is None:
             raise VocabError(f"tokenizer {source!r} has no EOS token, which the datasets need as end-of-document")
         self.eod: int = int(eod)
-        # Llama-style tokenizers have no pad: fall back to EOD (the datasets mask padding by position)
-        self.pad: int = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else self.eod
-        self.has_pad = tokenizer.pad_token_id is not None
+        # Llama-style tokenizers have no pad: fall back to EOD (the datasets mask padding by position).
+        # A pad that is an ordinary text token or BOS is no pad either: SlamKit sets pad_token_id = 0
+        # ('!' in Llama-3 and Qwen2.5), and masking targets equal to it would drop real tokens.
+        self.has_pad = tokenizer.pad_token_id is not None and self._is_special(tokenizer.pad_token_id) \
+            and tokenizer.pad_token_id != self.bos
+        self.pad: int = int(tokenizer.pad_token_id) if self.has_pad else self.eod
         # offsets are char offsets in the HF wrapper and in the backend alike (no normalizer shifts them)
         self._backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self._first_cache: dict[str, tuple[int, ...]] = {}   # word -> ids, as the first word
@@ -114,6 +117,25 @@ class SpeechVocab:
             [("class", "SpeechVocab"), ("text_vocab_sha256", self._base_sha256),
              ("text_vocab_size", self.text_vocab_size), ("num_units", self.num_units)]
         )
+
+    def _is_special(self, token_id: int) -> bool:
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        return token_id in added and bool(getattr(added[token_id], "special", False))
+
+    def added_specials(self) -> tuple[list[int], list[int]]:
+        """(ids before, ids after) the text that the tokenizer adds when asked for special tokens
+        (Llama-3: [BOS] before; Qwen2.5: nothing): how SlamKit's tokenised documents start and end."""
+        cached = self.__dict__.get("_added_specials")
+        if cached is None:
+            probe = "a b"
+            plain = list(self.tokenizer.encode(probe, add_special_tokens=False))
+            full = list(self.tokenizer.encode(probe, add_special_tokens=True))
+            cached = next(((full[:i], full[i + len(plain):]) for i in range(len(full) - len(plain) + 1)
+                           if full[i:i + len(plain)] == plain), None)
+            if cached is None:
+                raise VocabError(f"tokenizer {self.source!r}: its special tokens are not added around the text")
+            self._added_specials = cached
+        return cached
 
     # ------------------------------------------------------------------ construction
 
@@ -185,23 +207,25 @@ class SpeechVocab:
         cuts = np.searchsorted(owner, np.arange(1, len(words)), side="left")
         return [part.tolist() for part in np.split(ids, cuts)] if len(words) else []
 
-    def encode_words_flat(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def encode_words_flat(self, words: Sequence[str], first_spaced: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(token ids, index of the word each token belongs to) -- `encode_words` as arrays."""
-        ids, counts = self.encode_word_lists(list(words), np.array([0, len(words)]))
+        ids, counts = self.encode_word_lists(list(words), np.array([0, len(words)]), first_spaced)
         return ids, np.repeat(np.arange(len(words)), counts)
 
-    def encode_word_lists(self, words: list[str], word_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_word_lists(self, words: list[str], word_starts: np.ndarray, first_spaced: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray]:
         """(all token ids, token count of each word) for many utterances at once: utterance d is
-        words[word_starts[d]:word_starts[d+1]], its first word tokenised without and the others
-        with their leading space. Distinct words are tokenised once (cached): a corpus repeats its
-        words, and one tokenizer call per utterance used to be the largest cost of preprocessing."""
+        words[word_starts[d]:word_starts[d+1]], its first word tokenised without (or, with
+        `first_spaced`, like SlamKit's stored words, with) and the others with their leading
+        space. Distinct words are tokenised once (cached): a corpus repeats its words, and one
+        tokenizer call per utterance used to be the largest cost of preprocessing."""
         spaced, firsts = self._spaced_cache, self._first_cache
         if len(spaced) > WORD_CACHE_SIZE:
             spaced.clear()
         if len(firsts) > WORD_CACHE_SIZE:
             firsts.clear()
         per_word = list(map(spaced.get, words))
-        for i in np.asarray(word_starts[:-1])[np.diff(word_starts) > 0].tolist():
+        for i in ([] if first_spaced else np.asarray(word_starts[:-1])[np.diff(word_starts) > 0].tolist()):
             per_word[i] = firsts.get(words[i]) or firsts.setdefault(words[i], self._encode_piece(words[i]))
         for i in [i for i, t in enumerate(per_word) if t is None]:
             per_word[i] = spaced.get(words[i]) or spaced.setdefault(words[i], self._encode_piece(" " + words[i]))

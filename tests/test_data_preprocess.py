@@ -51,8 +51,8 @@ def test_static_documents_are_the_pure_interleaving(corpus, vocab, tmp_path):
     mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
     lines = Path(corpus.units).read_text().splitlines()
     for line, doc in zip(lines, docs):
-        u, _ = prepare_interleaved(json.loads(line), "x", vocab, align)
-        assert np.array_equal(doc, il.assemble(u, il.draw(u, InterleaveConfig(), 5, 0), mk))
+        u, _ = prepare_interleaved(json.loads(line), "x", vocab, align, "slamkit")  # the default convention
+        assert np.array_equal(doc, il.assemble(u, il.draw(u, InterleaveConfig(), 5, 0), mk, keep_empty=True))
     assert meta["identity"]["vocab"] == vocab.identity()
     assert meta["identity"]["units"]["k"] == 20
     tok = meta["tokens"]
@@ -80,7 +80,7 @@ def test_output_independent_of_workers_and_dynamic_layout(corpus, vocab, tmp_pat
         offsets = np.concatenate(([0], np.cumsum(w[2:2 + n])))
         lay = layout[i].astype(np.int64)
         u = il.PreparedUtterance(int(w[0]), lay[:offsets[-1]], offsets, lay[offsets[-1]:], w[2 + n:2 + 2 * n], w[2 + 2 * n:])
-        assert np.array_equal(il.assemble(u, il.draw(u, InterleaveConfig(), 1234, 0), mk), static)
+        assert np.array_equal(il.assemble(u, il.draw(u, InterleaveConfig(), 1234, 0), mk, keep_empty=True), static)
 
 
 def _textgrid(words):
@@ -232,7 +232,8 @@ def test_cli_summary_and_user_errors(corpus, tmp_path, capsys):
     assert e.value.code == 0 and "interleaved" in capsys.readouterr().out
 
 
-def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_path, monkeypatch):
+@pytest.mark.parametrize("compat", ["slamkit", "none"])
+def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_path, monkeypatch, compat):
     """prepare_batch (vectorised over a shard) keeps, builds and rejects exactly what the
     per-record reference does, with the same messages, on records corrupted in many ways."""
     from megatron_slm.data import prepare as prep
@@ -276,12 +277,12 @@ def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_pa
     for recs, vectorised in ((fast, True), (records, False)):
         calls = []
         monkeypatch.setattr(prep, "reference_batch", lambda *a: (calls.append(1), real_reference(*a))[1])
-        kept, batch, audio, errors = prep.prepare_batch(recs, vocab, align)
+        kept, batch, audio, errors = prep.prepare_batch(recs, vocab, align, compat)
         assert (calls == []) == vectorised
         ref_kept, ref_docs, ref_errors = [], [], []
         for i, (where, obj) in enumerate(recs):
             try:
-                u, rec = prepare_interleaved(json.loads(json.dumps(obj)), where, vocab, align)
+                u, rec = prepare_interleaved(json.loads(json.dumps(obj)), where, vocab, align, compat)
                 ref_kept.append(i)
                 ref_docs.append((u, rec.audio_seconds))
             except RecordError as e:
@@ -289,7 +290,9 @@ def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_pa
         assert kept == ref_kept and 0 < len(kept) < len(recs)
         assert [(i, e.reason, str(e)) for i, e in errors] == ref_errors
         assert len({r for _, r, _ in ref_errors}) >= 5
-        ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, InterleaveConfig(), 9, 2), mk)
+        cfg = InterleaveConfig(compat=compat)
+        ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, cfg, 9, 2), mk)
         for d, (u, secs) in enumerate(ref_docs):
-            assert np.array_equal(ids[offsets[d]:offsets[d + 1]], il.assemble(u, il.draw(u, InterleaveConfig(), 9, 2), mk))
+            assert np.array_equal(ids[offsets[d]:offsets[d + 1]],
+                                  il.assemble(u, il.draw(u, cfg, 9, 2), mk, keep_empty=compat == "slamkit"))
             assert audio[d] == pytest.approx(secs)

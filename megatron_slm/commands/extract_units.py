@@ -47,7 +47,8 @@ def main(argv=None) -> int:
         ex = UnitExtractor.from_args(args.extractor, args.kmeans, args.model_dir, args.layer, args.device,
                                      args.audio_backend, args.max_batch_seconds, args.num_threads,
                                      collapse=not args.no_dedup, min_seconds=args.min_seconds,
-                                     max_seconds=args.max_seconds, dtype=args.dtype, streams=args.streams)
+                                     max_seconds=args.max_seconds, dtype=args.dtype, streams=args.streams,
+                                     compat=args.compat)
         check_compatible_output(args.out, ex.meta)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

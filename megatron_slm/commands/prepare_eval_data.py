@@ -75,7 +75,7 @@ def units_source(args: argparse.Namespace) -> UnitsSource | None:
     ex = UnitExtractor.from_args(extractor=args.extractor, kmeans=args.kmeans, model_dir=args.model_dir,
                                  layer=args.layer, device=args.device, audio_backend=args.audio_backend,
                                  max_batch_seconds=args.max_batch_seconds, num_threads=args.num_threads,
-                                 min_seconds=0.0, dtype=args.dtype, streams=args.streams)
+                                 min_seconds=0.0, dtype=args.dtype, streams=args.streams, compat=args.compat)
     return UnitsSource.from_extractor(ex, args.cache or args.out + ".units.jsonl", progress=not args.no_progress)
 
 

@@ -49,12 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alignment-format", choices=["auto", "jsonl", "textgrid", "whisper", "lhotse"], default="auto")
     p.add_argument("--mode", choices=["static", "dynamic"], default="static",
                    help="static: interleave once here; dynamic: store words+units, draw per epoch at training time")
+    p.add_argument("--compat", choices=["slamkit", "none"], default="slamkit",
+                   help="slamkit (default): SlamKit's samplers, unit-span rule and document layout, as the released SIMS "
+                        "models were trained on (needs units made with --compat slamkit); none: this project's earlier "
+                        "rules (exact-eta spans, frame-centre units). Recorded in the sidecar (docs/data.md)")
+    p.add_argument("--allow-mixed-compat", action="store_true",
+                   help="interleave units made under the other --compat convention instead of refusing")
     p.add_argument("--method", choices=["poisson", "span", "random"], default="poisson", help="span selection")
     p.add_argument("--mean-span-words", type=float, default=10.0, help="poisson: mean words per speech span (lambda)")
     p.add_argument("--speech-fraction", type=float, default=0.3, help="poisson: target fraction of words in speech (eta)")
     p.add_argument("--span-prob", type=float, default=0.1, help="span: probability that a span starts at a word")
     p.add_argument("--span-words", type=int, default=10, help="span: words per speech span")
-    p.add_argument("--word-prob", type=float, default=0.3, help="random: probability that a word is spoken")
+    p.add_argument("--word-prob", type=float, default=None,
+                   help="random: probability that a word is spoken (default 0.5 with --compat slamkit, as SlamKit; 0.3 with none)")
     p.add_argument("--seed", type=int, default=1234, help="interleaving seed (use train.seed to match dynamic mode at epoch 0)")
 
     p = sub.add_parser("speech", help="units -> speech-only documents", description="Speech-only documents from a units JSONL.")
@@ -85,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         job.alignments, job.alignment_format, job.mode, job.seed = args.alignments, args.alignment_format, args.mode, args.seed
         job.interleave = InterleaveConfig(method=args.method, mean_span_words=args.mean_span_words,
                                           speech_fraction=args.speech_fraction, span_prob=args.span_prob,
-                                          span_words=args.span_words, word_prob=args.word_prob)
+                                          span_words=args.span_words, word_prob=args.word_prob, compat=args.compat,
+                                          allow_mixed_compat=args.allow_mixed_compat)
     if args.kind == "text":
         job.text_key = args.text_key
     try:

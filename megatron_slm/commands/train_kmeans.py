@@ -48,7 +48,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--out {args.out!r} must end in .npy")
         paths, ids = resolve_inputs(args)
         device = args.device or default_device()
-        ext = build_extractor(args.extractor, model_dir=args.model_dir, layer=args.layer, device=device, dtype=args.dtype)
+        ext = build_extractor(args.extractor, model_dir=args.model_dir, layer=args.layer, device=device, dtype=args.dtype,
+                              compat=args.compat)
         loader = AudioLoader(args.audio_backend, device, args.num_threads, max_batch_seconds=args.max_batch_seconds)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(args.seed + 1)
     random_c = x[torch.randperm(x.shape[0], generator=g)[: args.k]]
     print(f"trained k={args.k} on {x.shape[0]} frames (dim {x.shape[1]}) from {used} files; "
-          f"inertia {inertia(x, centroids):.4f} (random centroids: {inertia(x, random_c):.4f}); wrote {args.out}")
+          f"inertia {inertia(x, centroids):.4f} (random centroids: {inertia(x, random_c):.4f}); wrote {args.out} "
+          f"(features with --compat {args.compat}: extract units with the same)")
     if stream.skipped:
         print(f"skipped {len(stream.skipped)} files:")
         for s in stream.skipped:

@@ -15,8 +15,9 @@ import numpy as np
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.utils import Split
 
+from megatron_slm import compat
 from megatron_slm.config import ConfigError, SLMConfig
-from megatron_slm.data import interleave
+from megatron_slm.data import interleave, storage
 from megatron_slm.data.datasets import SLMDataset, SLMDatasetConfig
 from megatron_slm.vocab import SpeechVocab
 
@@ -41,6 +42,7 @@ def dataset_config(cfg: SLMConfig, vocab: SpeechVocab) -> SLMDatasetConfig:
         interleave.check_config(data.interleave, prefix="data.interleave")
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    check_conventions(prefixes, data.interleave)
     return SLMDatasetConfig(
         random_seed=cfg.train.seed, sequence_length=cfg.train.seq_length, blend=(prefixes, weights),
         split=data.split, path_to_cache=data.cache_dir, tokenizer=vocab,
@@ -49,6 +51,24 @@ def dataset_config(cfg: SLMConfig, vocab: SpeechVocab) -> SLMDatasetConfig:
         attention_across_documents=data.attention_across_documents,
         kinds={p: e.kind for p, e in zip(prefixes, data.blend)},
     )
+
+
+def check_conventions(prefixes: list[str], icfg) -> None:
+    """One compat convention per blend: every speech/interleaved dataset's sidecar (and its units)
+    and, for dynamic data, `data.interleave.compat` that draws it. ConfigError names two that
+    differ, unless data.interleave.allow_mixed_compat."""
+    found: list[tuple[str, str]] = []
+    for prefix in prefixes:
+        if not os.path.isfile(storage.sidecar_path(prefix)):
+            continue  # plain Megatron data (kind gpt), or a missing dataset reported when it is opened
+        meta = storage.read_sidecar(prefix)
+        found += storage.conventions(meta, storage.sidecar_path(prefix))
+        if meta.get("mode") == "dynamic":
+            found.append((f"data.interleave.compat (which draws {prefix})", icfg.compat))
+    try:
+        compat.check_same(found, icfg.allow_mixed_compat, "data.interleave.allow_mixed_compat=true")
+    except compat.CompatError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build_datasets(cfg: SLMConfig, vocab: SpeechVocab, train_samples: int, valid_samples: int,

@@ -6,11 +6,18 @@ A draw (`select_speech_words`) marks which words are spoken; `assemble` then emi
 
     [BOS] <text> w0 w1 <speech> u.. u.. <text> w4 ... [EOD]
 
-with a modality marker at the start and at every switch. A speech span over words i..j covers
-the unit runs that have at least one frame whose centre lies in [start_i, end_j] (frame-level
-time ranges, so dedup durations are respected). A speech span with no units at all is emitted as
-text. Draws are seeded by (seed, epoch, document key) so static preprocessing and the dynamic
-dataset produce the same document for the same epoch.
+with a modality marker at the start and at every switch. Two rule sets (`compat`, see
+megatron_slm/compat.py):
+
+  slamkit  SlamKit's, which the released SIMS models were trained on: a speech span over words
+           i..j covers the unit runs whose END time (cumsum(durations) * unit_seconds) lies in
+           [start_i, end_j] (SlamKit's bisect); SlamKit's samplers (slamkit_sampling.py); every
+           word carries its leading space; a speech span without units keeps its <speech> marker.
+  none     the runs that have at least one frame whose centre lies in [start_i, end_j]; exact-eta
+           poisson spans; the first word without a space; a unit-less speech span becomes text.
+
+Draws are seeded by (seed, epoch, document key) so static preprocessing and the dynamic dataset
+produce the same document for the same epoch.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from typing import Optional
 
 import numpy as np
 
+from megatron_slm import compat
 from megatron_slm.config import InterleaveConfig
 
 
@@ -155,15 +163,33 @@ def _span_spans(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, prob: fl
     return seg, starts, np.minimum(span_words, n[seg] - starts)
 
 
+def word_prob(cfg: InterleaveConfig) -> float:
+    """The random method's probability: as configured, else SlamKit's hard-coded 0.5 (compat
+    slamkit) or 0.3 (none)."""
+    if cfg.word_prob is not None:
+        return float(cfg.word_prob)
+    return 0.5 if cfg.compat == compat.SLAMKIT else 0.3
+
+
 def speech_masks(n_words: np.ndarray, keys: np.ndarray, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
     """Speech masks of many documents at once, concatenated (document d owns words
     [sum(n[:d]), sum(n[:d+1]))). Document d's mask depends only on (seed, epoch, keys[d], n[d])."""
     n = np.asarray(n_words, dtype=np.int64)
     keys = np.asarray(keys, dtype=np.int64)
     total = int(n.sum())
+    if cfg.compat == compat.SLAMKIT:
+        from megatron_slm.data import slamkit_sampling as sk
+
+        if cfg.method == "poisson":
+            return sk.poisson_masks(n, keys, seed, epoch, cfg.mean_span_words, cfg.speech_fraction)
+        if cfg.method == "span":
+            return sk.span_masks(n, keys, seed, epoch, cfg.span_prob, cfg.span_words)
+        if cfg.method == "random":
+            return sk.random_masks(n, keys, seed, epoch, word_prob(cfg))
+        raise ValueError(f"unknown interleaving method {cfg.method!r}")
     if cfg.method == "random":
         seg, pos, _ = _segments(n)
-        return uniforms(seed, epoch, 0, keys[seg], pos) < cfg.word_prob
+        return uniforms(seed, epoch, 0, keys[seg], pos) < word_prob(cfg)
     if cfg.method == "poisson":
         seg, starts, lengths = _poisson_spans(n, keys, seed, epoch, cfg.mean_span_words, cfg.speech_fraction)
     elif cfg.method == "span":
@@ -182,8 +208,10 @@ def select_speech_words(n: int, key: int, cfg: InterleaveConfig, seed: int, epoc
 
 def check_config(cfg: InterleaveConfig, prefix: str = "interleave") -> None:
     """Raise ValueError naming the bad parameter."""
+    if cfg.compat not in compat.CHOICES:
+        raise ValueError(f"{prefix}.compat={cfg.compat!r} must be one of {', '.join(compat.CHOICES)}")
     for name in ("speech_fraction", "span_prob", "word_prob"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
+        if getattr(cfg, name) is not None and not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{prefix}.{name}={getattr(cfg, name)} must be within [0, 1]")
     if cfg.mean_span_words < 1.0:
         raise ValueError(f"{prefix}.mean_span_words={cfg.mean_span_words} must be >= 1")
@@ -204,10 +232,16 @@ def runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
 # ----------------------------------------------------------------------------- units in time
 
 
-def word_unit_ranges(starts: np.ndarray, ends: np.ndarray, durations: np.ndarray, unit_seconds: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Per word, the unit runs [lo, hi) with a frame centre inside [start, end]. A span of words
-    i..j then owns runs [lo[i], hi[j]) -- every run overlapping its frame range."""
+def word_unit_ranges(starts: np.ndarray, ends: np.ndarray, durations: np.ndarray, unit_seconds: float,
+                     rule: str = compat.NONE) -> tuple[np.ndarray, np.ndarray]:
+    """Per word, unit runs [lo, hi); a span of words i..j owns runs [lo[i], hi[j]).
+    slamkit: runs whose end time cumsum(durations) * unit_seconds lies in [start, end] (SlamKit's
+    bisect_left / bisect_right on those times); none: runs with a frame centre inside
+    [start, end] -- every run overlapping the span's frame range."""
+    if rule == compat.SLAMKIT:
+        end_times = np.cumsum(np.asarray(durations, dtype=np.int64)) * float(unit_seconds)
+        return (np.searchsorted(end_times, np.asarray(starts, dtype=np.float64), side="left").astype(np.int64),
+                np.searchsorted(end_times, np.asarray(ends, dtype=np.float64), side="right").astype(np.int64))
     run_end = np.cumsum(np.asarray(durations, dtype=np.int64))
     run_start = run_end - np.asarray(durations, dtype=np.int64)
     # frame f has centre (f + 0.5) * T; the small epsilon keeps exact boundaries inclusive
@@ -257,9 +291,12 @@ class Markers:
     eod: int
 
 
-def effective_runs(u: PreparedUtterance, mask: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Runs of the mask after turning speech spans without any unit into text."""
+def effective_runs(u: PreparedUtterance, mask: np.ndarray, keep_empty: bool = False) -> list[tuple[int, int, bool]]:
+    """Runs of the mask after turning speech spans without any unit into text (`keep_empty`:
+    SlamKit's layout, where such a span stays a <speech> marker with nothing after it)."""
     segs = runs(mask)
+    if keep_empty:
+        return segs
     empty = [(a, b) for a, b, sp in segs if sp and u.hi[b - 1] <= u.lo[a]]
     if not empty:
         return segs
@@ -269,14 +306,15 @@ def effective_runs(u: PreparedUtterance, mask: np.ndarray) -> list[tuple[int, in
     return runs(mask)
 
 
-def assemble(u: PreparedUtterance, mask: np.ndarray, mk: Markers) -> np.ndarray:
+def assemble(u: PreparedUtterance, mask: np.ndarray, mk: Markers, keep_empty: bool = False) -> np.ndarray:
+    """One document, run by run (the reference of `assemble_batch`)."""
     parts: list[np.ndarray] = []
     if mk.bos is not None:
         parts.append(np.array([mk.bos], dtype=np.int64))
-    for a, b, speech in effective_runs(u, mask):
+    for a, b, speech in effective_runs(u, mask, keep_empty):
         if speech:
             parts.append(np.array([mk.speech], dtype=np.int64))
-            parts.append(u.unit_ids[u.lo[a]:u.hi[b - 1]])
+            parts.append(u.unit_ids[u.lo[a]:max(u.hi[b - 1], u.lo[a])])
         else:
             parts.append(np.array([mk.text], dtype=np.int64))
             parts.append(u.text_ids[u.tok_offsets[a]:u.tok_offsets[b]])
@@ -351,12 +389,12 @@ class Runs:
     speech: np.ndarray
 
 
-def batch_runs(b: PreparedBatch, masks: np.ndarray) -> Runs:
+def batch_runs(b: PreparedBatch, masks: np.ndarray, keep_empty: bool = False) -> Runs:
     """Maximal runs of each document's mask, after turning speech spans without any unit into
-    text (merged with their text neighbours), as in `effective_runs`."""
+    text (merged with their text neighbours) unless `keep_empty`, as in `effective_runs`."""
     W = len(masks)
     doc_first = b.word_starts[:-1][b.num_words > 0]
-    for _ in range(2):
+    for _ in range(1 if keep_empty else 2):
         new = np.ones(W, dtype=bool)
         new[1:] = masks[1:] != masks[:-1]
         new[doc_first] = True
@@ -364,19 +402,19 @@ def batch_runs(b: PreparedBatch, masks: np.ndarray) -> Runs:
         last = np.r_[a[1:], W][:len(a)] - 1
         speech = masks[a]
         empty = speech & (b.unit_hi[last] <= b.unit_lo[a])
-        if not empty.any():
+        if keep_empty or not empty.any():
             break
         edges = np.bincount(a[empty], minlength=W + 1) - np.bincount(last[empty] + 1, minlength=W + 1)
         masks = masks & ~(np.cumsum(edges[:W]) > 0)
     src = np.where(speech, b.unit_lo[a], b.tok_start[a])
-    length = np.where(speech, b.unit_hi[last] - b.unit_lo[a], b.tok_end[last] - b.tok_start[a])
+    length = np.where(speech, np.maximum(b.unit_hi[last] - b.unit_lo[a], 0), b.tok_end[last] - b.tok_start[a])
     doc = np.searchsorted(b.word_starts, a, side="right") - 1
     offsets = np.r_[0, np.cumsum(np.bincount(doc, minlength=len(b.keys)))]
     return Runs(offsets, src, length, speech)
 
 
 def draw_batch(b: PreparedBatch, cfg: InterleaveConfig, seed: int, epoch: int) -> Runs:
-    return batch_runs(b, speech_masks(b.num_words, b.keys, cfg, seed, epoch))
+    return batch_runs(b, speech_masks(b.num_words, b.keys, cfg, seed, epoch), keep_empty=cfg.compat == compat.SLAMKIT)
 
 
 def gather_ranges(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

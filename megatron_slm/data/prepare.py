@@ -6,6 +6,9 @@ whole shard with the per-record Python cut to reading fields: validation, units-
 and token lookup run as array operations over all records. A record that any vectorised check
 rejects goes through `prepare_interleaved`, so skipped records get exactly its messages (and
 a shard holding a record only the reference accepts is prepared by the reference).
+
+`rule` is the compat rule set (megatron_slm/compat.py) of what is prepared here: which unit runs
+a word owns, and whether the first word keeps its leading space (slamkit) or not (none).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from megatron_slm import compat
 from megatron_slm.data import interleave
 from megatron_slm.data.alignments import DURATION_TOLERANCE_S, AlignmentError, AlignmentIndex, validate
 from megatron_slm.data.records import RecordError
@@ -37,7 +41,8 @@ def units_record(obj: dict, where: str, K: int):
     return rec, units
 
 
-def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex) -> tuple[interleave.PreparedUtterance, Any]:
+def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE
+                        ) -> tuple[interleave.PreparedUtterance, Any]:
     """One units record + its alignment -> (PreparedUtterance, UnitRecord); RecordError if unusable."""
     rec, units = units_record(obj, where, vocab.num_units)
     if rec.id not in align:
@@ -46,8 +51,8 @@ def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: Alignm
         al = validate(align.get(rec.id), rec.audio_seconds)
     except AlignmentError as e:
         raise RecordError(str(e), e.reason) from None
-    ids, owner = vocab.encode_words_flat(al.words)
-    lo, hi = interleave.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds)
+    ids, owner = vocab.encode_words_flat(al.words, first_spaced=rule == compat.SLAMKIT)
+    lo, hi = interleave.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds, rule)
     return interleave.prepare_flat(interleave.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
 
 
@@ -111,23 +116,42 @@ def _bad_records(c: _Columns, K: int) -> tuple[np.ndarray, dict]:
                      n_units=n_units, n_words=n_words)
 
 
-def _word_unit_ranges(a: dict, unit_seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _first_frame_at(times: np.ndarray, T: np.ndarray, strict: bool) -> np.ndarray:
+    """Smallest integer c >= 0 with c * T >= times (strict: > times), the product rounded exactly
+    as SlamKit's float64 `cumsum(durations) * T`: x / T is off by at most one, then corrected."""
+    c = np.maximum(np.ceil(times / T), 0.0)
+    for _ in range(3):
+        below = (c * T > times) if strict else (c * T >= times)
+        c = np.where(~below, c + 1, c)                       # c too small
+        prev = np.maximum(c - 1, 0.0)
+        prev_ok = (prev * T > times) if strict else (prev * T >= times)
+        c = np.where((c > 0) & prev_ok, prev, c)             # c - 1 already qualifies
+    return np.minimum(c, 2.0 ** 33 - 1).astype(np.int64)
+
+
+def _word_unit_ranges(a: dict, unit_seconds: np.ndarray, rule: str = compat.NONE) -> tuple[np.ndarray, np.ndarray]:
     """`interleave.word_unit_ranges` for all records at once: a search in record-tagged sorted keys."""
     useg, wseg = a["useg"], a["wseg"]
     run_end = interleave._segment_cumsum(a["durations"], useg)
     run_start = run_end - a["durations"]
     T = unit_seconds[wseg]
+    tag_u, tag_w = useg << 33, wseg << 33
+    unit_first = (np.cumsum(a["n_units"]) - a["n_units"])[wseg]
+    if rule == compat.SLAMKIT:
+        # runs whose end time run_end * T is >= start (bisect_left) / <= end (bisect_right), i.e.
+        # whose integer run_end lies below the first frame count past the time: exact integer keys
+        lo = np.searchsorted(tag_u + run_end, tag_w + _first_frame_at(a["starts"], T, strict=False), side="left")
+        hi = np.searchsorted(tag_u + run_end, tag_w + _first_frame_at(a["ends"], T, strict=True), side="left")
+        return lo - unit_first, hi - unit_first
     f_lo = np.ceil(a["starts"] / T - 0.5 - 1e-9).astype(np.int64)
     f_hi = np.floor(a["ends"] / T - 0.5 + 1e-9).astype(np.int64)
     # key = record * 2^33 + frame + 1: sorted across records, since frames lie in [-1, 2^32)
-    tag_u, tag_w = useg << 33, wseg << 33
-    unit_first = (np.cumsum(a["n_units"]) - a["n_units"])[wseg]
     lo = np.searchsorted(tag_u + run_end + 1, tag_w + f_lo + 1, side="right") - unit_first
     hi = np.searchsorted(tag_u + run_start + 1, tag_w + f_hi + 1, side="right") - unit_first
     return lo, hi
 
 
-def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex
+def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE
                   ) -> tuple[list[int], interleave.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
     """(positions of the usable records, their PreparedBatch, their audio seconds, [(position,
     RecordError)] of the others) for a shard's decoded units records, in input order."""
@@ -145,26 +169,26 @@ def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: Al
     for i in sorted(slow):
         where, obj = records[i]
         try:
-            prepare_interleaved(obj, where, vocab, align)
+            prepare_interleaved(obj, where, vocab, align, rule)
         except RecordError as e:
             errors.append((i, e))
             continue
         # rare: a record only the reference accepts (e.g. float unit ids): the shard takes its path
-        return reference_batch(records, vocab, align)
+        return reference_batch(records, vocab, align, rule)
     good = ~bad
     if not good.any():
         return [], interleave.PreparedBatch.from_utterances([]), np.zeros(0), errors
     kept = [p for p, g in zip(cols.index, good.tolist()) if g]
-    return kept, _fast_batch(cols, arrays, good, vocab), np.asarray(cols.audio_seconds, np.float64)[good], errors
+    return kept, _fast_batch(cols, arrays, good, vocab, rule), np.asarray(cols.audio_seconds, np.float64)[good], errors
 
 
-def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex
+def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE
                     ) -> tuple[list[int], interleave.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
     """`prepare_batch` through the per-record reference, record by record."""
     kept, utts, secs, errors = [], [], [], []
     for i, (where, obj) in enumerate(records):
         try:
-            u, rec = prepare_interleaved(obj, where, vocab, align)
+            u, rec = prepare_interleaved(obj, where, vocab, align, rule)
         except RecordError as e:
             errors.append((i, e))
             continue
@@ -174,13 +198,13 @@ def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: 
     return kept, interleave.PreparedBatch.from_utterances(utts), np.asarray(secs, np.float64), errors
 
 
-def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab) -> interleave.PreparedBatch:
-    lo, hi = _word_unit_ranges(a, np.asarray(c.unit_seconds, np.float64))
+def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab, rule: str) -> interleave.PreparedBatch:
+    lo, hi = _word_unit_ranges(a, np.asarray(c.unit_seconds, np.float64), rule)
     keep_w, keep_u = good[a["wseg"]], good[a["useg"]]
     n_words, n_units = a["n_words"][good], a["n_units"][good]
     word_starts = np.r_[0, np.cumsum(n_words)]
     words = c.words if good.all() else [w for w, k in zip(c.words, keep_w.tolist()) if k]
-    text_ids, tok_counts = vocab.encode_word_lists(words, word_starts)
+    text_ids, tok_counts = vocab.encode_word_lists(words, word_starts, first_spaced=rule == compat.SLAMKIT)
     # per document: text ids ++ unit ids
     text_len = np.add.reduceat(tok_counts, word_starts[:-1]) if len(tok_counts) else np.zeros(0, np.int64)
     layout_lens = text_len + n_units

@@ -16,6 +16,12 @@ Document layouts (one document = one sequence):
   interleaved   static:  [BOS] <text> .. <speech> .. [EOD] drawn with (seed, epoch 0, utterance key)
                 dynamic: text ids of all words ++ unit ids of the aligned range; the per-word
                 layout goes to `<prefix>_words` (int32: key, n, n token counts, n lo, n hi)
+
+Interleaved data follows `interleave.compat` (megatron_slm/compat.py): with slamkit, a document is
+the ids SlamKit's tokenizer call gives for its interleaved string -- BOS only where the tokenizer
+adds one -- followed by EOD (the packing separator; already there when the tokenizer adds EOS).
+The sidecar records the convention; units made under the other one are refused unless
+`interleave.allow_mixed_compat`.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from typing import Optional
 
 import numpy as np
 
+from megatron_slm import compat
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave
 from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
@@ -93,6 +100,20 @@ def _markers(vocab: SpeechVocab, add_bos: bool) -> interleave.Markers:
     return interleave.Markers(speech=vocab.speech_id, text=vocab.text_id, bos=vocab.bos if add_bos else None, eod=vocab.eod)
 
 
+def document_bos(vocab: SpeechVocab, add_bos: bool, rule: str) -> bool:
+    """Whether interleaved documents start with BOS: slamkit, only where the tokenizer adds one
+    (SlamKit tokenises with add_special_tokens=True); none, whenever the tokenizer has one."""
+    if not add_bos or vocab.bos is None:
+        return False
+    if rule != compat.SLAMKIT:
+        return True
+    before, after = vocab.added_specials()
+    if before not in ([], [vocab.bos]) or after not in ([], [vocab.eod]):
+        raise PreprocessError(f"tokenizer {vocab.source}: it adds {before} before and {after} after the text; "
+                              f"compat=slamkit supports BOS before and EOS after only")
+    return before == [vocab.bos]
+
+
 def _document(obj: dict, where: str) -> tuple[np.ndarray, float]:
     """One text or speech record -> (document ids, audio seconds)."""
     job: PreprocessJob = _WORKER.job
@@ -115,7 +136,7 @@ def _interleave_shard(records: list[tuple[str, dict]]) -> tuple[list[int], list[
     in one batch. Static storage is the epoch-0 draw; dynamic storage keeps the layout once (the
     statistics still describe the epoch-0 draw)."""
     job: PreprocessJob = _WORKER.job
-    kept, batch, audio, errors = prepare_batch(records, _WORKER.vocab, _WORKER.align)
+    kept, batch, audio, errors = prepare_batch(records, _WORKER.vocab, _WORKER.align, job.interleave.compat)
     ids, offsets = interleave.assemble_batch(batch, interleave.draw_batch(batch, job.interleave, job.seed, 0),
                                      _markers(_WORKER.vocab, job.add_bos))
     draws = np.split(ids, offsets[1:-1]) if kept else []
@@ -244,6 +265,16 @@ def run(job: PreprocessJob) -> dict:
         if not os.path.isfile(p):
             raise PreprocessError(f"input {p}: no such file")
     units_identity = _units_identity(job.inputs) if job.kind != "text" else None
+    # speech data follows its units' convention; interleaved data its own, which must be theirs
+    conventions = compat.recorded(units_identity) if units_identity is not None else None
+    if job.kind == "interleaved":
+        conventions = job.interleave.compat
+        try:
+            compat.check_same([(f"the interleaving (--compat {conventions})", conventions),
+                               (f"the units ({units_identity['sidecar']})", compat.recorded(units_identity))],
+                              job.interleave.allow_mixed_compat, "--allow-mixed-compat")
+        except compat.CompatError as e:
+            raise PreprocessError(str(e)) from None
     K = job.num_units
     if units_identity is not None:
         if K is not None and K != units_identity["k"]:
@@ -253,6 +284,8 @@ def run(job: PreprocessJob) -> dict:
         vocab = SpeechVocab.from_pretrained(job.tokenizer, num_units=K)
     except VocabError as e:
         raise PreprocessError(str(e)) from None
+    if job.kind == "interleaved":  # what documents start with: recorded in the sidecar, used by the reader
+        job = dataclasses.replace(job, add_bos=document_bos(vocab, job.add_bos, job.interleave.compat))
     identity = dataset_identity(vocab, units_identity)
     separable = vocab.words_are_separable() if job.kind == "interleaved" else None
     if separable is False:
@@ -368,6 +401,7 @@ def run(job: PreprocessJob) -> dict:
         "mode": job.mode if job.kind == "interleaved" else None,
         "seed": job.seed if job.kind == "interleaved" else None,
         "interleave": dataclasses.asdict(job.interleave) if job.kind == "interleaved" else None,
+        "compat": conventions,
         "add_bos": job.add_bos,
         "words_separable": separable,
         "dtype": np.dtype(token_dtype(vocab.vocab_size)).name,

@@ -29,7 +29,7 @@ class HFBackend:
     """A transformers AutoModelForCausalLM (e.g. a model exported by tools/convert_checkpoint.py)."""
 
     def __init__(self, model: torch.nn.Module, vocab, restrict: Restrict = None, max_tokens: int = 16384,
-                 max_batch: int = 64, progress: bool = False):
+                 max_batch: int = 64, progress: bool = False, compat: str = "none"):
         self.model = model.eval()
         self.vocab, self.restrict = vocab, restrict
         self.max_tokens, self.max_batch, self.progress = max_tokens, max_batch, progress
@@ -37,7 +37,7 @@ class HFBackend:
         if rows < vocab.vocab_size:
             raise ValueError(f"the HF model has {rows} output rows but the vocabulary has {vocab.vocab_size} "
                              "ids (speech units missing: was it exported with the extended vocabulary?)")
-        self.allowed = allowed_mask(vocab, rows, restrict)
+        self.allowed = allowed_mask(vocab, rows, restrict, compat)
 
     @classmethod
     def from_pretrained(cls, hf_dir: str, vocab, device: str = "cpu", dtype: str = "fp32", **kw) -> "HFBackend":
@@ -87,11 +87,11 @@ class MegatronBackend:
     Every rank of the job must call `score` with the same sequences (collective)."""
 
     def __init__(self, models: list, vocab, padded_vocab_size: Optional[int] = None, restrict: Restrict = None,
-                 max_tokens: int = 16384, max_batch: int = 64, progress: bool = False):
+                 max_tokens: int = 16384, max_batch: int = 64, progress: bool = False, compat: str = "none"):
         self.models = models
         self.vocab, self.restrict = vocab, restrict
         self.max_tokens, self.max_batch, self.progress = max_tokens, max_batch, progress
-        self.allowed = allowed_mask(vocab, padded_vocab_size or vocab.vocab_size, restrict)
+        self.allowed = allowed_mask(vocab, padded_vocab_size or vocab.vocab_size, restrict, compat)
 
     def _device(self) -> torch.device:
         return next(self.models[0].parameters()).device

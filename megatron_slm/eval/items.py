@@ -170,12 +170,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_identity(items_identity: Optional[dict], model_identity: Optional[dict], where: str,
-                   num_units: Optional[int] = None) -> None:
+                   num_units: Optional[int] = None, compare_compat: bool = True) -> None:
     """Raise ItemError when the benchmark's units cannot be fed to this model.
 
     Identities are the units sidecar's compatibility key (megatron_slm.units.records:
-    extractor settings, k, centroid sha256, dedup). The unit count is always checked against the
-    vocabulary; the rest when the model's own units identity is known (fields both declare)."""
+    extractor settings, k, centroid sha256, dedup, compat convention: a key without it means
+    none). The unit count is always checked against the vocabulary; the rest when the model's own
+    units identity is known (fields both declare; the convention unless `compare_compat` is off)."""
     if items_identity is None:
         raise ItemError(f"{where}: the header has no unit_identity; re-run tools/prepare_eval_data.py")
     k = items_identity.get("k")
@@ -184,7 +185,11 @@ def check_identity(items_identity: Optional[dict], model_identity: Optional[dict
                         f"{num_units} units")
     if not model_identity:
         return
-    mine, theirs = _flatten(items_identity), _flatten(model_identity)
+    from megatron_slm.units.records import with_compat
+
+    mine, theirs = _flatten(with_compat(items_identity)), _flatten(with_compat(model_identity))
+    if not compare_compat:
+        mine.pop("compat")
     diff = [key for key in mine if key in theirs and mine[key] != theirs[key]]
     if diff:
         detail = ", ".join(f"{key}: {mine[key]!r} here vs {theirs[key]!r} for the model" for key in diff[:4])

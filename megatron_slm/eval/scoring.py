@@ -9,7 +9,14 @@ log-probability per scored token (default) or the sum.
 
 The softmax always runs over the real vocabulary [0, vocab_size): padded embedding rows (Megatron
 pads the vocabulary, an HF export trims it) never take probability mass, so both backends give
-the same numbers. `restrict="speech"|"text"` further limits it to one modality's tokens.
+the same numbers. `restrict="speech"|"text"` further limits it to one modality's tokens, by the
+convention `compat` (megatron_slm/compat.py):
+
+  slamkit  SlamKit's: speech = the units plus BOS and EOS (every other text logit and both
+           modality markers at -inf); text = everything but the units.
+  none     speech = the units only; text = the text tokens without BOS/EOS/pad and markers.
+
+Targets are never masked by id (SlamKit drops targets equal to its pad id 0, a real token).
 
 Backends (megatron_slm.eval.backends) implement `score(seqs) -> np.ndarray[n, 2]` of
 (sum of log-probabilities, scored token count) per sequence.
@@ -95,14 +102,23 @@ def encode_items(items: Sequence[Item], vocab, prefer: Prefer = "units") -> tupl
 # --------------------------------------------------------------------------- vocabulary mask
 
 
-def allowed_mask(vocab, vocab_size: int, restrict: Restrict = None) -> torch.Tensor:
+def allowed_mask(vocab, vocab_size: int, restrict: Restrict = None, compat: str = "none") -> torch.Tensor:
     """Bool [vocab_size] of ids the softmax may put mass on: real ids only (no padding rows),
-    optionally one modality only."""
+    optionally one modality only (the module docstring gives both conventions)."""
     ids = np.arange(vocab_size)
     allowed = ids < vocab.vocab_size
-    if restrict is not None:
-        want = {"speech": 1, "text": 0}[restrict]
-        allowed &= vocab.modality_of(ids) == want
+    if restrict is None:
+        return torch.from_numpy(allowed)
+    modality = vocab.modality_of(ids)
+    if compat == "slamkit":
+        units = (ids >= vocab.unit_offset) & (ids < vocab.speech_id)
+        if restrict == "speech":
+            specials = [t for t in (vocab.bos, vocab.eod) if t is not None]
+            allowed &= units | np.isin(ids, specials)
+        else:
+            allowed &= ~units
+    else:
+        allowed &= modality == {"speech": 1, "text": 0}[restrict]
     return torch.from_numpy(allowed)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from megatron_slm import compat
+
 
 
 def add_input_args(p: argparse.ArgumentParser) -> None:
@@ -39,6 +41,10 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
                    help="padded seconds of audio per batch (length-bucketed; default 120 on GPU, "
                         "one utterance per batch on CPU, where padding only adds work)")
     g.add_argument("--num-threads", type=int, default=2, help="DALI decoding threads (default 2)")
+    g.add_argument("--compat", choices=compat.CHOICES, default=compat.DEFAULT,
+                   help="slamkit (default): HuBERT input padded with 40 zero samples each side, as SlamKit and the "
+                        "released SIMS models; none: unpadded (units made before this option). Recorded in the "
+                        "sidecar: units of the two conventions never mix")
     g.add_argument("--streams", type=int, default=None,
                    help="utterances computed at once, each on its own thread (default: CPU min(torch threads, 4), "
                         "GPU 1)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from megatron_slm import compat as compat_rules
 from megatron_slm.units.audio import SAMPLE_RATE
 
 
@@ -167,16 +168,27 @@ def _cpu_has_native_bf16() -> bool:
         return False
 
 
+SLAMKIT_INPUT_PADDING = 40  # zero samples SlamKit adds on each side of the waveform before HuBERT
+
+
 class HubertExtractor(FeatureExtractor):
     """Hidden layer `layer` (1-based: the output of transformer layer L, as in fairseq/textlesslib)
     of a `transformers.HubertModel`. Layers above L are dropped, so they cost nothing. The model
-    runs in `dtype` (waveform normalisation stays in float32); features come out as float32."""
+    runs in `dtype` (waveform normalisation stays in float32); features come out as float32.
+
+    `input_padding` zero samples go on each side of every utterance first (SlamKit: 40, see
+    megatron_slm/compat.py). SlamKit runs the model on one zero-padded batch without an attention
+    mask, so its batched features depend on the batch; here each utterance gets its own padding
+    and the batch padding is masked, so every batch size gives what SlamKit gives one utterance."""
 
     name = "hubert"
 
     def __init__(self, model: "torch.nn.Module", layer: int, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, source: str | None = None):
+                 dtype: torch.dtype = torch.float32, source: str | None = None, input_padding: int = 0):
         super().__init__(device)
+        if input_padding < 0:
+            raise ValueError(f"input_padding must be >= 0, got {input_padding}")
+        self.input_padding = int(input_padding)
         cfg = model.config
         if not 1 <= layer <= cfg.num_hidden_layers:
             raise ValueError(f"hubert layer {layer} out of range 1..{cfg.num_hidden_layers}")
@@ -194,7 +206,7 @@ class HubertExtractor(FeatureExtractor):
 
     @classmethod
     def from_pretrained(cls, model_dir: str, layer: int, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype = "auto") -> "HubertExtractor":
+                        dtype: str | torch.dtype = "auto", input_padding: int = 0) -> "HubertExtractor":
         from transformers import HubertModel
 
         if not os.path.isdir(model_dir):
@@ -202,10 +214,10 @@ class HubertExtractor(FeatureExtractor):
         model = HubertModel.from_pretrained(model_dir, local_files_only=True)
         if isinstance(dtype, str):
             dtype = resolve_dtype(dtype, device)
-        return cls(model, layer, device, dtype, source=os.path.abspath(model_dir))
+        return cls(model, layer, device, dtype, source=os.path.abspath(model_dir), input_padding=input_padding)
 
     def num_frames(self, num_samples):
-        n = num_samples
+        n = num_samples + 2 * self.input_padding
         for k, s in zip(self.kernels, self.strides):
             n = torch.div(n - k, s, rounding_mode="floor") + 1
         return n.clamp(min=0)
@@ -219,30 +231,44 @@ class HubertExtractor(FeatureExtractor):
             mean = (waves * mask).sum(1, keepdim=True) / n
             std = torch.sqrt((((waves - mean) * mask) ** 2).sum(1, keepdim=True) / n + 1e-7)
             waves = (waves - mean) / std * mask
+        if self.input_padding:  # each utterance between its own zeros: [0]*p + wave + [0]*p
+            p = self.input_padding
+            padded = torch.zeros(waves.shape[0], waves.shape[1] + 2 * p, dtype=waves.dtype, device=self.device)
+            padded[:, p:p + waves.shape[1]] = waves * mask
+            waves, lengths = padded, lengths + 2 * p
+            mask = torch.arange(waves.shape[1], device=self.device)[None] < lengths[:, None]
         waves = waves.to(self.dtype)
         if self._gn is not None:
             self._gn.valid = torch.div(lengths - self.kernels[0], self.strides[0], rounding_mode="floor") + 1
+        # no batch padding: no mask, exactly the unmasked forward SlamKit runs
+        attention_mask = None if bool(mask.all()) else mask.long()
         try:
-            out = self.model(waves, attention_mask=mask.long(), output_hidden_states=True)
+            out = self.model(waves, attention_mask=attention_mask, output_hidden_states=True)
         finally:
             if self._gn is not None:
                 self._gn.valid = None
         feats = out.hidden_states[self.layer]
-        return feats.float(), self.num_frames(lengths)
+        return feats.float(), self.num_frames(lengths - 2 * self.input_padding)
 
     def identity(self):
-        return {"name": self.name, "layer": self.layer, "frame_rate": self.frame_rate, "dim": self.dim,
-                "model": self.source, "conv_stride": self.strides, "conv_kernel": self.kernels,
-                "dtype": str(self.dtype).removeprefix("torch.")}
+        out = {"name": self.name, "layer": self.layer, "frame_rate": self.frame_rate, "dim": self.dim,
+               "model": self.source, "conv_stride": self.strides, "conv_kernel": self.kernels,
+               "dtype": str(self.dtype).removeprefix("torch.")}
+        if self.input_padding:  # absent = 0: sidecars written before the option stay comparable
+            out["input_padding"] = self.input_padding
+        return out
 
 
 def build_extractor(name: str, model_dir: str | None = None, layer: int = 11, device: str | torch.device = "cpu",
-                    dtype: str = "auto", **mel_kwargs) -> FeatureExtractor:
-    """Factory used by the CLIs and `UnitExtractor.from_args`."""
+                    dtype: str = "auto", compat: str = "none", **mel_kwargs) -> FeatureExtractor:
+    """Factory used by the CLIs and `UnitExtractor.from_args`. `compat="slamkit"` pads the HuBERT
+    input as SlamKit does (the mel extractor has no SlamKit counterpart and is unchanged)."""
+    compat_rules.check_name(compat, "compat")
     if name == "mel":
         return MelExtractor(device=device, **mel_kwargs)
     if name == "hubert":
         if not model_dir:
             raise ValueError("the hubert extractor needs --model-dir (a local HF HubertModel directory)")
-        return HubertExtractor.from_pretrained(model_dir, layer, device, dtype)
+        return HubertExtractor.from_pretrained(model_dir, layer, device, dtype,
+                                               input_padding=SLAMKIT_INPUT_PADDING if compat == compat_rules.SLAMKIT else 0)
     raise ValueError(f"unknown extractor {name!r} (choose hubert or mel)")

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from megatron_slm import compat as compat_rules
 from megatron_slm.units.audio import AudioBatch, AudioItem, AudioLoader, Input, Skipped, probe
 from megatron_slm.units.extractors import FeatureExtractor, build_extractor
 from megatron_slm.units.kmeans import KMeansAssigner, centroids_sha256, load_centroids
@@ -100,7 +101,7 @@ class FeatureStream:
 class UnitExtractor(FeatureStream):
     def __init__(self, extractor: FeatureExtractor, centroids: np.ndarray, loader: AudioLoader,
                  collapse: bool = True, kmeans_path: str | None = None, min_seconds: float = 0.1,
-                 max_seconds: float | None = None, streams: int | None = None):
+                 max_seconds: float | None = None, streams: int | None = None, compat: str = compat_rules.NONE):
         super().__init__(extractor, loader, min_seconds, max_seconds, streams)
         if centroids.shape[1] != extractor.dim:
             raise ValueError(f"k-means {kmeans_path or ''} has dimension {centroids.shape[1]} but the "
@@ -108,20 +109,21 @@ class UnitExtractor(FeatureStream):
         self.assign = KMeansAssigner(centroids, extractor.device)
         self.collapse = collapse
         self.meta = make_meta(extractor.identity(), int(centroids.shape[0]), centroids_sha256(centroids),
-                              os.path.abspath(kmeans_path) if kmeans_path else None, collapse)
+                              os.path.abspath(kmeans_path) if kmeans_path else None, collapse, compat)
 
     @classmethod
     def from_args(cls, extractor: str = "mel", kmeans: str | None = None, model_dir: str | None = None,
                   layer: int = 11, device: str | None = None, audio_backend: str = "auto",
                   max_batch_seconds: float | None = None, num_threads: int = 2, collapse: bool = True,
                   min_seconds: float = 0.1, max_seconds: float | None = None, dtype: str = "auto",
-                  streams: int | None = None) -> "UnitExtractor":
+                  streams: int | None = None, compat: str = compat_rules.DEFAULT) -> "UnitExtractor":
+        """`compat`: slamkit pads the HuBERT input as SlamKit does; recorded in `meta`."""
         if not kmeans:
             raise ValueError("a k-means file is required (--kmeans: .npy centroids or a pickled sklearn KMeans)")
         device = device or default_device()
-        ext = build_extractor(extractor, model_dir=model_dir, layer=layer, device=device, dtype=dtype)
+        ext = build_extractor(extractor, model_dir=model_dir, layer=layer, device=device, dtype=dtype, compat=compat)
         loader = AudioLoader(audio_backend, device, num_threads, max_batch_seconds=max_batch_seconds)
-        return cls(ext, load_centroids(kmeans), loader, collapse, kmeans, min_seconds, max_seconds, streams)
+        return cls(ext, load_centroids(kmeans), loader, collapse, kmeans, min_seconds, max_seconds, streams, compat)
 
     @property
     def unit_seconds(self) -> float:

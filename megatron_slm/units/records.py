@@ -5,7 +5,9 @@ Record: {"id", "path", "units", "durations", "unit_seconds", "num_frames", "audi
   durations    frames per unit (run lengths; all 1 without dedup); sum == num_frames
   unit_seconds seconds per frame (1 / frame rate), so unit j starts at
                sum(durations[:j]) * unit_seconds
-Sidecar: which extractor/layer/k-means produced the units (see docs/units.md).
+Sidecar: which extractor/layer/k-means produced the units and under which convention (`compat`:
+slamkit pads the HuBERT input as SlamKit does; a sidecar without the field means none), see
+docs/units.md.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from megatron_slm import compat as compat_rules
 from megatron_slm.jsonio import iter_jsonl, read_sidecar
 
 META_FORMAT = "megatron-slm-units/1"
@@ -106,9 +109,11 @@ def meta_path(units_path: str | os.PathLike) -> str:
     return os.fspath(units_path) + ".meta.json"
 
 
-def make_meta(extractor_identity: dict, k: int, centroids_sha256: str, kmeans_path: str | None, collapse: bool) -> dict:
+def make_meta(extractor_identity: dict, k: int, centroids_sha256: str, kmeans_path: str | None, collapse: bool,
+              compat: str = compat_rules.DEFAULT) -> dict:
     return {
         "format": META_FORMAT,
+        "compat": compat,
         "extractor": extractor_identity,
         "frame_rate": extractor_identity["frame_rate"],
         "unit_seconds": 1.0 / extractor_identity["frame_rate"],
@@ -120,10 +125,17 @@ def make_meta(extractor_identity: dict, k: int, centroids_sha256: str, kmeans_pa
 def compatibility_key(meta: dict) -> dict:
     """The parts of a sidecar that must agree for two unit files to share a vocabulary. Paths
     differ between machines and the compute dtype only flips near-tie frames (float32 on one
-    node, bfloat16 on another make the same unit inventory): both are informational."""
+    node, bfloat16 on another make the same unit inventory): both are informational. The
+    convention is not: padded and unpadded HuBERT inputs give different units."""
     ext = {k: v for k, v in meta["extractor"].items() if k not in ("model", "dtype")}
     return {"extractor": ext, "k": meta["kmeans"]["k"], "sha256": meta["kmeans"]["sha256"],
-            "deduplicated": meta["deduplicated"]}
+            "deduplicated": meta["deduplicated"], "compat": compat_rules.recorded(meta)}
+
+
+def with_compat(key: dict) -> dict:
+    """A stored compatibility key with its convention explicit (keys written before the field
+    existed were made with `none`), so old and new keys compare field by field."""
+    return {**key, "compat": compat_rules.recorded(key)}
 
 
 def write_meta(units_path: str | os.PathLike, meta: dict) -> None:
