@@ -37,11 +37,15 @@ setup(
         "slm-generate = megatron_slm.commands.generate:main",
         "slm-scaling = megatron_slm.commands.scaling:main",
         "slm-estimate-memory = megatron_slm.commands.estimate_memory:main",
+        "slm-align-words = megatron_slm.commands.align_words:main",
     ]},
     extras_require={
         # NVIDIA Apex is optional and must be built from source; never the PyPI `apex`.
         "gpu": ["transformer-engine[pytorch]"],
         "audio": ["nvidia-dali-cuda120", "soundfile"],
         "test": ["pytest>=7", "pytest-timeout"],
+        # the field's data formats: Lhotse manifests (lhotse imports urllib3 without declaring it),
+        # benchmarks as HF datasets (parquet / save_to_disk, read offline)
+        "formats": ["lhotse>=1.20", "urllib3", "datasets>=2.19", "soundfile"],
     },
 )
