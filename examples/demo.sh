@@ -47,5 +47,12 @@ python tools/convert_checkpoint.py mcore-to-hf --mcore-dir $OUT/run --out $OUT/h
 step "7/7 evaluate the exported model"
 python tools/eval_slm.py --hf-dir $OUT/hf --items $OUT/eval/word_shuffle.jsonl --out $OUT/eval_report.json
 
+step "+ listen: a speech continuation of a corpus prompt (Griffin-Lim WAV) and a text continuation of a speech prompt"
+GEN=(--hf-dir $OUT/hf --prompt-units $OUT/units.jsonl --prompt-seconds 3 --alignments $C/alignments.jsonl
+     --ids s01_01 --show 1 --force)
+python tools/generate.py "${GEN[@]}" --output-modality speech --vocoder $OUT/units.jsonl --wav-with-prompt \
+  --out $OUT/gen/speech.jsonl --wav-dir $OUT/gen/wav
+python tools/generate.py "${GEN[@]}" --output-modality text --max-new-tokens 40 --out $OUT/gen/s2t.jsonl
+
 printf '\nDone.\n  HF model:     %s/hf\n  eval report:  %s/eval_report.json\n  metrics:      %s/run/metrics.jsonl (TensorBoard: %s/run/tensorboard)\n' \
   "$OUT" "$OUT" "$OUT" "$OUT"

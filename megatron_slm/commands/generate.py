@@ -21,6 +21,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -121,6 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--wav-dir", default=None, help="where the WAVs go (default: <out>_wav/)")
     o.add_argument("--wav-with-prompt", action="store_true", help="WAVs hold the speech prompt, then the continuation")
     o.add_argument("--speaker", default=None, help="multi-speaker HiFi-GAN: speaker index or name")
+    o.add_argument("--show", type=int, default=0, help="print the first N continuations (text, units, WAV path)")
     args = p.parse_args(argv)
     if args.output_modality not in OUTPUTS:  # checked here for one message naming the choices
         p.error(f"--output-modality {args.output_modality!r}: unknown modality (choose {', '.join(OUTPUTS)})")
@@ -231,8 +233,6 @@ def _done_ids(out: str) -> set[str]:
 
 
 def _run(args) -> int:
-    import json
-
     from megatron_slm.eval import run as eval_run
     from megatron_slm.generate.prompts import check_unit_identity
     from megatron_slm.generate.runner import GenerationJob, run_generation
@@ -255,6 +255,8 @@ def _run(args) -> int:
     if not ps.prompts:
         raise GenerationError(f"{ps.source}: no usable prompts" + _skip_text(ps.skipped))
     vocoder, wav_dir = None, None
+    if (args.wav_dir or args.wav_with_prompt or args.speaker) and not args.vocoder:
+        raise GenerationError("--wav-dir / --wav-with-prompt / --speaker need a --vocoder")
     if args.vocoder:
         if args.output_modality == "text":
             raise GenerationError("--vocoder turns speech into audio, but --output-modality is text")
@@ -269,11 +271,15 @@ def _run(args) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     out_f = open(args.out, "a" if args.resume else "w", encoding="utf-8") if rank0 else None
 
+    shown: list[dict] = []
+
     def write(rows: list[dict]) -> None:
         for row in rows:
             if vocoder is not None:
                 row["wav"] = _vocode(row, vocoder, wav_dir, args, write_wav)
             out_f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if len(shown) < args.show:
+                shown.append(row)
         out_f.flush()
 
     try:
@@ -282,6 +288,8 @@ def _run(args) -> int:
         if out_f is not None:
             out_f.close()
     if rank0:
+        for row in shown:
+            print(_preview(row))
         print(summary.line())
         if done:
             print(f"kept {len(done)} row(s) already in {args.out} (--resume)")
@@ -289,6 +297,17 @@ def _run(args) -> int:
             print(f"skipped {ps.skipped.total} prompt record(s):" + _skip_text(ps.skipped))
         print(f"wrote {args.out}" + (f"; WAVs in {wav_dir}/" if wav_dir else "") + f" ({time.time() - t0:.1f} s)")
     return 0
+
+
+def _preview(row: dict) -> str:
+    if "text" in row:
+        body = f"text: {row['text'].strip()!r}"
+    elif "units" in row:
+        body = f"{len(row['units'])} units: {' '.join(map(str, row['units'][:12]))}{' ...' if len(row['units']) > 12 else ''}"
+    else:
+        body = f"segments: {json.dumps(row['segments'], ensure_ascii=False)[:200]}"
+    wav = f"\n    wav: {row['wav']}" if row.get("wav") else ""
+    return f"  {row['id']} ({row['stop']}) {body}{wav}"
 
 
 def _skip_text(skipped) -> str:

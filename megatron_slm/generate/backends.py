@@ -72,14 +72,13 @@ class HFSource:
         model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch_dtype, local_files_only=True)
         return cls(model.to(device), vocab)
 
-    def identity(self) -> dict:
-        return {"backend": "hf", "dir": os.path.abspath(getattr(self.model, "name_or_path", "") or "")}
-
     @torch.no_grad()
     def begin(self, prompts, new_tokens):
         tokens, valid = _left_pad(prompts, self.pad_id)
         mask = valid.long().to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        if bool(valid.all()):  # nothing padded: the plain causal path (no mask to build every step)
+            mask = None
         out = self.model(input_ids=tokens.to(self.device), attention_mask=mask, position_ids=pos,
                          use_cache=True, logits_to_keep=1)
         self._state = (self._cache_of(out), mask, pos[:, -1:])
@@ -88,7 +87,8 @@ class HFSource:
     @torch.no_grad()
     def advance(self, ids):
         past, mask, last = self._state
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = last + 1
         out = self.model(input_ids=ids.to(self.device)[:, None], attention_mask=mask, position_ids=pos,
                          use_cache=True, **{self._cache_kw: past})

@@ -143,21 +143,27 @@ def mask_logits(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
     return x.masked_fill(~allow, float("-inf"))
 
 
-def filtered_probs(x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """Temperature, top-k, then top-p (nucleus: the smallest set of ids whose mass reaches p,
-    the most likely id always kept) on masked logits -> probabilities [b, V]."""
-    x = x / cfg.temperature
+def candidates(x: torch.Tensor, cfg: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature, top-k, then top-p (nucleus: the smallest set of ids whose mass reaches p, the
+    most likely id always kept) on masked logits [b, V] -> (probabilities [b, m], their ids [b, m]),
+    most likely first; m = top_k (or V). Working on the k candidates keeps a step cheap."""
+    x = x.float() / cfg.temperature
     if cfg.top_k and cfg.top_k < x.shape[-1]:
-        kth = torch.topk(x, cfg.top_k, dim=-1).values[:, -1:]
-        x = x.masked_fill(x < kth, float("-inf"))
+        vals, ids = torch.topk(x, cfg.top_k, dim=-1)
+    else:
+        vals, ids = torch.sort(x, dim=-1, descending=True)
+    probs = torch.softmax(vals, dim=-1)
     if cfg.top_p < 1.0:
-        sorted_x, order = torch.sort(x, dim=-1, descending=True)
-        probs = torch.softmax(sorted_x, dim=-1)
         before = torch.cumsum(probs, dim=-1) - probs  # mass of the ids ranked above each one
-        drop_sorted = before >= cfg.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        x = x.masked_fill(drop, float("-inf"))
-    return torch.softmax(x, dim=-1)
+        probs = probs.masked_fill(before >= cfg.top_p, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs, ids
+
+
+def filtered_probs(x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """The full distribution [b, V] that `next_tokens` draws from."""
+    probs, ids = candidates(x, cfg)
+    return torch.zeros(x.shape, dtype=probs.dtype, device=probs.device).scatter(-1, ids, probs)
 
 
 def next_tokens(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
@@ -168,8 +174,11 @@ def next_tokens(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
     out = x.argmax(dim=-1).cpu()
     if cfg.greedy or all(g is None for g in generators):
         return out
-    probs = filtered_probs(x, cfg).cpu()
-    for r, g in enumerate(generators):
-        if g is not None:
-            out[r] = torch.multinomial(probs[r], 1, generator=g)[0]
+    probs, ids = candidates(x, cfg)
+    live = [r for r, g in enumerate(generators) if g is not None]
+    # inverse-CDF draws, one uniform per live row from its own generator
+    u = torch.stack([torch.rand((), generator=generators[r], dtype=torch.float64) for r in live])
+    cdf = torch.cumsum(probs[live].double().cpu(), dim=-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).clamp(max=cdf.shape[1] - 1)
+    out[live] = ids[live].cpu().gather(1, pick).squeeze(1)
     return out
