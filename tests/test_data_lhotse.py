@@ -66,6 +66,8 @@ def test_cutset_shar_and_supervisions_match_the_jsonl_corpus(manifests, tmp_path
         meta = _interleaved(UNITS, manifests[kind], tmp_path / f"p_{kind}", "--alignment-format", "lhotse")
         assert content_hash(str(tmp_path / f"p_{kind}")) == content_hash(str(tmp_path / "jsonl"))
         assert meta["documents"] == ref["documents"] == 43
+        # the two cuts without words have no units here either: counted for the missing words
+        assert meta["skipped"]["counts"] == {"no_word_alignment": 1, **({} if kind == "supervisions" else {"no_supervision": 1})}
         # units of every cut: the two without words are skipped and counted by reason
         meta = _interleaved(out, manifests[kind], tmp_path / f"q_{kind}")
         assert content_hash(str(tmp_path / f"q_{kind}")) == content_hash(str(tmp_path / "jsonl"))

@@ -239,6 +239,14 @@ class AlignmentIndex:
     def ids(self) -> list[str]:
         return list(self._entries)
 
+    def unusable(self, uid: str) -> Optional[tuple[str, str]]:
+        """(reason, message) when `uid` is indexed but has no usable words (a Lhotse cut without
+        word alignments), else None."""
+        entry = self._entries.get(uid)
+        if self.format == "lhotse" and entry is not None and len(entry[0]) == 2:
+            return entry[0]
+        return None
+
     def word_fields(self, uid: str) -> tuple[Sequence, Sequence, Sequence]:
         """(words, starts, ends) of `uid`, unvalidated and unconverted (the fast path of batch
         preparation; anything malformed raises, and `get` + `validate` then name the problem)."""

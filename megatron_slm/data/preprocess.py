@@ -392,8 +392,9 @@ def run(job: PreprocessJob) -> dict:
         for reason, msg in align.problems:
             skips.add(reason, msg)
         unmatched = [uid for uid in align.ids() if uid not in seen_ids]
-        for uid in unmatched:
-            skips.add("no_units", f"{job.alignments}: utterance {uid!r} has an alignment but no units")
+        for uid in unmatched:  # a cut without word alignments counts for that reason, not as no_units
+            skips.add(*(align.unusable(uid) or ("no_units", f"{job.alignments}: utterance {uid!r} has an alignment "
+                                                             "but no units")))
     text, speech, other = totals["tokens"]
     sidecar = {
         "format": SIDECAR_FORMAT,
