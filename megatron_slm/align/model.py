@@ -53,7 +53,6 @@ class CTCModel:
         if not ratio:
             ratio = int(np.prod(getattr(model.config, "conv_stride", [320])))
         sr = int(getattr(fe, "sampling_rate", 16000))
-        torch.set_grad_enabled(False)
         return cls(model, fe, vocab, int(blank), vocab.get(delim) if delim else None, sr, ratio / sr, device,
                    bool(getattr(fe, "return_attention_mask", False)),
                    {"model_dir": model_dir, "model_type": model.config.model_type, "vocab_size": len(vocab),
@@ -79,6 +78,12 @@ class CTCModel:
     def emissions(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Log-softmax frames [T_i, V] for mono float32 waves at `sample_rate`; the delimiter's
         probability is added to the blank's (both mean "between words")."""
+        import torch
+
+        with torch.inference_mode():
+            return self._emissions(waves)
+
+    def _emissions(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         import torch
 
         groups = [list(range(len(waves)))] if self.padded_batches else [[i] for i in range(len(waves))]
