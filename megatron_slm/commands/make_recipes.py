@@ -6,7 +6,9 @@
 One table below holds what differs between recipes (the parallel layout per model and GPU);
 everything else is the SIMS recipe: blend text-only / interleaved /
 speech-only = 0.2024 / 0.5433 / 0.2543, context 2048, AdamW lr 5e-4 cosine to 5e-5, 1% warmup,
-clip 0.5, a token budget. Every layout is checked against the memory estimator
+clip 0.5, a token budget, and SlamKit's conventions (`compat: slamkit`: padded HuBERT input,
+the bisect unit-span rule, SlamKit's poisson sampler lambda=10 / eta=0.3 and document layout), so
+the data reproduce what the released SIMS models were trained on. Every layout is checked against the memory estimator
 (megatron_slm/models/memory.py) and must fit in 85% of an 80 GB GPU; docs/recipes.md lists
 the estimates.
 """
@@ -90,7 +92,9 @@ def recipe(model: str, gpu: str, layout: Layout) -> dict:
         "data": {"source": "blend", "tokenizer": f"{ckpt}/tokenizer", "num_units": DEFAULT_NUM_UNITS,
                  "blend": [{"path": f"{data_dir(model)}/{kind}", "weight": weight, "kind": kind,
                             "name": kind} for kind, weight in BLEND],
-                 "split": "998,1,1", "num_workers": 2},
+                 "split": "998,1,1", "num_workers": 2,
+                 # what the interleaved data was made with (checked against its sidecar; dynamic data is drawn with it)
+                 "interleave": {"compat": "slamkit", "method": "poisson", "mean_span_words": 10.0, "speech_fraction": 0.3}},
         "checkpoint": {"save": f"runs/{recipe_name(model, gpu)}", "interval": 1000, "keep_last": 3},
         "logging": {"interval": 10, "tensorboard": True},
         "runtime": {"device": "cuda", "timeout_minutes": 10},
@@ -113,7 +117,9 @@ def header(model: str, gpu: str, layout: Layout, est) -> str:
 # Estimated memory: {est.peak_gib:.1f} GiB per GPU (tools/estimate_memory.py, docs/recipes.md).
 #
 #   python tools/convert_checkpoint.py hf-to-mcore --hf-dir /models/{HF_NAMES[model]} --out ckpt/{model}-slm --tp {layout.tp} --pp {layout.pp}
+#   # units: tools/extract_units.py --extractor hubert --model-dir mhubert-base-25hz --layer 11 --kmeans km500.bin --compat slamkit
 #   # {data_dir(model)}/{{text,interleaved,speech}}.bin/.idx: tools/preprocess_data.py with ckpt/{model}-slm/tokenizer
+#   #   (interleaved: --compat slamkit --method poisson --mean-span-words 10 --speech-fraction 0.3, the defaults)
 #   torchrun --nproc_per_node=8 pretrain_slm.py --config examples/configs/{name}.yaml
 #   sbatch -J {name} examples/slurm/pretrain.sbatch examples/configs/{name}.yaml   # preemptible, requeues
 """
@@ -137,6 +143,13 @@ def render_doc(rows: list[tuple[str, str, Layout, object]]) -> str:
         "speech-only 0.2543), context 2048, AdamW lr 5e-4 cosine to 5e-5, 1% warmup, clip 0.5, global",
         f"batch {GLOBAL_BATCH} x 2048 tokens, token budget {TOKEN_BUDGET / 1e9:g}B tokens, distributed optimizer,",
         "Transformer Engine spec. A100: bf16. H100: FP8 hybrid (delayed scaling), bf16 weights.",
+        "",
+        "The data follow SlamKit's conventions (`data.interleave.compat: slamkit`, the default of every tool):",
+        "HuBERT input padded with 40 zero samples each side (`extract_units.py --compat slamkit`), a speech span",
+        "owning the unit runs whose end time lies in its words' time range, SlamKit's poisson sampler (lambda=10,",
+        "eta=0.3: 0.64 of the words of a 10-word utterance are speech, 0.34 at 120 words) and its document layout.",
+        "That is what the released SIMS models were trained on; training refuses datasets made under the other",
+        "convention (docs/data.md).",
         "",
         "Memory per GPU is the estimate of `megatron_slm/models/memory.py` at the peak pipeline stage: bf16",
         "weights, fp32 gradients, Adam state + fp32 master weights sharded over DP, activations of the",
