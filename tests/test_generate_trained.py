@@ -1,4 +1,4 @@
-"""A model trained on the bundled corpus (a few hundred plain-torch steps on its unit sequences)
+"""A model trained on the bundled corpus (150 plain-torch steps on its unit sequences)
 continues corpus prompts with a higher mean log-likelihood than a random-init model's continuations
 -- judged by the trained model, and each by its own model."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ from megatron_slm.vocab import SpeechVocab
 K = 100
 
 
-def _train(model, vocab, steps=300, batch=8, length=96, seed=0):
+def _train(model, vocab, steps=150, batch=8, length=96, seed=0):
     """Next-token training on speech-only documents [BOS, units..., EOS] of the corpus."""
     docs = [np.concatenate([[vocab.bos], vocab.unit_ids(r.units), [vocab.eod]])
             for r in iter_records(CORPUS / "units.jsonl")]

@@ -72,7 +72,7 @@ class HFSource:
         model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch_dtype, local_files_only=True)
         return cls(model.to(device), vocab)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # cheaper than no_grad: no version counters on the cache
     def begin(self, prompts, new_tokens):
         tokens, valid = _left_pad(prompts, self.pad_id)
         mask = valid.long().to(self.device)
@@ -84,7 +84,7 @@ class HFSource:
         self._state = (self._cache_of(out), mask, pos[:, -1:])
         return out.logits[:, -1]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def advance(self, ids):
         past, mask, last = self._state
         if mask is not None:

@@ -171,14 +171,20 @@ def next_tokens(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
     """One id per row of `logits` [b, V]; row r draws from `generators[r]` (a row whose generator
     is None -- a finished one -- takes the argmax and consumes no randomness)."""
     x = mask_logits(logits, policy, cfg, seen)
-    out = x.argmax(dim=-1).cpu()
     if cfg.greedy or all(g is None for g in generators):
-        return out
+        return x.argmax(dim=-1).cpu()
     probs, ids = candidates(x, cfg)
     live = [r for r, g in enumerate(generators) if g is not None]
+    rows = None if len(live) == len(generators) else torch.tensor(live)
+    if rows is not None:  # finished rows neither draw nor consume randomness
+        probs, ids = probs[rows], ids[rows]
     # inverse-CDF draws, one uniform per live row from its own generator
-    u = torch.stack([torch.rand((), generator=generators[r], dtype=torch.float64) for r in live])
-    cdf = torch.cumsum(probs[live].double().cpu(), dim=-1)
-    pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).clamp(max=cdf.shape[1] - 1)
-    out[live] = ids[live].cpu().gather(1, pick).squeeze(1)
+    u = torch.cat([torch.rand(1, generator=generators[r], dtype=torch.float64) for r in live])
+    cdf = torch.cumsum(probs.double().cpu(), dim=-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).clamp_(max=cdf.shape[1] - 1)
+    drawn = ids.cpu().gather(1, pick).squeeze(1)
+    if rows is None:
+        return drawn
+    out = x.argmax(dim=-1).cpu()
+    out[rows] = drawn
     return out
