@@ -1,10 +1,10 @@
 """compat=slamkit interleaving reproduces SlamKit: the document (string + HF tokenizer) token for
 token, the unit-span rule at exact boundaries, and the three samplers in distribution through the
-static and the dynamic pipeline. The references below are written from SlamKit's documented
-behaviour, independently of the vectorised code under test."""
+static and the dynamic pipeline, against the plain-Python references of
+megatron_slm/testing/slamkit_reference.py (written from SlamKit's documented behaviour,
+independently of the vectorised code under test)."""
 import bisect
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from megatron_slm.data import interleave as il
 from megatron_slm.data import preprocess as pp
 from megatron_slm.data import prepare as prep
 from megatron_slm.data.alignments import AlignmentIndex
+from megatron_slm.testing import slamkit_reference as ref
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.units.records import make_meta, read_meta, write_meta
 from megatron_slm.vocab import SpeechVocab
@@ -27,59 +28,7 @@ BUCKETS = ((4, 10), (11, 20), (21, 40), (41, 80), (81, 160))
 PER_BUCKET = (1500, 1200, 600, 300, 150)  # utterances: short ones have few spans each
 
 
-# ----------------------------------------------------------------------------- references
-
-
-def ref_poisson(n, lam, eta, rng):
-    """SlamKit's poisson selection: target ceil(n*eta); uniform eligible start, Poisson length,
-    rejected on overlap, never cut at the target; a chosen span and the index after it leave the
-    eligible set."""
-    goal, picked, free = math.ceil(n * eta), np.zeros(n, bool), list(range(n))
-    count = 0
-    while count < goal and free:
-        start = free[rng.integers(len(free))]
-        stop = min(start + rng.poisson(lam), n)
-        if picked[start:stop].any():
-            continue
-        picked[start:stop] = True
-        count += stop - start
-        gone = set(range(start, stop + 1))
-        free = [i for i in free if i not in gone]
-    return picked
-
-
-def ref_span(n, prob, span, rng):
-    """SlamKit's span method: a start (probability prob) restarts a countdown of `span` words."""
-    out, countdown = np.zeros(n, bool), 0
-    for i in range(n):
-        if rng.random() < prob:
-            countdown = span
-        out[i] = countdown > 0
-        countdown -= 1
-    return out
-
-
-def ref_random(n, rng):
-    return rng.random(n) < 0.5
-
-
-def slamkit_document(vocab, words, starts, ends, speech, durations, units, unit_seconds):
-    """SlamKit's interleaved string for given word modalities, then its tokenizer call: a marker
-    first and at each switch, text words with their leading space, speech as the <Un k> of the
-    runs whose end time lies in the span's [first start, last end]."""
-    end_times = list(np.cumsum(durations) * unit_seconds)
-    pieces, i = [], 0
-    while i < len(words):
-        j = i
-        while j + 1 < len(words) and speech[j + 1] == speech[i]:
-            j += 1
-        if speech[i]:
-            a, b = bisect.bisect_left(end_times, starts[i]), bisect.bisect_right(end_times, ends[j])
-            pieces.append("<speech>" + "".join(f"<Un{u}>" for u in units[a:b]))
-        else:
-            pieces.append("<text>" + "".join(" " + w for w in words[i:j + 1]))
-        i = j + 1
-    return vocab.tokenizer("".join(pieces), add_special_tokens=True)["input_ids"]
+# ----------------------------------------------------------------------------- helpers
 
 
 def runs_of(mask):
@@ -169,7 +118,8 @@ def test_document_equals_slamkit_string_then_tokenizer(corpus, vocab):
     for d, (where, obj) in enumerate(records):
         al = align.get(obj["id"])
         words, starts, ends = [w.strip() for w in al.words], al.starts, al.ends
-        want = slamkit_document(vocab, words, starts, ends, masks[d], obj["durations"], obj["units"], obj["unit_seconds"])
+        want = ref.document_ids(vocab.tokenizer, words, starts, ends, masks[d], obj["durations"], obj["units"],
+                                obj["unit_seconds"])
         got = ids[offsets[d]:offsets[d + 1]]
         assert got[-1] == vocab.eod and got[:-1].tolist() == want, obj["id"]
         # the per-record reference path gives the same document
@@ -226,15 +176,15 @@ def _spy_masks(monkeypatch):
 
 
 def _reference_masks(lengths, method, rng, repeat):
-    draw = {"poisson": lambda k: ref_poisson(k, 10, 0.3, rng), "span": lambda k: ref_span(k, 0.1, 10, rng),
-            "random": lambda k: ref_random(k, rng)}[method]
+    draw = {"poisson": lambda k: ref.poisson_words(k, 10, 0.3, rng), "span": lambda k: ref.span_words(k, 0.1, 10, rng),
+            "random": lambda k: ref.random_words(k, rng)}[method]
     return [draw(int(k)) for k in lengths for _ in range(repeat)]
 
 
-def _assert_close(ours, ref, what):
+def _assert_close(ours, want, what):
     for b in BUCKETS:
-        (f, s, n), (rf, rs, _) = ours[b], ref[b]
-        assert abs(f - rf) <= 0.02 and abs(s / rs - 1) <= 0.05, (what, b, n, ours[b], ref[b])
+        (f, s, n), (rf, rs, _) = ours[b], want[b]
+        assert abs(f - rf) <= 0.02 and abs(s / rs - 1) <= 0.05, (what, b, n, ours[b], want[b])
 
 
 def test_static_and_dynamic_samplers_match_slamkit(corpus, vocab, tmp_path, monkeypatch):
@@ -245,15 +195,15 @@ def test_static_and_dynamic_samplers_match_slamkit(corpus, vocab, tmp_path, monk
 
     lengths = [len(a["words"]) for a in map(json.loads, Path(corpus.alignments).read_text().splitlines())]
     rng = np.random.default_rng(5)
-    ref = bucket_stats(_reference_masks(lengths, "poisson", rng, 5))
-    assert ref[(4, 10)][0] > 0.6 and ref[(81, 160)][0] < 0.36  # SlamKit overshoots eta on short utterances
+    want = bucket_stats(_reference_masks(lengths, "poisson", rng, 5))
+    assert want[(4, 10)][0] > 0.6 and want[(81, 160)][0] < 0.36  # SlamKit overshoots eta on short utterances
 
     seen = _spy_masks(monkeypatch)
     base = dict(tokenizer=TINY, inputs=[corpus.units], alignments=corpus.alignments, progress=False, shard_lines=500)
     for seed in range(3):  # one draw per utterance and static dataset
         pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=str(tmp_path / f"static{seed}"), seed=seed, **base))
     assert len(seen) == 3 * len(lengths)
-    _assert_close(bucket_stats(list(seen)), ref, "static")
+    _assert_close(bucket_stats(list(seen)), want, "static")
 
     pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=str(tmp_path / "dyn"), mode="dynamic", seed=1, **base))
     seen.clear()
@@ -263,7 +213,7 @@ def test_static_and_dynamic_samplers_match_slamkit(corpus, vocab, tmp_path, monk
     splits = build_datasets(cfg, vocab, 2500, 0, 0)  # several epochs: each drawn afresh
     epochs = int(np.asarray(splits.train.datasets[0].document_index).max()) // len(lengths) + 1
     assert epochs >= 3 and len(seen) >= 3 * len(lengths)
-    _assert_close(bucket_stats(list(seen)), ref, "dynamic")
+    _assert_close(bucket_stats(list(seen)), want, "dynamic")
 
 
 @pytest.mark.parametrize("method", ["span", "random"])
@@ -272,8 +222,8 @@ def test_span_and_random_methods_match_slamkit(method):
     cfg = InterleaveConfig(method=method, span_prob=0.1, span_words=10, compat="slamkit")
     flat = il.speech_masks(lengths, np.arange(len(lengths)), cfg, 3, 1)
     ours = bucket_stats(np.split(flat, np.cumsum(lengths)[:-1]))
-    ref = bucket_stats(_reference_masks(lengths[::400], method, np.random.default_rng(2), 1500))
-    _assert_close(ours, ref, method)
+    want = bucket_stats(_reference_masks(lengths[::400], method, np.random.default_rng(2), 1500))
+    _assert_close(ours, want, method)
 
 
 def test_poisson_law_with_the_exact_fallback_only(monkeypatch):
@@ -282,10 +232,10 @@ def test_poisson_law_with_the_exact_fallback_only(monkeypatch):
     from megatron_slm.data import slamkit_sampling as sk
 
     lengths = np.repeat([6, 12, 30, 70, 150], 300)
-    ref = bucket_stats(_reference_masks(lengths[::300], "poisson", np.random.default_rng(3), 1200))
+    want = bucket_stats(_reference_masks(lengths[::300], "poisson", np.random.default_rng(3), 1200))
     monkeypatch.setattr(sk, "PROPOSALS", 0)
     flat = il.speech_masks(lengths, np.arange(len(lengths)), InterleaveConfig(compat="slamkit"), 4, 0)
-    _assert_close(bucket_stats(np.split(flat, np.cumsum(lengths)[:-1])), ref, "weighted only")
+    _assert_close(bucket_stats(np.split(flat, np.cumsum(lengths)[:-1])), want, "weighted only")
 
 
 # ----------------------------------------------------------------------------- conventions
