@@ -96,3 +96,14 @@ def metric(key: str, value) -> str:
     if isinstance(value, int):
         return f"{key} {value}"
     return f"{key} {value:.4g}"
+
+
+def error(message: object) -> None:
+    """Print a user error as one `error:` line of its own: open progress bars are closed first, so
+    the message never lands on a bar's line."""
+    import sys
+
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        bar.close()
+    print(f"error: {message}", file=sys.stderr, flush=True)

@@ -24,7 +24,8 @@ import torch.distributed as dist
 
 from megatron_slm.config import ConfigError
 from megatron_slm.models.presets import ModelArch
-from megatron_slm.checkpoint.layout import LATEST, STATE, atomic_write, iter_dir, latest_iteration, read_state, write_model_info
+from megatron_slm.checkpoint.layout import (LATEST, STATE, atomic_write, intact_checkpoints_hint, iter_dir, latest_iteration,
+                                           read_state, write_model_info)
 
 # The distributed optimizer's state format that reshards across TP, PP and DP.
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
@@ -110,6 +111,17 @@ def _finalize(root: Path, iteration: int, tmp: Path, state: dict, keep_last: Opt
         done = sorted(p for p in root.glob("iter_???????") if p.is_dir() and p != final)
         for old in done[:max(0, len(done) - (keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def missing_file(error: BaseException) -> Optional[str]:
+    """The name of the checkpoint file whose absence caused `error` (torch's checkpoint reader
+    wraps the FileNotFoundError of every rank in a CheckpointException), else None."""
+    import re
+
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return Path(error.filename).name
+    m = re.search(r"No such file or directory: '([^']+)'", str(error))
+    return Path(m.group(1)).name if m else None
 
 
 class CheckpointSaveError(RuntimeError):
@@ -231,7 +243,16 @@ def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=No
             {k: v for k, v in sharded.items()}, is_loading=True, metadata=OPTIMIZER_METADATA)
         if state.get("layout") == _layout():
             sharded["rng_state"] = _rng_sharded_object(is_loading=True)
-    loaded = dist_checkpointing.load(sharded, str(path))
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
+    try:
+        loaded = dist_checkpointing.load(sharded, str(path))
+    except (FileNotFoundError, CheckpointException) as e:
+        missing = missing_file(e)
+        if missing is None:
+            raise
+        raise ConfigError(f"{path}: the checkpoint file {missing} is missing (an incomplete copy or a damaged "
+                          f"checkpoint); {intact_checkpoints_hint(root, exclude=iteration)}") from None
     for i, model in enumerate(models):
         model.load_state_dict(loaded["model" if len(models) == 1 else f"model{i}"])
     if with_optimizer:

@@ -27,6 +27,8 @@ import os
 import sys
 import time
 
+from megatron_slm.console import error
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
         aligner = al.WordAligner(model, args.window_seconds, args.margin_seconds, args.skip_penalty,
                                  args.min_confidence, args.batch_size)
     except (corpus.CorpusError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
 
     partial = args.out if fmt == "jsonl" else args.out + ".partial.jsonl"

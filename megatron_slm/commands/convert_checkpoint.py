@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from megatron_slm.console import error
 from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             print(result.line(), flush=True)
         return 0 if result.ok else 1
     except (ConversionError, ConfigError, VocabError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
 
 

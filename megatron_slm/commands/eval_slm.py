@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from megatron_slm.console import error
+
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         all_scores = run.score_sets(sets, vocab, backend, reduce=args.score, prefer=args.prefer)
         gen_summary, gen_rows = _generative(args, gen_tasks, backend, vocab, identity, rank0)
     except (ItemError, VocabError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 1
     rc = 0
     if rank0:
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ZeroSpeech 2021 submission: {', '.join(files)}"
                       + (" (complete meta.yaml before submitting)" if any(f.endswith("meta.yaml") for f in files) else ""))
             except ValueError as e:
-                print(f"error: {e}", file=sys.stderr)
+                error(e)
                 rc = 1
         print(f"scored {len(all_scores)} items from {len(sets)} file(s)"
               + (f" and {len(gen_rows)} continuations of {len(gen_tasks)} generative task(s)" if gen_tasks else "")

@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from megatron_slm.console import error
 from megatron_slm.units.cli import add_extractor_args, add_input_args, resolve_inputs
 
 
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
                                      compat=args.compat)
         check_compatible_output(args.out, ex.meta)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
     summary = extract_to_jsonl(ex, paths, ids, args.out, kmeans_path=args.kmeans)
     if int(os.environ.get("RANK", 0)) == 0:

@@ -33,6 +33,7 @@ from typing import Mapping, Optional, Sequence
 import yaml
 
 from megatron_slm.config import ConfigError, SLMConfig, load_config
+from megatron_slm.console import error
 
 # torchrun starts the installed package's trainer module, so no checkout path is needed
 TRAINER_MODULE = "megatron_slm.train"
@@ -320,11 +321,20 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
         check_layout(cfg, alloc)
         cmd = torchrun_command(alloc, config, overrides)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
     if args.dry_run:
         print(describe(alloc, cmd, cfg), end="")
         return 0
+    if alloc.job_id is None:  # relaunching a finished run (a resumed sweep): nothing to train or score again
+        try:
+            done, why = run_finished(cfg)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if done:
+            print(f"[launch] nothing to do, run complete: {why}", flush=True)
+            return 0
     print(describe(alloc, cmd, cfg).split("# resolved config:")[0], end="", flush=True)
     rc = run(cmd)
     print(f"[launch] torchrun exited with {rc}", flush=True)

@@ -28,6 +28,7 @@ import argparse
 import sys
 import time
 
+from megatron_slm.console import error
 from megatron_slm.eval.items import ItemError, write_items
 from megatron_slm.eval.prepare import READERS, SALMON_PARTS, UnitsSource, build_word_shuffle, dump_summary, materialize
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped = []
         n = write_items(args.out, items[0].task if items else (args.task or args.benchmark), items, identity)
     except (ItemError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 1
     parts = sorted({it.part for it in items if it.part})
     extra = f" ({len(parts)} parts: {', '.join(parts[:8])}{' ...' if len(parts) > 8 else ''})" if parts else ""

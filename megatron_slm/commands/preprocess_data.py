@@ -21,7 +21,8 @@ import argparse
 import glob
 import sys
 
-
+from megatron_slm.console import error
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = run(job)
     except (PreprocessError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished shards are kept in {args.out_prefix}.tmp/; "

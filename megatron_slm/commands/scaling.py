@@ -5,6 +5,7 @@
   python tools/scaling.py collect --runs 'sweep/runs/*' --plan sweep/plan.csv --out sweep/results.csv
   python tools/scaling.py fit --runs sweep/results.csv --out sweep/fit.json --bootstrap 1000 --predict 1e21
   python tools/scaling.py plot --runs sweep/results.csv --fit sweep/fit.json --compare textless,chinchilla --out sweep/plots/
+  python tools/scaling.py report --arm text-init=sweeps/a --arm textless=sweeps/b --out report/REPORT.md
 
 See docs/scaling.md for the method (Chinchilla approaches 2 and 3) and the file formats.
 """
@@ -19,6 +20,7 @@ import yaml
 
 
 from megatron_slm.config import ConfigError
+from megatron_slm.console import error
 from megatron_slm.scaling import analysis, collect, plan
 from megatron_slm.scaling.fit import REFERENCE_LAWS
 from megatron_slm.scaling.results import ResultsError, read_results, write_results
@@ -153,6 +155,28 @@ def cmd_plot(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- report
+
+
+def cmd_report(args) -> int:
+    from megatron_slm.scaling.report import load_arm, write_report
+
+    arms = []
+    for spec in args.arm:
+        name, sep, directory = spec.partition("=")
+        if not sep or not name.strip() or not directory.strip():
+            raise UsageError(f"--arm {spec!r}: expected NAME=DIR (a sweep directory with results.csv and fit.json)")
+        arms.append(load_arm(name.strip(), directory.strip()))
+    notes = ""
+    if args.notes:
+        if not Path(args.notes).is_file():
+            raise UsageError(f"--notes {args.notes}: file does not exist")
+        notes = Path(args.notes).read_text()
+    figures = write_report(arms, args.out, args.title, notes)
+    print(f"wrote {args.out} with {len(figures)} figures in {Path(args.out).parent}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -225,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-column", default="params", help="N column when fitting now")
     p.add_argument("--loss-column", default="loss", help="loss column when fitting now")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="Markdown report of one or more fitted sweeps (arms) side by side",
+                       description="Tables of the fits (bootstrap CIs), allocation exponents, isoFLOP minima and "
+                                   "downstream metrics per budget, plots of the arms on common axes; each arm's "
+                                   "isoflop/allocation plots are copied next to the report.")
+    p.add_argument("--arm", action="append", required=True, metavar="NAME=DIR",
+                   help="a sweep directory with results.csv, fit.json and plots/ (repeatable)")
+    p.add_argument("--out", required=True, help="the Markdown file to write (figures go next to it)")
+    p.add_argument("--title", default="Scaling report", help="report title")
+    p.add_argument("--notes", help="a Markdown file inserted under the title (settings, caveats)")
+    p.set_defaults(func=cmd_report)
     return ap
 
 
@@ -233,7 +268,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (UsageError, ResultsError, plan.PlanError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
 
 

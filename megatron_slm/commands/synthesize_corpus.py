@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from megatron_slm.console import error
+
 
 _SUBTYPE = {"flac": "PCM_16", "wav": "PCM_16", "ogg": "VORBIS"}
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if align_path.exists():
             done = {r["id"]: r for r in iter_alignments(align_path) if (out / r["audio"]).exists()}
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
 
     failed: list[tuple[str, str]] = []

@@ -14,6 +14,7 @@ import os
 import random
 import sys
 
+from megatron_slm.console import error
 from megatron_slm.units.cli import add_extractor_args, add_input_args, resolve_inputs
 
 
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
                               compat=args.compat)
         loader = AudioLoader(args.audio_backend, device, args.num_threads, max_batch_seconds=args.max_batch_seconds)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
 
     order = list(range(len(paths)))

@@ -118,9 +118,12 @@ def read_hf_config(hf_dir: str | Path) -> dict:
     if not path.is_file():
         raise ConversionError(f"{hf_dir}: no config.json (not a Hugging Face model directory)")
     try:
-        return json.loads(path.read_text())
-    except ValueError as e:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ConversionError(f"{path}: expected a JSON object of model settings, found a {type(config).__name__}")
+    return config
 
 
 def detect_family(config: dict, where: str = "config.json") -> Family:
@@ -155,6 +158,14 @@ def _get(config: dict, key: str, where: str) -> Any:
     return config[key]
 
 
+def _count(config: dict, key: str, where: str, default: Any = None) -> int:
+    """A positive integer setting (a layer/head/width count); 2.5 or "8" is an error, not 2 or 8."""
+    value = _get(config, key, where) if default is None else (config.get(key) or default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConversionError(f"{where}: field {key!r} must be a positive integer, found {value!r}")
+    return value
+
+
 def arch_from_hf_config(config: dict, where: str = "config.json") -> tuple[Family, ModelArch]:
     """HF config -> (family, architecture with the HF embedding's row count as vocab_size)."""
     family = detect_family(config, where)
@@ -167,19 +178,19 @@ def arch_from_hf_config(config: dict, where: str = "config.json") -> tuple[Famil
         if window is not None and window < max_pos:
             raise ConversionError(f"{where}: sliding_window={window} < max_position_embeddings={max_pos}: "
                                   f"sliding-window attention is not supported")
-    heads = int(_get(config, "num_attention_heads", where))
-    hidden = int(_get(config, "hidden_size", where))
+    heads = _count(config, "num_attention_heads", where)
+    hidden = _count(config, "hidden_size", where)
     theta, rope_scaling, factor = _rope(config, where)
     arch = ModelArch(
         family=family.name,
-        num_layers=int(_get(config, "num_hidden_layers", where)),
+        num_layers=_count(config, "num_hidden_layers", where),
         hidden_size=hidden,
-        ffn_hidden_size=int(_get(config, "intermediate_size", where)),
+        ffn_hidden_size=_count(config, "intermediate_size", where),
         num_attention_heads=heads,
-        num_query_groups=int(config.get("num_key_value_heads") or heads),
-        vocab_size=int(_get(config, "vocab_size", where)),
-        kv_channels=int(config.get("head_dim") or hidden // heads),
-        max_position_embeddings=int(config.get("max_position_embeddings", 4096)),
+        num_query_groups=_count(config, "num_key_value_heads", where, default=heads),
+        vocab_size=_count(config, "vocab_size", where),
+        kv_channels=_count(config, "head_dim", where, default=hidden // heads),
+        max_position_embeddings=_count(config, "max_position_embeddings", where, default=4096),
         rotary_base=theta,
         rope_scaling=rope_scaling,
         rope_scaling_factor=factor,

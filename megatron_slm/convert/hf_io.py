@@ -9,13 +9,11 @@ makes an output appear under its final name only once it is complete.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import struct
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 from safetensors.torch import save_file
@@ -175,24 +173,18 @@ class ShardWriter:
         return n
 
 
-@contextlib.contextmanager
-def staged_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a sibling temp dir that becomes `out` only if the block finishes.
+def check_output(out: str | Path, force: bool, inputs: tuple) -> None:
+    from megatron_slm.outputs import OutputError, guard_output_dir
 
-    A crash or an error leaves no directory named `out` (the temp one is removed), so a half
-    written conversion can never be mistaken for a complete one."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise ConversionError(f"{out} already exists (pass --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        guard_output_dir(out, inputs, force)
+    except OutputError as e:
+        raise ConversionError(str(e)) from None
+
+
+def staged_output_dir(out: str | Path, force: bool = False, inputs: tuple = (), tool: str = "convert"):
+    """The converter's output directory, staged and guarded (megatron_slm/outputs.py): a crash or
+    an error leaves no directory named `out`, and `out` may not overlap an input."""
+    from megatron_slm.outputs import staged_dir
+
+    return staged_dir(out, inputs=inputs, force=force, tool=tool, error=ConversionError)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from megatron_slm.convert import mapping
 from megatron_slm.convert.families import ConversionError, arch_from_hf_config, read_hf_config
-from megatron_slm.convert.hf_io import HFReader, staged_output_dir
+from megatron_slm.convert.hf_io import HFReader, check_output, staged_output_dir
 from megatron_slm.convert.streaming import (
     DTYPE_NAMES, SliceRegistry, StreamingSaveStrategy, megatron_process, meta_models)
 from megatron_slm.convert.vocab_extension import VocabPlan, empty_matrix, init_new_rows
@@ -51,12 +51,11 @@ class ConversionSummary:
 
 def check_layout(arch: ModelArch, tp: int, pp: int, where: str) -> None:
     """The model must split evenly over TP (heads, query groups, MLP) and PP (layers)."""
-    for what, n, by in (("num_attention_heads", arch.num_attention_heads, tp),
-                        ("num_key_value_heads (query groups)", arch.num_query_groups, tp),
-                        ("intermediate_size", arch.ffn_hidden_size, tp),
-                        ("num_hidden_layers", arch.num_layers, pp)):
+    for what, n, flag, by in (("num_attention_heads", arch.num_attention_heads, "--tp", tp),
+                              ("num_key_value_heads (query groups)", arch.num_query_groups, "--tp", tp),
+                              ("intermediate_size", arch.ffn_hidden_size, "--tp", tp),
+                              ("num_hidden_layers", arch.num_layers, "--pp", pp)):
         if by < 1 or n % by:
-            flag = "--tp" if by is tp else "--pp"
             raise ConversionError(f"{where}: {what}={n} does not divide by {flag} {by}")
 
 
@@ -99,6 +98,16 @@ def _vocab_matrix(reader: HFReader, name: str, plan: VocabPlan, dtype: torch.dty
     return out
 
 
+def check_layer_count(reader: HFReader, num_layers: int, where: str) -> None:
+    """config.json's layer count must be the one the weights have (found by their names)."""
+    import re
+
+    found = {int(m.group(1)) for name in reader.shapes if (m := re.search(r"\.layers\.(\d+)\.", name))}
+    if found != set(range(num_layers)):
+        raise ConversionError(f"{where}: num_hidden_layers={num_layers} but the weights in {reader.dir} have "
+                              f"{len(found)} layers (indices {min(found, default=None)}..{max(found, default=None)})")
+
+
 def _identity(hf_dir: Path, vocab) -> dict:
     """What the converted ids mean: this vocabulary, and the units an exported SLM recorded (a
     text LM has seen none yet). An export of another vocabulary is refused."""
@@ -123,6 +132,7 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
 
     t0 = time.perf_counter()
     hf_dir = Path(hf_dir)
+    check_output(out, force, (hf_dir, tokenizer_dir))  # before any work
     config = read_hf_config(hf_dir)
     family, hf_arch = arch_from_hf_config(config, where=str(hf_dir / "config.json"))
     check_layout(hf_arch, tp, pp, str(hf_dir / "config.json"))
@@ -131,6 +141,7 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
     if embed_name not in reader:
         raise ConversionError(f"{hf_dir}: the checkpoint has no tensor {embed_name!r}")
     rows = reader.shapes[embed_name][0]
+    check_layer_count(reader, hf_arch.num_layers, str(hf_dir / "config.json"))
     plan, already, vocab = _vocab_plan(hf_dir, Path(tokenizer_dir or hf_dir), rows, num_units, init, seed,
                                        make_vocab_size_divisible_by, tp)
     arch = hf_arch.replace(vocab_size=plan.vocab_size)
@@ -177,7 +188,7 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
         if registry.param_names() != set(tmaps):
             raise RuntimeError(f"family table and Megatron model disagree: "
                                f"{sorted(registry.param_names() ^ set(tmaps))}")
-        with staged_output_dir(out, force) as tmp:
+        with staged_output_dir(out, force, inputs=(hf_dir, tokenizer_dir), tool="hf-to-mcore") as tmp:
             save_model_checkpoint(models, tmp, arch, plan.padded_vocab_size, iteration=0,
                                   extra_state={"converted_from": str(hf_dir)},
                                   sharded_strategy=StreamingSaveStrategy(registry, materialize),

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from megatron_slm.convert import mapping
 from megatron_slm.convert.families import ConversionError, family_of, hf_config_from_arch
-from megatron_slm.convert.hf_io import ShardWriter, staged_output_dir
+from megatron_slm.convert.hf_io import ShardWriter, check_output, staged_output_dir
 from megatron_slm.convert.streaming import (
     SliceRegistry, load_params, megatron_process, meta_models, stored_dtype)
 from megatron_slm.convert.vocab_extension import trim_rows
@@ -79,6 +79,7 @@ def convert_mcore_to_hf(mcore_dir: str | Path, out: str | Path, iteration: Optio
 
     t0 = time.perf_counter()
     mcore_dir = Path(mcore_dir)
+    check_output(out, force, (mcore_dir, tokenizer_dir))  # before any work
     arch, padded, iteration, path = resolve_checkpoint(mcore_dir, iteration)
     family = family_of(arch.family)
     tok_dir = Path(tokenizer_dir) if tokenizer_dir else mcore_dir / "tokenizer"
@@ -97,7 +98,7 @@ def convert_mcore_to_hf(mcore_dir: str | Path, out: str | Path, iteration: Optio
         dtype_name = str(out_dtype).replace("torch.", "")
         registry = SliceRegistry(meta_models(arch, padded))
         bar = tqdm(total=n_tensors, unit="tensor", desc="mcore-to-hf", disable=not progress)
-        with staged_output_dir(out, force) as tmp:
+        with staged_output_dir(out, force, inputs=(mcore_dir, tokenizer_dir), tool="mcore-to-hf") as tmp:
             writer = ShardWriter(tmp, max_bytes)
             for group in groups:
                 params = load_params(path, registry, [tm.mcore for tm in group], stored)

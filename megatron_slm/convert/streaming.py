@@ -160,7 +160,20 @@ def load_params(iter_path: Path, registry: SliceRegistry, names: list[str],
                 global_shape=tuple(sh.global_shape), global_offset=tuple(sh.global_offset),
                 axis_fragmentations=None, replica_id=0, prepend_axis_num=0,
                 allow_shape_mismatch=sh.allow_shape_mismatch)
-    loaded = dist_checkpointing.load(request, str(iter_path), validate_access_integrity=False)
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
+    from megatron_slm.checkpoint.dist import missing_file
+
+    try:
+        loaded = dist_checkpointing.load(request, str(iter_path), validate_access_integrity=False)
+    except (FileNotFoundError, CheckpointException) as e:
+        missing = missing_file(e)
+        if missing is None:
+            raise
+        from megatron_slm.convert.families import ConversionError
+
+        raise ConversionError(f"{iter_path}: the checkpoint file {missing} is missing "
+                              f"(an incomplete copy or a damaged checkpoint)") from None
     out = {}
     for name in names:
         full = torch.empty(registry.shapes[name], dtype=dtype)

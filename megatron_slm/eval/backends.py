@@ -38,6 +38,7 @@ class HFBackend:
             raise ValueError(f"the HF model has {rows} output rows but the vocabulary has {vocab.vocab_size} "
                              "ids (speech units missing: was it exported with the extended vocabulary?)")
         self.allowed = allowed_mask(vocab, rows, restrict, compat)
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
     def from_pretrained(cls, hf_dir: str, vocab, device: str = "cpu", dtype: str = "fp32", **kw) -> "HFBackend":
@@ -92,6 +93,7 @@ class MegatronBackend:
         self.vocab, self.restrict = vocab, restrict
         self.max_tokens, self.max_batch, self.progress = max_tokens, max_batch, progress
         self.allowed = allowed_mask(vocab, padded_vocab_size or vocab.vocab_size, restrict, compat)
+        self.max_positions = getattr(getattr(models[0], "module", models[0]), "max_sequence_length", None)
 
     def _device(self) -> torch.device:
         return next(self.models[0].parameters()).device

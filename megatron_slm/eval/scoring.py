@@ -23,6 +23,7 @@ Backends (megatron_slm.eval.backends) implement `score(seqs) -> np.ndarray[n, 2]
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Literal, Optional, Protocol, Sequence
 
@@ -194,9 +195,22 @@ class ItemScore:
         return 1.0 / (1 + sum(1 for n in self.negatives if n == best))
 
 
+def warn_beyond_context(seqs: Sequence[EncodedSeq], max_positions: Optional[int], task: str) -> None:
+    """Scores of sequences longer than the model's positions extrapolate past what it was
+    trained on: score them (the user asked) but say how many and how long."""
+    if not max_positions:
+        return
+    long = [len(s.tokens) for s in seqs if len(s.tokens) > max_positions]
+    if long:
+        print(f"warning: {task}: {len(long)} of {len(seqs)} candidates are longer than the model's "
+              f"{max_positions} positions (longest {max(long)} tokens); their scores extrapolate past its context",
+              file=sys.stderr)
+
+
 def score_items(items: Sequence[Item], vocab, backend: Backend, reduce: Literal["mean", "sum"] = "mean",
                 prefer: Prefer = "units") -> list[ItemScore]:
     seqs, spans = encode_items(items, vocab, prefer)
+    warn_beyond_context(seqs, getattr(backend, "max_positions", None), items[0].task if items else "")
     raw = np.asarray(backend.score(seqs), dtype=np.float64)
     if raw.shape != (len(seqs), 2):
         raise RuntimeError(f"backend returned shape {raw.shape}, expected {(len(seqs), 2)}")

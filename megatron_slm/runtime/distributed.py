@@ -56,6 +56,11 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank_from_env() -> int:
+    """This process's global rank as torchrun set it (0 for a single process)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(runtime: RuntimeConfig | None = None, tp: int = 1, pp: int = 1,
                      vpp: int | None = None, seed: int = 1234) -> RuntimeInfo:
     from megatron.core import parallel_state, tensor_parallel

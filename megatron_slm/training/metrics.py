@@ -14,8 +14,35 @@ from megatron_slm.config import LoggingConfig
 from megatron_slm.console import metric
 
 
+def drop_after(path: Path, iteration: int) -> int:
+    """Remove the lines of steps after `iteration` (logged after the checkpoint a run resumes
+    from: those steps run again), so every iteration appears once. Returns how many went."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            step = obj.get("iteration") if isinstance(obj, dict) else None
+        except ValueError:  # a line cut short by a kill: the step is redone
+            dropped += 1
+            continue
+        if isinstance(step, int) and step > iteration:
+            dropped += 1
+        else:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        tmp.replace(path)
+    return dropped
+
+
 class MetricsLogger:
-    def __init__(self, run_dir: Path, cfg: LoggingConfig, enabled: bool, run_config: Optional[dict] = None):
+    def __init__(self, run_dir: Path, cfg: LoggingConfig, enabled: bool, run_config: Optional[dict] = None,
+                 resume_iteration: Optional[int] = None):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.tb = None
@@ -23,6 +50,8 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_iteration is not None:
+            drop_after(self.path, resume_iteration)
         self._file = open(self.path, "a", buffering=1)
         if cfg.tensorboard:
             try:

@@ -21,9 +21,11 @@ from megatron_slm.config import SLMConfig, absolute_paths
 from megatron_slm.console import quiet_cpu_warnings
 from megatron_slm.models.flops import peak_tflops_for, training_flops_per_token
 from megatron_slm.checkpoint import layout
+from megatron_slm.checkpoint.lock import RunLock
 from megatron_slm.checkpoint.layout import write_model_info
 from megatron_slm.models.provider import build_gpt_models
-from megatron_slm.runtime.distributed import choose_device, init_distributed, print_rank0, world_size_from_env
+from megatron_slm.runtime.distributed import (choose_device, init_distributed, print_rank0, rank_from_env,
+                                              world_size_from_env)
 from megatron_slm.checkpoint import dist as ckpt
 from megatron_slm.training import preemption
 from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
@@ -53,6 +55,8 @@ class Trainer:
             quiet_cpu_warnings()
         self.vocab = load_vocab(cfg, tokenizer_dir(cfg))
         self.plan = make_plan(cfg, world_size_from_env(), on_cuda, self.vocab)  # all checks, before any work
+        # one run per directory: taken before the process group forms, so a refused launch ends at once
+        self.lock = RunLock(cfg.checkpoint.save).acquire() if cfg.checkpoint.save and rank_from_env() == 0 else None
         p = cfg.parallel
         self.info = init_distributed(cfg.runtime, p.tp, p.pp, p.vpp, cfg.train.seed)
         self.rank0 = self.info.rank == 0
@@ -77,7 +81,8 @@ class Trainer:
         self.state = TrainState()
         self._load()
         self._write_run_files()
-        self.metrics = MetricsLogger(self.run_dir, cfg.logging, enabled=self.rank0, run_config=cfg.to_dict())
+        self.metrics = MetricsLogger(self.run_dir, cfg.logging, enabled=self.rank0, run_config=cfg.to_dict(),
+                                     resume_iteration=self.iteration)
         if cfg.train.exit_on_signal:
             preemption.install()  # already installed by pretrain_slm.py; here for library use
         else:
@@ -348,4 +353,6 @@ class Trainer:
             (f", validation lm_loss {self.state.last_validation.get('lm_loss'):.4f}" if self.state.last_validation else "") +
             (f"; checkpoint in {c.save}" if c.save else "") + f"; metrics in {self.metrics.path}")
         self.metrics.close()
+        if self.lock is not None:
+            self.lock.release()
         return summary
