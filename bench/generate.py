@@ -5,7 +5,8 @@
      plain transformers `model.generate` on the same model, batch and prompts; greedy and sampling
      (top-k 25, T 0.8), every continuation forced to --new-tokens (no early stop on either side).
      Target: ours / transformers >= 1.0x. Greedy tokens are compared as a check.
-  2. Megatron on the CPU: the same decoding at TP=1 and TP=2 (torchrun, gloo), greedy.
+  2. Megatron: the same decoding at TP=1 and TP=2 (torchrun; gloo on the CPU), greedy.
+     `--device cuda` runs both parts on GPUs (TP=2 when two are visible); `--json` writes the figures.
 
 Models: random Llama-family speech-text LMs (the tokenizer of the demo + 100 units), converted
 to Megatron and exported to HF like the demo's. `--size demo` is the demo's shape (hidden 64,
@@ -65,7 +66,7 @@ def run_ours(src, vocab, ids, cfg) -> tuple[float, list[list[int]]]:
 def run_transformers(model, vocab, ids, cfg) -> tuple[float, list[list[int]]]:
     import torch
 
-    x = torch.tensor(ids)
+    x = torch.tensor(ids, device=model.device)
     kw = dict(do_sample=False) if cfg.greedy else dict(do_sample=True, top_k=cfg.top_k, temperature=cfg.temperature)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -83,7 +84,7 @@ def bench_hf(hf_dir: Path, args) -> list[tuple[str, float, float, str]]:
     from megatron_slm.vocab import SpeechVocab
 
     vocab = SpeechVocab.from_pretrained(hf_dir, num_units=K)
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True).eval()
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True).eval().to(args.device)
     src = HFSource(model, vocab)
     ids = prompts(vocab, args.batch, args.prompt_tokens)
     n = args.batch * args.new_tokens
@@ -138,13 +139,23 @@ destroy_distributed()
 """ % K
 
 
+def tp_sizes(args) -> tuple[int, ...]:
+    if args.device == "cpu":
+        return (1, 2)
+    import torch
+
+    return (1, 2) if torch.cuda.device_count() >= 2 else (1,)
+
+
 def bench_megatron(mc_dir: Path, args, tmp: Path) -> dict[int, dict]:
     script = tmp / "worker_megatron.py"
     script.write_text(WORKER_MEGATRON)
     out = {}
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(args.threads_per_rank),
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for tp in (1, 2):
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # Megatron picks CUDA whenever it sees a GPU
+    for tp in tp_sizes(args):
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={tp}", "--master_addr=127.0.0.1",
                f"--master_port={29600 + tp}", str(script), str(mc_dir), str(tp), str(args.batch), str(args.new_tokens),
                str(REPO / "bench"), str(args.prompt_tokens), str(args.repeats)]
@@ -166,6 +177,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the HF part (default: torch's)")
     ap.add_argument("--threads-per-rank", type=int, default=1, help="OMP threads of each Megatron rank (default 1)")
     ap.add_argument("--skip-megatron", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: the HF models and the Megatron ranks")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     import torch
@@ -183,20 +196,30 @@ def main() -> int:
         print("| HF decoding | ours tokens/s | transformers generate tokens/s | ours / transformers "
               "(median of paired rounds) | greedy tokens equal |")
         print("|---|---|---|---|---|")
+        figures: dict = {"size": args.size, "device": args.device, "batch": args.batch, "new_tokens": args.new_tokens}
         for mode, ours, theirs, paired, same in bench_hf(hf, args):
             print(f"| {mode} | {ours:.0f} | {theirs:.0f} | **{paired:.2f}x** | {same} |")
-        if args.skip_megatron:
-            return 0
-        res = bench_megatron(mc, args, Path(tmp))
-        n = args.batch * args.new_tokens
-        rate = {tp: n / statistics.median(r["times"]) for tp, r in res.items()}
-        same = res[1]["ids"] == res[2]["ids"]
-        print(f"\n| Megatron on CPU (greedy, {args.threads_per_rank} thread/rank) | tokens/s | vs TP=1 |")
-        print("|---|---|---|")
-        for tp in (1, 2):
-            print(f"| TP={tp} | {rate[tp]:.0f} | {rate[tp] / rate[1]:.2f}x |")
-        print(f"\nTP=2 tokens equal to TP=1: {same}")
+            key = "greedy" if mode == "greedy" else "sampling"
+            figures.update({f"hf_{key}_ours_tokens_per_s": round(ours, 1),
+                            f"hf_{key}_transformers_tokens_per_s": round(theirs, 1), f"hf_{key}_ratio": round(paired, 3)})
+        if not args.skip_megatron:
+            figures.update(megatron_part(mc, args, Path(tmp)))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1))
     return 0
+
+
+def megatron_part(mc: Path, args, tmp: Path) -> dict:
+    res = bench_megatron(mc, args, tmp)
+    n = args.batch * args.new_tokens
+    rate = {tp: n / statistics.median(r["times"]) for tp, r in res.items()}
+    same = res[1]["ids"] == res[2]["ids"] if 2 in res else None
+    print(f"\n| Megatron on {args.device} (greedy, {args.threads_per_rank} thread/rank) | tokens/s | vs TP=1 |")
+    print("|---|---|---|")
+    for tp in rate:
+        print(f"| TP={tp} | {rate[tp]:.0f} | {rate[tp] / rate[1]:.2f}x |")
+    print(f"\nTP=2 tokens equal to TP=1: {same}")
+    return {**{f"megatron_tp{tp}_tokens_per_s": round(r, 1) for tp, r in rate.items()}, "megatron_tp2_equal_tp1": same}
 
 
 if __name__ == "__main__":

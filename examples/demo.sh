@@ -50,6 +50,7 @@ python tools/eval_slm.py --hf-dir $OUT/hf --items $OUT/eval/word_shuffle.jsonl -
 step "+ listen: a speech continuation of a corpus prompt (Griffin-Lim WAV) and a text continuation of a speech prompt"
 GEN=(--hf-dir $OUT/hf --prompt-units $OUT/units.jsonl --prompt-seconds 3 --alignments $C/alignments.jsonl
      --ids s01_01 --show 1 --force)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # a tiny model: threads only contend
 python tools/generate.py "${GEN[@]}" --output-modality speech --vocoder $OUT/units.jsonl --wav-with-prompt \
   --out $OUT/gen/speech.jsonl --wav-dir $OUT/gen/wav
 python tools/generate.py "${GEN[@]}" --output-modality text --max-new-tokens 40 --out $OUT/gen/s2t.jsonl

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pytest
 import torch
 
 from megatron_slm.eval.scoring import allowed_mask, masked_logprobs

@@ -142,8 +142,8 @@ def run_generation(job: GenerationJob, prompts: Sequence[Prompt],
     summary = GenerationSummary(prompts=len(prompts))
     rows_all: list[dict] = []
     bar = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not (job.progress and rank0))
-    t0 = time.time()
     for start in range(0, len(batches), dp_size):
+        t0 = time.time()  # generation time only: what on_rows does (vocoding, writing) is not counted
         mine = batches[start + dp_rank] if start + dp_rank < len(batches) else []
         rows = []
         if mine:
@@ -153,6 +153,7 @@ def run_generation(job: GenerationJob, prompts: Sequence[Prompt],
             gathered: list = [None] * dp_size
             dist.all_gather_object(gathered, rows, group=dp_group)
             rows = [r for part in gathered for r in part]
+        summary.seconds += time.time() - t0
         for r in rows:
             summary.stops[r["stop"]] += 1
             summary.generated_tokens += r["num_generated"]
@@ -162,5 +163,4 @@ def run_generation(job: GenerationJob, prompts: Sequence[Prompt],
                 on_rows(rows)
             rows_all += rows
     bar.close()
-    summary.seconds = time.time() - t0
     return summary, rows_all
