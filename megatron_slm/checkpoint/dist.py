@@ -113,6 +113,25 @@ def _finalize(root: Path, iteration: int, tmp: Path, state: dict, keep_last: Opt
             shutil.rmtree(old, ignore_errors=True)
 
 
+class MissingCheckpointFile(ConfigError):
+    """A dist checkpoint lacks one of its files."""
+
+
+def load_sharded(sharded: dict, path: str | Path, **kw) -> dict:
+    """dist_checkpointing.load, with a missing shard file reported by name (MissingCheckpointFile)."""
+    from megatron.core import dist_checkpointing
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
+    try:
+        return dist_checkpointing.load(sharded, str(path), **kw)
+    except (FileNotFoundError, CheckpointException) as e:
+        missing = missing_file(e)
+        if missing is None:
+            raise
+        raise MissingCheckpointFile(f"{path}: the checkpoint file {missing} is missing (an incomplete copy or "
+                                    f"a damaged checkpoint)") from None
+
+
 def missing_file(error: BaseException) -> Optional[str]:
     """The name of the checkpoint file whose absence caused `error` (torch's checkpoint reader
     wraps the FileNotFoundError of every rank in a CheckpointException), else None."""
@@ -225,8 +244,6 @@ def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=No
                     iteration: Optional[int] = None) -> dict:
     """Load weights (and, when the checkpoint has them and an optimizer is given, optimizer,
     scheduler and -- in the same layout -- RNG states). Returns the saved state dict."""
-    from megatron.core import dist_checkpointing
-
     iteration = latest_iteration(root) if iteration is None else iteration
     state = read_state(root, iteration)
     path = iter_dir(root, iteration)
@@ -243,16 +260,10 @@ def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=No
             {k: v for k, v in sharded.items()}, is_loading=True, metadata=OPTIMIZER_METADATA)
         if state.get("layout") == _layout():
             sharded["rng_state"] = _rng_sharded_object(is_loading=True)
-    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
-
     try:
-        loaded = dist_checkpointing.load(sharded, str(path))
-    except (FileNotFoundError, CheckpointException) as e:
-        missing = missing_file(e)
-        if missing is None:
-            raise
-        raise ConfigError(f"{path}: the checkpoint file {missing} is missing (an incomplete copy or a damaged "
-                          f"checkpoint); {intact_checkpoints_hint(root, exclude=iteration)}") from None
+        loaded = load_sharded(sharded, path)
+    except MissingCheckpointFile as e:
+        raise ConfigError(f"{e}; {intact_checkpoints_hint(root, exclude=iteration)}") from None
     for i, model in enumerate(models):
         model.load_state_dict(loaded["model" if len(models) == 1 else f"model{i}"])
     if with_optimizer:

@@ -148,7 +148,6 @@ def load_params(iter_path: Path, registry: SliceRegistry, names: list[str],
     Layer-stacked keys are requested as plain (non-prepended) shards of the stacked global
     tensor, which torch DCP reads chunk-wise; a prepended-axis request for one layer would
     need all layers (torch's ShardedTensor wants the full grid)."""
-    from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
     request: dict[str, ShardedTensor] = {}
@@ -160,20 +159,13 @@ def load_params(iter_path: Path, registry: SliceRegistry, names: list[str],
                 global_shape=tuple(sh.global_shape), global_offset=tuple(sh.global_offset),
                 axis_fragmentations=None, replica_id=0, prepend_axis_num=0,
                 allow_shape_mismatch=sh.allow_shape_mismatch)
-    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
-
-    from megatron_slm.checkpoint.dist import missing_file
+    from megatron_slm.checkpoint.dist import MissingCheckpointFile, load_sharded
+    from megatron_slm.convert.families import ConversionError
 
     try:
-        loaded = dist_checkpointing.load(request, str(iter_path), validate_access_integrity=False)
-    except (FileNotFoundError, CheckpointException) as e:
-        missing = missing_file(e)
-        if missing is None:
-            raise
-        from megatron_slm.convert.families import ConversionError
-
-        raise ConversionError(f"{iter_path}: the checkpoint file {missing} is missing "
-                              f"(an incomplete copy or a damaged checkpoint)") from None
+        loaded = load_sharded(request, iter_path, validate_access_integrity=False)
+    except MissingCheckpointFile as e:
+        raise ConversionError(str(e)) from None
     out = {}
     for name in names:
         full = torch.empty(registry.shapes[name], dtype=dtype)
