@@ -23,22 +23,16 @@ import os
 import sys
 import time
 
+from megatron_slm.commands.generate import add_model_args
 from megatron_slm.console import error
-
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    m = p.add_mutually_exclusive_group(required=True)
-    m.add_argument("--mcore-dir", help="megatron-slm run or converted checkpoint dir (has slm_model.json)")
-    m.add_argument("--hf-dir", help="HF model dir (e.g. exported by tools/convert_checkpoint.py mcore-to-hf)")
+    add_model_args(p)
     p.add_argument("--tasks", default=None, help="comma-separated task names, read from <data>/<task>.jsonl")
     p.add_argument("--data", default="eval", help="directory of prepared benchmarks (default eval/)")
     p.add_argument("--items", nargs="+", default=[], help="item files to score (in addition to --tasks)")
-    p.add_argument("--tokenizer", default=None, help="extended tokenizer dir (default: <mcore-dir>/tokenizer, "
-                                                     "or the HF dir)")
-    p.add_argument("--num-units", type=int, default=None, help="speech units in the vocabulary "
-                                                               "(default: counted from the tokenizer's <Un k> tokens)")
     p.add_argument("--score", choices=("mean", "sum"), default="mean", help="log-likelihood per token (default) or total")
     p.add_argument("--restrict", choices=("speech", "text"), default=None,
                    help="softmax over one modality's tokens only (default: the whole vocabulary)")
@@ -51,15 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "model's training units, instead of refusing")
     p.add_argument("--prefer", choices=("units", "text"), default="units",
                    help="candidates with both units and a transcript: score the units (default) or the text")
-    p.add_argument("--units-meta", default=None, help="the units sidecar (.meta.json) of the model's training "
-                                                      "data, to check benchmark units against (default: "
-                                                      "units.meta.json in the model dir, if present)")
-    p.add_argument("--tp", type=int, default=1, help="Megatron: tensor parallel size")
-    p.add_argument("--pp", type=int, default=1, help="Megatron: pipeline parallel size")
-    p.add_argument("--iteration", type=int, default=None, help="Megatron: checkpoint iteration (default latest)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
-                   help="model dtype (default fp32 on CPU, bf16 on GPU)")
-    p.add_argument("--device", default=None, help="HF: cpu or cuda (default cuda when available)")
     p.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per batch (default 16384)")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per batch at most (default 64)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")

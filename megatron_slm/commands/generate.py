@@ -24,8 +24,9 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
+
+from megatron_slm.console import error
 
 OUTPUTS = ("speech", "text", "any")
 
@@ -83,8 +84,8 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--num-units", type=int, default=None, help="speech units in the vocabulary (default: counted "
                                                                "from the tokenizer's <Un k> tokens)")
     p.add_argument("--units-meta", default=None, help="units sidecar (.meta.json) of the model's training units, "
-                                                      "to check prompts and vocoder against (default: what the "
-                                                      "model directory records, if anything)")
+                                                      "to check benchmark/prompt units and the vocoder against "
+                                                      "(default: what the model directory records, if anything)")
     p.add_argument("--tp", type=int, default=1, help="Megatron: tensor parallel size")
     p.add_argument("--pp", type=int, default=1, help="Megatron: pipeline parallel size")
     p.add_argument("--iteration", type=int, default=None, help="Megatron: checkpoint iteration (default latest)")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except (GenerationError, VocabError, ConfigError, ItemError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 1
     finally:
         if args.mcore_dir:
