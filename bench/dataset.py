@@ -11,7 +11,9 @@ All three read the same number of tokens (same utterances, same seq_length, samp
 order) in this process after their indices are built, taking turns over chunks of the samples;
 index building is timed separately.
 
-  python bench/dataset.py --utterances 4000 --seq-length 2048 --samples 2000
+Both interleavings follow --compat (default slamkit: SlamKit's sampler and layout).
+
+  python bench/dataset.py --utterances 4000 --seq-length 2048 --samples 2000 [--compat slamkit|none]
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def main() -> None:
     ap.add_argument("--seq-length", type=int, default=2048)
     ap.add_argument("--samples", type=int, default=2000, help="samples read from each dataset (spans several epochs)")
     ap.add_argument("--rounds", type=int, default=10, help="chunks the datasets take turns on (default 10)")
+    ap.add_argument("--compat", choices=("slamkit", "none"), default="slamkit", help="interleaving rule set")
     args = ap.parse_args()
 
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
@@ -61,13 +64,16 @@ def main() -> None:
     from megatron_slm.data import preprocess as pp
     from megatron_slm.data.datasets import SLMDataset, SLMDatasetConfig
     from megatron_slm.testing.synthetic_units import write_synthetic_corpus
+    from megatron_slm.units.records import make_meta
     from megatron_slm.vocab import SpeechVocab
 
     tmp = tempfile.mkdtemp(prefix="bench_dataset_")
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=0, world_size=1)
-    corpus = write_synthetic_corpus(tmp, args.utterances, k=500, words=(20, 50), seed=0, lexicon=20000)
+    meta = make_meta({"name": "synthetic", "frame_rate": 25.0, "version": 1}, 500, "0" * 64, None, True, args.compat)
+    corpus = write_synthetic_corpus(tmp, args.utterances, k=500, words=(20, 50), seed=0, lexicon=20000, meta=meta)
+    icfg = InterleaveConfig(compat=args.compat)
     common = dict(tokenizer=TOKENIZER, inputs=[corpus.units], alignments=corpus.alignments, seed=1234,
-                  progress=False, workers=2)
+                  progress=False, workers=2, interleave=icfg)
     pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=f"{tmp}/static", **common))
     pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=f"{tmp}/dynamic", mode="dynamic", **common))
     vocab = SpeechVocab.from_pretrained(TOKENIZER, num_units=500)
@@ -79,7 +85,7 @@ def main() -> None:
         ("GPTDataset (Megatron)", GPTDataset, GPTDatasetConfig(blend=([f"{tmp}/static"], None), **base)),
         ("ours static", SLMDataset, SLMDatasetConfig(blend=([f"{tmp}/static"], None), **base)),
         ("ours dynamic", SLMDataset, SLMDatasetConfig(blend=([f"{tmp}/dynamic"], None), mode="dynamic",
-                                                      interleave=InterleaveConfig(), **base)),
+                                                      interleave=icfg, **base)),
     ]
     built = []
     for name, cls, config in runs:
@@ -95,7 +101,7 @@ def main() -> None:
             elapsed[k] += read(built[k][1], chunk)
     results = [(name, args.samples / t, t_build) for (name, _, t_build), t in zip(built, elapsed)]
     ref = results[0][1]
-    print(f"{args.utterances} utterances, seq_length {args.seq_length}, {args.samples} samples each")
+    print(f"compat {args.compat}: {args.utterances} utterances, seq_length {args.seq_length}, {args.samples} samples each")
     print(f"{'dataset':24s} {'samples/s':>10s} {'vs GPTDataset':>14s} {'index build s':>14s}")
     for name, rate, t_build in results:
         print(f"{name:24s} {rate:10.0f} {rate / ref:13.2f}x {t_build:14.2f}")

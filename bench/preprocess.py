@@ -4,7 +4,9 @@
   ours : per-word text ids from a cache of distinct words, unit ids by arithmetic (V + k), the
          draws and the assembly of all utterances vectorised in one batch; records read by orjson
   naive: the interleaved *string* with <Un..>/<speech>/<text> token strings, tokenised by the HF
-         tokenizer (K=500 added tokens), as SlamKit builds its interleaved data
+         tokenizer (K=500 added tokens), as SlamKit builds its interleaved data (--compat slamkit,
+         the default: SlamKit's own string, megatron_slm/testing/slamkit_reference.py; --compat
+         none: the same method for this project's earlier layout)
 
 Both run in this process over the same synthetic aligned corpus (K=500 units at 25 Hz,
 LibriSpeech-like 20-50 words per utterance, words from a Zipfian lexicon of 20,000), with the
@@ -15,7 +17,7 @@ to be identical. Two measurements:
   B. end to end from the JSONL lines (parse, validate, tokenise, interleave once: static mode)
 and the full `tools/preprocess_data.py` path with 1 worker (incl. .bin/.idx writing and merge).
 
-  python bench/preprocess.py --utterances 3000
+  python bench/preprocess.py --utterances 3000 [--compat slamkit|none]
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from megatron_slm.data import preprocess as pp  # noqa: E402
 from megatron_slm.data.alignments import AlignmentIndex, parse_canonical, validate  # noqa: E402
 from megatron_slm.data.prepare import prepare_batch, prepare_interleaved  # noqa: E402
 from megatron_slm.data.records import decode_json_line  # noqa: E402
+from megatron_slm.testing import slamkit_reference  # noqa: E402
+from megatron_slm.units.records import make_meta  # noqa: E402
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus  # noqa: E402
 from megatron_slm.jsonio import loads  # noqa: E402
 from megatron_slm.vocab import SpeechVocab  # noqa: E402
@@ -45,13 +49,19 @@ from megatron_slm.vocab import SpeechVocab  # noqa: E402
 TOKENIZER = os.path.join(os.path.dirname(__file__), "..", "examples", "tokenizer", "tiny-bpe")
 
 
-def parse(lines, vocab, align):
+def parse(lines, vocab, align, compat):
     """What both methods keep per utterance after the first pass."""
     out = []
     for i, line in enumerate(lines):
-        u, rec = prepare_interleaved(json.loads(line), f"units:{i + 1}", vocab, align)
-        out.append((u, align.get(rec.id).words, rec.units))
+        u, rec = prepare_interleaved(json.loads(line), f"units:{i + 1}", vocab, align, compat)
+        al = align.get(rec.id)
+        out.append((u, al, rec))
     return out
+
+
+def markers(vocab, compat):
+    return il.Markers(vocab.speech_id, vocab.text_id, vocab.bos if pp.document_bos(vocab, True, compat) else None,
+                      vocab.eod)
 
 
 def masks_for(utts, cfg, seed, epoch):
@@ -63,7 +73,7 @@ def masks_for(utts, cfg, seed, epoch):
 
 def ours_draw(batch, vocab, cfg, seed, epoch):
     """A new interleaving of utterances kept in their prepared form (what dynamic mode stores)."""
-    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    mk = markers(vocab, cfg.compat)
     ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, cfg, seed, epoch), mk)
     return np.split(ids, offsets[1:-1])
 
@@ -81,41 +91,48 @@ def naive_string(tok, words, units, lo, hi, mask):
     return "".join(parts)
 
 
-def naive_draw(parsed, masks, vocab):
-    tok = vocab.tokenizer
-    out = []
-    for (u, words, units), mask in zip(parsed, masks):
-        text = naive_string(tok, words, units, u.lo, u.hi, mask)
-        out.append(np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64))
-    return out
+def naive_ids(tok, vocab, al, rec, lo, hi, mask, compat):
+    """One document by the string method: SlamKit's string and tokenizer call (+ EOD, the packing
+    separator this tokenizer does not add), or the same method for the earlier layout."""
+    if compat == "slamkit":
+        ids = slamkit_reference.document_ids(tok, [w.strip() for w in al.words], al.starts, al.ends, mask,
+                                             rec.durations, rec.units, rec.unit_seconds) + [vocab.eod]
+    else:
+        ids = tok(naive_string(tok, al.words, rec.units, lo, hi, mask), add_special_tokens=False)["input_ids"]
+    return np.asarray(ids, dtype=np.int64)
+
+
+def naive_draw(parsed, masks, vocab, compat):
+    return [naive_ids(vocab.tokenizer, vocab, al, rec, u.lo, u.hi, mask, compat) for (u, al, rec), mask in zip(parsed, masks)]
 
 
 def ours(lines, vocab, align, cfg, seed):
     """The library's static path: records read one by one, then prepared, drawn and assembled
     in batches of a preprocessing shard (1000 lines)."""
-    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    mk = markers(vocab, cfg.compat)
     out = []
     for s in range(0, len(lines), 1000):
         records = [(f"units:{i + 1}", decode_json_line(line, f"units:{i + 1}")) for i, line in enumerate(lines[s:s + 1000], s)]
-        kept, batch, _, errors = prepare_batch(records, vocab, align)
+        kept, batch, _, errors = prepare_batch(records, vocab, align, cfg.compat)
         assert not errors and len(kept) == len(records)
         ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, cfg, seed, 0), mk)
         out += np.split(ids, offsets[1:-1])
     return out
 
 
-def naive(lines, raw_alignments, masks, vocab):
+def naive(lines, raw_alignments, masks, vocab, compat):
     """SlamKit-style: json records, the alignment of each, units in each word's time range, the
     interleaved string, the HF tokenizer."""
-    tok = vocab.tokenizer
+    from megatron_slm.units.records import parse_record
+
     out = []
     for line, mask in zip(lines, masks):
-        rec = json.loads(line)
-        al = parse_canonical(json.loads(raw_alignments[rec["id"]]), "")
-        validate(al, rec["audio_seconds"])
-        lo, hi = il.word_unit_ranges(al.starts, al.ends, np.asarray(rec["durations"]), rec["unit_seconds"])
-        text = naive_string(tok, al.words, rec["units"], lo, hi, mask)
-        out.append(np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64))
+        rec = parse_record(json.loads(line), "")
+        al = parse_canonical(json.loads(raw_alignments[rec.id]), "")
+        validate(al, rec.audio_seconds)
+        lo, hi = (None, None) if compat == "slamkit" else il.word_unit_ranges(
+            al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds, compat)
+        out.append(naive_ids(vocab.tokenizer, vocab, al, rec, lo, hi, mask, compat))
     return out
 
 
@@ -130,29 +147,33 @@ def main() -> None:
     ap.add_argument("--utterances", type=int, default=3000, help="synthetic utterances (8-30 words each)")
     ap.add_argument("--num-units", type=int, default=500, help="K")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--compat", choices=("slamkit", "none"), default="slamkit", help="rule set of both methods")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="bench_preprocess_")
-    corpus = write_synthetic_corpus(tmp, args.utterances, k=args.num_units, words=(20, 50), seed=0, lexicon=20000)
+    meta = make_meta({"name": "synthetic", "frame_rate": 25.0, "version": 1}, args.num_units, "0" * 64, None, True,
+                     args.compat)
+    corpus = write_synthetic_corpus(tmp, args.utterances, k=args.num_units, words=(20, 50), seed=0, lexicon=20000,
+                                    meta=meta)
     vocab = SpeechVocab.from_pretrained(TOKENIZER, num_units=args.num_units)
     align = AlignmentIndex(corpus.alignments)
     lines = open(corpus.units, encoding="utf-8").read().splitlines()
-    cfg = InterleaveConfig()
+    cfg = InterleaveConfig(compat=args.compat)
 
-    parsed = parse(lines, vocab, align)
+    parsed = parse(lines, vocab, align, args.compat)
     masks1, masks0 = masks_for([u for u, _, _ in parsed], cfg, args.seed, 1), masks_for([u for u, _, _ in parsed], cfg, args.seed, 0)
     batch = il.PreparedBatch.from_utterances([u for u, _, _ in parsed])
     ours_draw(il.PreparedBatch.from_utterances([u for u, _, _ in parsed[:50]]), vocab, cfg, args.seed, 1)  # warm up
-    naive_draw(parsed[:50], masks1[:50], vocab)
+    naive_draw(parsed[:50], masks1[:50], vocab, args.compat)
     ta_ours, a = cpu_time(ours_draw, batch, vocab, cfg, args.seed, 1)
-    ta_naive, b = cpu_time(naive_draw, parsed, masks1, vocab)
+    ta_naive, b = cpu_time(naive_draw, parsed, masks1, vocab, args.compat)
     same_a = sum(np.array_equal(x, y) for x, y in zip(a, b))
     tokens_a = sum(len(x) for x in a)
 
     raw_alignments = {uid: entry[0] for uid, entry in align._entries.items()}
     lines = [line.encode("utf-8") for line in lines]
     tb_ours, a = cpu_time(ours, lines, vocab, align, cfg, args.seed)
-    tb_naive, b = cpu_time(naive, lines, raw_alignments, masks0, vocab)
+    tb_naive, b = cpu_time(naive, lines, raw_alignments, masks0, vocab, args.compat)
     same_b = sum(np.array_equal(x, y) for x, y in zip(a, b))
     tokens_b = sum(len(x) for x in a)
     t_json, _ = cpu_time(lambda: [(json.loads(x), json.loads(raw_alignments[uid])) for x, uid in zip(lines, corpus.ids)])
@@ -161,12 +182,13 @@ def main() -> None:
     import megatron.core.datasets.indexed_dataset  # noqa: F401  (import time is not preprocessing time)
 
     job = pp.PreprocessJob(kind="interleaved", tokenizer=TOKENIZER, out_prefix=os.path.join(tmp, "out"),
-                           inputs=[corpus.units], alignments=corpus.alignments, seed=args.seed, progress=False)
+                           inputs=[corpus.units], alignments=corpus.alignments, seed=args.seed, progress=False,
+                           interleave=cfg)
     t0 = time.process_time()
     meta = pp.run(job)
     t_full = time.process_time() - t0
 
-    print(f"corpus: {args.utterances} utterances, K={args.num_units}, {tokens_b} interleaved tokens per pass; "
+    print(f"compat {args.compat}; corpus: {args.utterances} utterances, K={args.num_units}, {tokens_b} interleaved tokens per pass; "
           f"identical sequences: A {same_a}/{len(a)}, B {same_b}/{len(a)}")
     print(f"{'measurement':58s} {'CPU s':>7s} {'tokens/CPU-s':>13s}")
     rows = [("A naive: string + HF tokenizer (re-interleave)", ta_naive, tokens_a),
