@@ -277,6 +277,12 @@ def test_conventions_are_recorded_and_never_mixed_silently(corpus, vocab, tmp_pa
     with pytest.raises(ConfigError, match="follows compat=slamkit but .* follows compat=none"):
         dataset_config(blend("mixed"), vocab)
     dataset_config(blend("sk", "none", extra=["data.interleave.allow_mixed_compat=true"]), vocab)
+    # the run plan refuses before any model is built, with the same override
+    from megatron_slm.training.plan import check_blend
+
+    with pytest.raises(ConfigError, match="allow_mixed_compat"):
+        check_blend(blend("sk", "none"), vocab)
+    assert check_blend(blend("sk", "none", extra=["data.interleave.allow_mixed_compat=true"]), vocab)["compat"] == "slamkit"
     # dynamic data is drawn with data.interleave.compat: it must be the dataset's
     pp.run(pp.PreprocessJob(kind="interleaved", inputs=[corpus.units], out_prefix=str(tmp_path / "dyn"), mode="dynamic",
                             **base))

@@ -15,7 +15,6 @@ import numpy as np
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.utils import Split
 
-from megatron_slm import compat
 from megatron_slm.config import ConfigError, SLMConfig
 from megatron_slm.data import interleave, storage
 from megatron_slm.data.datasets import SLMDataset, SLMDatasetConfig
@@ -54,20 +53,10 @@ def dataset_config(cfg: SLMConfig, vocab: SpeechVocab) -> SLMDatasetConfig:
 
 
 def check_conventions(prefixes: list[str], icfg) -> None:
-    """One compat convention per blend: every speech/interleaved dataset's sidecar (and its units)
-    and, for dynamic data, `data.interleave.compat` that draws it. ConfigError names two that
-    differ, unless data.interleave.allow_mixed_compat."""
-    found: list[tuple[str, str]] = []
-    for prefix in prefixes:
-        if not os.path.isfile(storage.sidecar_path(prefix)):
-            continue  # plain Megatron data (kind gpt), or a missing dataset reported when it is opened
-        meta = storage.read_sidecar(prefix)
-        found += storage.conventions(meta, storage.sidecar_path(prefix))
-        if meta.get("mode") == "dynamic":
-            found.append((f"data.interleave.compat (which draws {prefix})", icfg.compat))
+    """`storage.check_conventions` as a ConfigError."""
     try:
-        compat.check_same(found, icfg.allow_mixed_compat, "data.interleave.allow_mixed_compat=true")
-    except compat.CompatError as e:
+        storage.check_conventions(prefixes, icfg)
+    except storage.DatasetError as e:
         raise ConfigError(str(e)) from None
 
 

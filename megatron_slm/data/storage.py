@@ -106,10 +106,29 @@ def content_hash(prefix: str) -> str:
     return h.hexdigest()
 
 
+def check_conventions(prefixes: list[str], icfg) -> None:
+    """One compat convention per blend: every speech/interleaved dataset's sidecar (and its units)
+    and, for dynamic data, the `data.interleave.compat` that draws it. DatasetError names two that
+    differ, unless `data.interleave.allow_mixed_compat`."""
+    found: list[tuple[str, str]] = []
+    for prefix in prefixes:
+        if not os.path.isfile(sidecar_path(prefix)):
+            continue  # plain Megatron data (kind gpt), or a missing dataset reported when it is opened
+        meta = read_sidecar(prefix)
+        found += conventions(meta, sidecar_path(prefix))
+        if meta.get("mode") == "dynamic":
+            found.append((f"data.interleave.compat (which draws {prefix})", icfg.compat))
+    try:
+        compat.check_same(found, icfg.allow_mixed_compat, "data.interleave.allow_mixed_compat=true")
+    except compat.CompatError as e:
+        raise DatasetError(str(e)) from None
+
+
 def units_identity_of(prefixes: list[str]) -> Optional[dict]:
     """The speech units the datasets `prefixes` were made with (from their sidecars), or None when
     none holds speech. Datasets made with different units are refused: their ids mean different
-    sounds, and one model cannot learn both."""
+    sounds, and one model cannot learn both. Their compat convention is `check_conventions`'
+    business (it honours data.interleave.allow_mixed_compat)."""
     found: Optional[tuple[str, dict]] = None
     for prefix in prefixes:
         if not os.path.isfile(sidecar_path(prefix)):
@@ -125,7 +144,7 @@ def units_identity_of(prefixes: list[str]) -> Optional[dict]:
             units["extractor"] = {k: v for k, v in units["extractor"].items() if k != "model"}
         if found is None:
             found = (prefix, units)
-        elif found[1] != units:
+        elif {k: v for k, v in found[1].items() if k != "compat"} != {k: v for k, v in units.items() if k != "compat"}:
             raise DatasetError(f"{sidecar_path(prefix)} and {sidecar_path(found[0])} were made with different "
                                f"speech units ({units} vs {found[1]}): one blend needs one unit inventory")
     return found[1] if found else None

@@ -79,7 +79,7 @@ def blend_prefixes(cfg: SLMConfig) -> list[str]:
 def check_blend(cfg: SLMConfig, vocab) -> Optional[dict]:
     """Every dataset is complete, of the kind the blend says and made with this vocabulary, and
     all speech data shares one unit inventory (returned). Sidecars only: no model exists yet."""
-    from megatron_slm.data.storage import DatasetError, check_stored, units_identity_of
+    from megatron_slm.data.storage import DatasetError, check_conventions, check_stored, units_identity_of
 
     prefixes = blend_prefixes(cfg)
     for i, (entry, prefix) in enumerate(zip(cfg.data.blend, prefixes)):
@@ -91,6 +91,7 @@ def check_blend(cfg: SLMConfig, vocab) -> Optional[dict]:
             raise ConfigError(f"data.blend[{i}]: data.mode=dynamic but {prefix} was preprocessed in static mode "
                               f"(re-run tools/preprocess_data.py interleaved --mode dynamic)")
     try:
+        check_conventions(prefixes, cfg.data.interleave)
         return units_identity_of(prefixes)
     except DatasetError as e:
         raise ConfigError(f"data.blend: {e}") from None
