@@ -30,6 +30,7 @@ setup(
         "slm-extract-units = megatron_slm.commands.extract_units:main",
         "slm-train-kmeans = megatron_slm.commands.train_kmeans:main",
         "slm-synthesize-corpus = megatron_slm.commands.synthesize_corpus:main",
+        "slm-make-story-corpus = megatron_slm.commands.make_story_corpus:main",
         "slm-preprocess-data = megatron_slm.commands.preprocess_data:main",
         "slm-convert-checkpoint = megatron_slm.commands.convert_checkpoint:main",
         "slm-prepare-eval-data = megatron_slm.commands.prepare_eval_data:main",

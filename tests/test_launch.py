@@ -150,3 +150,18 @@ def test_sbatch_script_preempts_checkpoints_and_requeues(tmp_path):
     assert saved == last["iteration"] >= 2 and last["consumed_samples"] == 8 * saved
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     assert f"step {saved} of 100000" in out
+
+
+def test_relaunching_a_finished_run_returns_at_once(capsys, tmp_path, monkeypatch):
+    """A resumed sweep relaunches every run: a finished one must not start torchrun again (that
+    would rebuild the model only to validate and score it a second time)."""
+    run = tmp_path / "run"
+    (run / "iter_0000005").mkdir(parents=True)
+    (run / "latest_checkpointed_iteration.txt").write_text("5")
+    started = []
+    monkeypatch.setattr(launch, "run", lambda cmd: started.append(cmd) or 0)
+    argv = ["--config", str(TINY_CPU), f"checkpoint.save={run}"]
+    assert launch.main([*argv, "train.iters=5"], env={}) == 0
+    assert "nothing to do, run complete" in capsys.readouterr().out and not started
+    assert launch.main([*argv, "train.iters=6"], env={}) == 0  # one more step planned: it trains
+    assert len(started) == 1 and "megatron_slm.train" in started[0]

@@ -155,3 +155,46 @@ def test_plan_config_trains_and_collects(tmp_path, capsys):
     assert int(row["params"]) == n and int(row["tokens"]) == 3 * 512 and int(row["iteration"]) == 3
     assert float(row["budget"]) == pytest.approx(budget) and float(row["compute"]) == pytest.approx(budget)
     assert 0 < float(row["loss"]) < 20 and row["complete"] == "1"
+
+
+def test_one_dataset_run_names_its_loss_like_a_blend(tmp_path):
+    """The trainer logs `<dataset>/lm_loss` only for blends; collect gives a one-dataset run the
+    same column, so a speech-only arm and an interleaved arm fit the same loss."""
+    _write_run(tmp_path / "r", 2, 32, 3, 2.5)
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    cfg["data"].update(source="blend", blend=[{"path": str(tmp_path / "data" / "speech.bin"), "kind": "speech"}])
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    row = collect_run(tmp_path / "r")
+    assert row["speech/lm_loss"] == 2.5 and row["ls/lm_loss"] == 3.0
+    cfg["data"]["blend"][0]["name"] = "spoken"
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert collect_run(tmp_path / "r")["spoken/lm_loss"] == 2.5
+
+
+def _plot_figures(monkeypatch):
+    from megatron_slm.scaling import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    return plots, figures
+
+
+def test_isoflop_plot_has_a_colour_bar_not_a_legend_per_budget(monkeypatch):
+    from megatron_slm.scaling.analysis import Sweep, analyse
+    from megatron_slm.scaling.fit import simulate_sweep
+    from megatron_slm.scaling.results import Results, group_isoflop
+
+    s = simulate_sweep(LAW, np.geomspace(1e18, 1e21, 14), sizes_per_budget=5, span=4.0, noise=0.0)
+    rows = [{"run": f"r{i}", "params": repr(float(n)), "tokens": repr(float(d)), "loss": repr(float(l)),
+             "budget": repr(float(b))}
+            for i, (n, d, l, b) in enumerate(zip(s["params"], s["tokens"], s["loss"], s["budget"]))]
+    results = Results("sim.csv", rows, ["run", "params", "tokens", "loss", "budget"])
+    report = analyse(results)
+    plots, figures = _plot_figures(monkeypatch)
+    sweep = Sweep(s["params"], s["tokens"], s["loss"], s["params"] * s["tokens"] * 6,
+                  group_isoflop(s["compute"], s["budget"]), [r["run"] for r in rows])
+    plots.plot_isoflop(sweep, report, None)
+    (fig,) = figures
+    main, bar = fig.axes  # the plot and its colour bar
+    assert main.get_legend() is None and bar.get_ylabel() == "compute budget C (FLOPs)"
+    assert len(main.collections) >= 14  # every budget drawn, 14 of them

@@ -83,3 +83,21 @@ def test_power_law_and_grouping():
     compute = np.array([1.02e19, 0.99e19, 3.1e19, 1.0e19, 2.95e19])
     groups = group_isoflop(compute)
     assert [sorted(g.tolist()) for g in groups] == [[0, 1, 3], [2, 4]]
+
+
+def test_approach2_bootstrap_interval_covers_the_truth_and_flat_laws_have_no_allocation():
+    from megatron_slm.scaling.fit import bootstrap_approach2
+
+    law = REFERENCE_LAWS["chinchilla"]
+    s = simulate_sweep(law, BUDGETS[:4], sizes_per_budget=7, span=6.0, noise=0.01, seed=1)
+    groups = group_isoflop(s["compute"], s["budget"])
+    ci = bootstrap_approach2(s["params"], s["loss"], s["compute"], groups, samples=200, seed=0)
+    lo, hi = ci["a"]
+    assert lo < law.a < hi and hi - lo < 0.2 and ci["used"] > 150
+    assert ci["b"] == pytest.approx([1 - hi, 1 - lo])  # D_opt = C / (6 N_opt)
+    noisier = bootstrap_approach2(s["params"], s["loss"] * np.exp(0.03 * np.random.default_rng(2).standard_normal(
+        s["loss"].size)), s["compute"], groups, samples=200, seed=0)
+    assert noisier["a"][1] - noisier["a"][0] > hi - lo  # more noise, a wider interval
+    # alpha = 0 (the loss does not depend on N): no allocation, and no exception
+    flat = LossLaw(E=1.0, A=3.0, B=10.0, alpha=0.0, beta=0.3)
+    assert np.isnan(flat.G) and np.isnan(flat.optimal(1e20)[0]) and flat.as_dict()["a"] == 1.0

@@ -71,3 +71,48 @@ def test_plan_errors(tmp_path, kwargs, message):
     args.update(kwargs)
     with pytest.raises(PlanError, match=message):
         make_plan(**args)
+
+
+TINY_BPE = "examples/tokenizer/tiny-bpe"
+
+
+def test_preset_plan_counts_the_tokenizers_vocabulary(tmp_path):
+    """A preset trains with the tokenizer's vocabulary (text + K units + 2), not the preset's own:
+    the plan's N must be the N the trainer builds, or every budget is off."""
+    from conftest import REPO
+    from megatron_slm.models.presets import PRESETS
+
+    base = {**BASE, "train": {"global_batch_size": 8, "seq_length": 384},
+            "data": {"source": "blend", "tokenizer": str(REPO / TINY_BPE), "num_units": 100}}
+    plan = make_plan(budgets=[1e11], presets=["micro-2x32", "micro-3x64"], sizes="presets",
+                     prior=REFERENCE_LAWS["textless"], base_config=base, runs_dir=tmp_path, min_steps=1)
+    for run in plan.runs:
+        assert run.shape.arch.vocab_size == 512 + 100 + 2
+        assert run.params == param_counts(PRESETS[run.shape.preset].replace(vocab_size=614)).total
+    synthetic = make_plan(budgets=[1e11], presets=["micro-2x32"], sizes="presets", prior=REFERENCE_LAWS["textless"],
+                          base_config={**base, "data": {"source": "synthetic"}}, runs_dir=tmp_path, min_steps=1)
+    assert synthetic.runs[0].shape.arch.vocab_size == 512  # synthetic tokens: the preset's vocabulary
+
+
+def test_init_from_counts_the_checkpoint_and_refuses_another_shape(tmp_path):
+    from conftest import REPO
+    from megatron_slm.checkpoint.layout import write_model_info
+    from megatron_slm.models.presets import PRESETS
+
+    base = {**BASE, "train": {"global_batch_size": 8, "seq_length": 384},
+            "data": {"source": "blend", "tokenizer": str(REPO / TINY_BPE), "num_units": 100}}
+    kw = dict(budgets=[1e11], presets=["micro-2x32", "micro-2x48"], sizes="presets", prior=REFERENCE_LAWS["textless"],
+              base_config=base, runs_dir=tmp_path / "runs", min_steps=1, init_from=str(tmp_path / "ckpt" / "{preset}"))
+    for p in ("micro-2x32", "micro-2x48"):
+        (tmp_path / "ckpt" / p).mkdir(parents=True)
+        write_model_info(tmp_path / "ckpt" / p, PRESETS[p].replace(vocab_size=614), 640)
+    plan = make_plan(**kw)
+    assert [r.config["model"] for r in plan.runs] == [{"from": str(tmp_path / "ckpt" / p)}
+                                                      for p in ("micro-2x32", "micro-2x48")]
+    # a checkpoint converted from another model under this name would mislabel its runs
+    write_model_info(tmp_path / "ckpt" / "micro-2x48", PRESETS["micro-3x64"].replace(vocab_size=614), 640)
+    with pytest.raises(PlanError, match=r"micro-2x48.*num_layers 3 != 2.*hidden_size 64 != 48"):
+        make_plan(**kw)
+    write_model_info(tmp_path / "ckpt" / "micro-2x48", PRESETS["micro-2x48"].replace(vocab_size=1126), 1152)
+    with pytest.raises(PlanError, match="vocab_size 1126 != 614"):
+        make_plan(**kw)

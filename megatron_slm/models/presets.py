@@ -66,6 +66,12 @@ PRESETS: dict[str, ModelArch] = {
                             num_attention_heads=4, num_query_groups=2, vocab_size=1024,
                             max_position_embeddings=4096, rotary_base=10000.0, qkv_bias=True,
                             norm_epsilon=1e-6),
+    **{f"micro-{layers}x{hidden}": ModelArch(  # CPU scaling sweeps (examples/mini_study.sh): head dim 16
+        family="llama", num_layers=layers, hidden_size=hidden, ffn_hidden_size=ffn,
+        num_attention_heads=hidden // 16, num_query_groups=groups, vocab_size=512,
+        max_position_embeddings=4096, rotary_base=10000.0)
+       for layers, hidden, ffn, groups in ((2, 32, 96, 1), (2, 48, 128, 1), (3, 64, 176, 2), (4, 80, 224, 1),
+                                           (4, 96, 256, 2), (5, 112, 304, 1), (6, 128, 352, 2))},
     "llama3.2-1b": ModelArch(num_layers=16, hidden_size=2048, ffn_hidden_size=8192,
                              num_attention_heads=32, num_query_groups=8, kv_channels=64,
                              **_LLAMA32),
@@ -90,6 +96,8 @@ PRESETS: dict[str, ModelArch] = {
 FAMILIES: dict[str, list[str]] = {
     "llama3.2": ["llama3.2-1b", "llama3.2-3b"],
     "qwen2.5": ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b"],
+    # 44k..1.1M parameters with the bundled 512-token tokenizer and 100 units: sweeps on a laptop
+    "micro": ["micro-2x32", "micro-2x48", "micro-3x64", "micro-4x80", "micro-4x96", "micro-5x112", "micro-6x128"],
 }
 
 
@@ -100,13 +108,17 @@ def get_preset(name: str) -> ModelArch:
         raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
 
 
-def trained_arch(preset: str, cfg) -> ModelArch:
+def trained_arch(preset: str, cfg, tokenizer_vocab_size: Optional[int] = None) -> ModelArch:
     """The architecture the trainer builds for `preset` under config `cfg` (vocabulary included).
 
-    Real data comes with the extended tokenizer (text + units + <speech>, <text>); synthetic
-    smoke-test data uses the preset's vocabulary; `model.vocab_size` overrides both.
+    Real data comes with the extended tokenizer (text + units + <speech>, <text>): its length
+    when known (`tokenizer_vocab_size`, what the trainer uses), else the preset's text vocabulary
+    plus the units; synthetic smoke-test data uses the preset's vocabulary; `model.vocab_size`
+    overrides all.
     """
     arch = PRESETS[preset]
     if cfg.model.vocab_size:
         return arch.replace(vocab_size=cfg.model.vocab_size)
+    if tokenizer_vocab_size and cfg.data.source != "synthetic":
+        return arch.replace(vocab_size=tokenizer_vocab_size)
     return arch if cfg.data.source == "synthetic" else arch.with_speech_units(cfg.data.num_units or DEFAULT_NUM_UNITS)

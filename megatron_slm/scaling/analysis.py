@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megatron_slm.scaling.fit import (HUBER_DELTA, LossLaw, approach2, bootstrap_loss_law, fit_loss_law,
-                                      fit_power_law)
+from megatron_slm.scaling.fit import (HUBER_DELTA, LossLaw, approach2, bootstrap_approach2, bootstrap_loss_law,
+                                      fit_loss_law, fit_power_law)
 from megatron_slm.scaling.results import Results, ResultsError, group_isoflop, need_points
 
 MIN_RUNS = 6  # five coefficients plus at least one degree of freedom
@@ -82,6 +82,8 @@ def analyse(results: Results, params_column: str = "params", loss_column: str = 
         report["ci_level"] = 0.95
         report["bootstrap"] = bootstrap
     report["approach2"] = approach2(sweep.N, sweep.L, sweep.C, sweep.groups)
+    if bootstrap and "error" not in report["approach2"]:
+        report["approach2"]["ci"] = bootstrap_approach2(sweep.N, sweep.L, sweep.C, sweep.groups, bootstrap, seed=seed)
     report["metrics"] = metric_laws(results, sweep)
     return report
 
@@ -105,6 +107,9 @@ def report_summary(report: dict) -> str:
     lines = [f"approach 3 ({report['runs']} runs): L = {report['E']:.4g} + {report['A']:.4g}/N^{report['alpha']:.4f}"
              f" + {report['B']:.4g}/D^{report['beta']:.4f}",
              f"  allocation: N_opt = {report['G']:.4g} (C/6)^{report['a']:.4f}, D_opt = (C/6)^{report['b']:.4f} / G"]
+    if not math.isfinite(report["G"]):
+        lines.append("  warning: a flat term (alpha A or beta B = 0): the loss does not trade N against D in these "
+                     "runs, so there is no compute-optimal allocation (too little training per run?)")
     for k, (lo, hi) in report.get("ci", {}).items():
         lines.append(f"  {k:>5} 95% CI [{lo:.4g}, {hi:.4g}]")
     a2 = report["approach2"]
@@ -112,6 +117,12 @@ def report_summary(report: dict) -> str:
         lines.append(f"approach 2: skipped -- {a2['error']}")
     else:
         lines.append(f"approach 2 ({len(a2['minima'])} isoFLOP minima): a = {a2['a']:.4f}, b = {a2['b']:.4f}")
+        ci2 = a2.get("ci", {})
+        if "a" in ci2:
+            lines.append(f"  a 95% CI [{ci2['a'][0]:.4g}, {ci2['a'][1]:.4g}] (residual bootstrap, "
+                         f"{ci2['used']} of {ci2['samples']} samples with 2+ minima)")
+        elif ci2:
+            lines.append(f"  no CI: {ci2['error']}")
     for s in a2["skipped"]:
         lines.append(f"  set at C={s['compute']:.3g} ({s['runs']} runs) skipped: {s['reason']}")
     for name, m in report["metrics"].items():

@@ -128,6 +128,10 @@ def collect_run(run_dir: str | Path, include_incomplete: bool = False) -> dict:
     for key, value in final.items():  # per-modality and per-dataset validation losses
         if key != "lm_loss" and (key.endswith("_loss") or key.endswith("/lm_loss")) and _finite(value):
             row[key] = float(value)
+    if len(cfg.data.blend) == 1:
+        # the trainer logs `<dataset>/lm_loss` only for blends; a one-dataset run's loss is that
+        # dataset's, so sweeps over different blends (e.g. speech-only vs interleaved) share a column
+        row.setdefault(f"{_dataset_name(cfg.data.blend[0])}/lm_loss", loss)
     if train:  # per-modality token counts, when the trainer logs them
         for key, value in train[-1].items():
             if key.startswith("consumed_") and key.endswith("_tokens") and key != "consumed_tokens" and _finite(value):
@@ -138,6 +142,12 @@ def collect_run(run_dir: str | Path, include_incomplete: bool = False) -> dict:
                 row[key] = float(value)
     row["path"] = str(run_dir.resolve())
     return row
+
+
+def _dataset_name(entry) -> str:
+    """The name data/blend.py gives a blend entry's validation loss: `name`, else the file stem."""
+    path = entry.path[:-4] if entry.path.endswith((".bin", ".idx")) else entry.path
+    return entry.name or Path(path).name
 
 
 def _finite(value) -> bool:

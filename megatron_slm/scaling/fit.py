@@ -61,7 +61,12 @@ class LossLaw:
 
     @property
     def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        """NaN when a term is flat (alpha A or beta B is 0): the loss then does not trade N against
+        D and there is no compute-optimal allocation (a fit to runs that barely trained)."""
+        num, den = self.alpha * self.A, self.beta * self.B
+        if not (num > 0 and den > 0):
+            return math.nan
+        return (num / den) ** (1.0 / (self.alpha + self.beta))
 
     def optimal(self, C):
         """(N_opt, D_opt, L_opt) for compute C (FLOPs, C = 6ND); arrays broadcast."""
@@ -290,6 +295,39 @@ def approach2(N, L, compute, groups: list[np.ndarray]) -> dict:
     d_law = fit_power_law(c6, [m.d_opt for m in minima])
     out.update(a=n_law.gamma, b=d_law.gamma, G=n_law.k, r2_n=n_law.r2, r2_d=d_law.r2)
     return out
+
+
+def bootstrap_approach2(N, L, compute, groups: list[np.ndarray], samples: int, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Percentile CIs of approach 2's a and b by a residual bootstrap: a set's sizes are the
+    plan's (fixed design), so each sample keeps them and redraws the losses as the set's parabola
+    plus its residuals resampled with replacement (scaled by sqrt(n / (n - 3)) for the three
+    fitted coefficients). A sample whose minima no longer give 2 sets is not counted (`used`)."""
+    N, L, compute = (np.asarray(v, float) for v in (N, L, compute))
+    fits = []
+    for g in groups:
+        x = np.log(N[g])
+        if np.unique(x).size < 3:
+            fits.append(None)
+            continue
+        fitted = np.polyval(np.polyfit(x, L[g], 2), x)
+        resid = (L[g] - fitted) * math.sqrt(g.size / max(g.size - 3, 1))
+        fits.append((fitted, resid))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(samples):
+        Lb = L.copy()
+        for g, fit in zip(groups, fits):
+            if fit is not None:
+                Lb[g] = fit[0] + rng.choice(fit[1], size=g.size, replace=True)
+        out = approach2(N, Lb, compute, groups)
+        if "error" not in out:
+            draws.append(out["a"])
+    if not draws:
+        return {"error": f"no bootstrap sample had 2 isoFLOP sets with a minimum ({samples} drawn)"}
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    a_lo, a_hi = (float(x) for x in np.percentile(draws, q))
+    return {"a": [a_lo, a_hi], "b": [1.0 - a_hi, 1.0 - a_lo], "used": len(draws), "samples": samples}
 
 
 # --------------------------------------------------------------------------- synthetic sweeps

@@ -128,6 +128,40 @@ def ladder_shapes(presets: Sequence[str], targets: Sequence[float], arch_of: Cal
     return shapes
 
 
+def _tokenizer_vocab_size(template) -> Optional[int]:
+    """The vocabulary a preset run builds from `data.tokenizer` (text + units + 2), as the trainer
+    does; None without real data or a tokenizer (the preset's own vocabulary then counts)."""
+    if template.data.source == "synthetic" or not template.data.tokenizer or template.model.vocab_size:
+        return None
+    from megatron_slm.vocab import SpeechVocab, VocabError
+
+    try:
+        return SpeechVocab.from_pretrained(template.data.tokenizer, num_units=template.data.num_units).vocab_size
+    except (OSError, VocabError) as e:
+        raise PlanError(f"base config data.tokenizer={template.data.tokenizer!r}: {e}") from None
+
+
+def _init_arch(init_from: str, preset: str, planned: ModelArch) -> ModelArch:
+    """A run that starts from a converted checkpoint trains *its* architecture: count that one,
+    and refuse a checkpoint whose shape is not the preset's (its runs would be mislabelled)."""
+    from megatron_slm.checkpoint.layout import MODEL_INFO_FILE, read_model_info
+
+    source = Path(init_from.format(preset=preset))
+    if not (source / MODEL_INFO_FILE).is_file():
+        return planned  # not converted yet: the preset's shape is the plan
+    try:
+        arch, _ = read_model_info(source)
+    except ConfigError as e:
+        raise PlanError(f"--init-from: {e}") from None
+    differ = [f"{k} {getattr(arch, k)} != {getattr(planned, k)}" for k in (*SHAPE_KEYS[:-1], "vocab_size")
+              if getattr(arch, k) != getattr(planned, k)]
+    if arch.head_dim != planned.head_dim:
+        differ.append(f"head dim {arch.head_dim} != {planned.head_dim}")
+    if differ:
+        raise PlanError(f"--init-from {source} is not preset {preset!r} with this vocabulary: {', '.join(differ)}")
+    return arch
+
+
 def _size_label(n: float) -> str:
     for unit, scale in (("b", 1e9), ("m", 1e6), ("k", 1e3)):
         if n >= scale:
@@ -163,14 +197,15 @@ def make_plan(*, budgets: Sequence[float], family: Optional[str] = None, presets
         template = from_dict(base)
     except ConfigError as e:
         raise PlanError(f"base config: {e}") from None
-    arch_of = lambda preset: trained_arch(preset, template)  # noqa: E731
+    vocab_size = _tokenizer_vocab_size(template)
+    arch_of = lambda preset: trained_arch(preset, template, vocab_size)  # noqa: E731
     tokens_per_step = template.train.global_batch_size * template.train.seq_length
     runs_dir = Path(runs_dir).resolve()
 
     runs, skipped = [], []
     for c in sorted(set(float(b) for b in budgets)):
         if sizes == "presets":
-            shapes = [Shape(p, arch_of(p)) for p in names]
+            shapes = [Shape(p, _init_arch(init_from, p, arch_of(p)) if init_from else arch_of(p)) for p in names]
         else:
             n_opt = float(prior.optimal(c)[0])
             shapes = ladder_shapes(names, n_opt * np.geomspace(1 / span, span, sizes_per_budget), arch_of, params,

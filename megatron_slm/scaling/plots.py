@@ -26,21 +26,30 @@ def _style(name: str) -> dict:
     return {"color": color, "linestyle": ls, "lw": 1.8}
 
 
-def _colors(n: int):
-    return plt.cm.viridis(np.linspace(0.05, 0.9, max(n, 1)))
-
-
 def _compute_axis(sweep: Sweep, extend: float = 10.0) -> np.ndarray:
     return np.geomspace(sweep.C.min() / 2, sweep.C.max() * extend, 200)
+
+
+def _budget_colors(budgets: np.ndarray):
+    """A log-compute colour scale and its colour bar mapping: one colour per budget, readable
+    with any number of budgets (a legend entry per budget is not)."""
+    from matplotlib.colors import LogNorm
+
+    lo, hi = float(budgets.min()), float(budgets.max())
+    if hi <= lo * 1.0001:  # one budget: a colour bar still needs a range
+        lo, hi = lo / 1.5, hi * 1.5
+    mappable = plt.cm.ScalarMappable(norm=LogNorm(lo, hi), cmap=plt.cm.viridis)
+    return mappable, [mappable.to_rgba(c) for c in budgets]
 
 
 def plot_isoflop(sweep: Sweep, report: dict, path: Path) -> None:
     law = law_from_report(report)
     minima = {round(np.log(m["compute"]), 6): m for m in report["approach2"]["minima"]}
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for g, color in zip(sweep.groups, _colors(len(sweep.groups))):
-        c = float(np.exp(np.log(sweep.C[g]).mean()))
-        ax.scatter(sweep.N[g], sweep.L[g], color=color, s=22, zorder=3, label=f"C = {c:.2g}")
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    budgets = np.array([float(np.exp(np.log(sweep.C[g]).mean())) for g in sweep.groups])
+    mappable, colors = _budget_colors(budgets)
+    for g, c, color in zip(sweep.groups, budgets, colors):
+        ax.scatter(sweep.N[g], sweep.L[g], color=color, s=22, zorder=3)
         n_axis = np.geomspace(sweep.N[g].min(), sweep.N[g].max(), 100)
         ax.plot(n_axis, law.loss(n_axis, c / (6 * n_axis)), "--", color=color, lw=1, alpha=0.8)
         m = minima.get(round(np.log(c), 6))
@@ -53,7 +62,11 @@ def plot_isoflop(sweep: Sweep, report: dict, path: Path) -> None:
     ax.set_xlabel(f"model size N ({report['params_column']})")
     ax.set_ylabel(f"final validation {report['loss_column']}")
     ax.set_title("isoFLOP curves: parabola (solid) with its minimum (*), approach-3 law (dashed)", fontsize=9)
-    ax.legend(fontsize=8, title="budget (FLOPs)", title_fontsize=8)
+    bar = fig.colorbar(mappable, ax=ax, pad=0.02)
+    bar.set_label("compute budget C (FLOPs)")
+    if len(budgets) <= 10:  # label the budgets that were run; with more, the scale's own ticks read better
+        bar.set_ticks(budgets, labels=[f"{c:.2g}" for c in budgets])
+        bar.ax.minorticks_off()
     ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
 
