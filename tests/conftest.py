@@ -80,3 +80,17 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module")
+def gloo_group():
+    """A 1-rank gloo process group for in-process code that needs torch.distributed (Megatron's
+    blended dataset builder); an existing group is reused."""
+    import tempfile
+
+    if torch.distributed.is_initialized():
+        yield
+        return
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()

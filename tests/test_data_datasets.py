@@ -1,12 +1,10 @@
 """Training datasets built through BlendedMegatronDatasetBuilder: static == dynamic at a fixed
 epoch, fresh draws per epoch, blend proportions, labels/loss masks/attention at document
 boundaries, and refusal of mismatched data."""
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from megatron_slm.config import load_config
 from megatron_slm.data import preprocess as pp
@@ -20,14 +18,8 @@ SEED = 77
 
 
 @pytest.fixture(scope="module", autouse=True)
-def process_group():
-    """Megatron's blended builder needs torch.distributed (a 1-rank gloo group here)."""
-    if torch.distributed.is_initialized():
-        yield
-        return
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
+def process_group(gloo_group):
     yield
-    torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ megatron_slm/testing/slamkit_reference.py (written from SlamKit's documented beh
 independently of the vectorised code under test)."""
 import bisect
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from megatron_slm.config import InterleaveConfig, load_config
 from megatron_slm.data import interleave as il
@@ -49,13 +47,8 @@ def bucket_stats(masks):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def process_group():
-    if torch.distributed.is_initialized():
-        yield
-        return
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
+def process_group(gloo_group):
     yield
-    torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
