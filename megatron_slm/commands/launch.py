@@ -183,6 +183,19 @@ def run_finished(cfg: SLMConfig) -> tuple[bool, str]:
     return done >= total, f"{cfg.checkpoint.save}: step {done} of {total}"
 
 
+def _finished_before(cfg: SLMConfig) -> bool:
+    """A relaunched finished run (a resumed sweep) has nothing to train or score again. A run
+    without a checkpoint is not checked further (that would import torch for nothing)."""
+    from megatron_slm.checkpoint.layout import has_checkpoint
+
+    if not has_checkpoint(cfg.checkpoint.save):
+        return False
+    done, why = run_finished(cfg)
+    if done:
+        print(f"[launch] nothing to do, run complete: {why}", flush=True)
+    return done
+
+
 def _worker_pids(torchrun_pid: int) -> list[int]:
     """The training processes: torchrun's direct children (their own children are checkpoint
     writers, which must not get the signal)."""
@@ -326,15 +339,12 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
     if args.dry_run:
         print(describe(alloc, cmd, cfg), end="")
         return 0
-    if alloc.job_id is None:  # relaunching a finished run (a resumed sweep): nothing to train or score again
-        try:
-            done, why = run_finished(cfg)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        if done:
-            print(f"[launch] nothing to do, run complete: {why}", flush=True)
+    try:
+        if alloc.job_id is None and _finished_before(cfg):
             return 0
+    except ConfigError as e:
+        error(e)
+        return 2
     print(describe(alloc, cmd, cfg).split("# resolved config:")[0], end="", flush=True)
     rc = run(cmd)
     print(f"[launch] torchrun exited with {rc}", flush=True)
