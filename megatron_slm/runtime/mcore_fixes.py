@@ -15,6 +15,7 @@ def apply() -> None:
         return
     _APPLIED = True
     _distributed_optimizer_step_on_load()
+    _checkpoint_results_queue_by_fork()
 
 
 def _distributed_optimizer_step_on_load() -> None:
@@ -50,3 +51,25 @@ def _distributed_optimizer_step_on_load() -> None:
                 state["step"] = state["step"].clone()
 
     DistributedOptimizer.load_state_dict = load_state_dict
+
+
+def _checkpoint_results_queue_by_fork() -> None:
+    """megatron-core 0.16, every dist-checkpoint save (synchronous ones too), CPU runs.
+
+    FileSystemWriterAsync gets its results queue from a *spawn*-context Manager: a fresh interpreter
+    that re-imports the trainer's main module, ~3 s of wall time the first time a process saves. A
+    run of a CPU sweep is short and saves once, so that is a large share of it. Megatron forks its
+    writer processes in the same save anyway; a forked Manager starts in milliseconds. (On CUDA the
+    spawn context is kept: nothing is gained there and fork after CUDA initialisation is unsafe.)"""
+    if torch.cuda.is_available():
+        return
+    import multiprocessing
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    def results_queue():
+        if filesystem_async._results_queue is None:
+            filesystem_async._results_queue = multiprocessing.get_context("fork").Manager().Queue()
+        return filesystem_async._results_queue
+
+    filesystem_async._get_write_results_queue = results_queue
