@@ -29,6 +29,7 @@ setup(
         "slm-launch = megatron_slm.commands.launch:main",
         "slm-extract-units = megatron_slm.commands.extract_units:main",
         "slm-train-kmeans = megatron_slm.commands.train_kmeans:main",
+        "slm-convert-kmeans = megatron_slm.commands.convert_kmeans:main",
         "slm-synthesize-corpus = megatron_slm.commands.synthesize_corpus:main",
         "slm-make-story-corpus = megatron_slm.commands.make_story_corpus:main",
         "slm-preprocess-data = megatron_slm.commands.preprocess_data:main",
@@ -44,7 +45,7 @@ setup(
         # NVIDIA Apex is optional and must be built from source; never the PyPI `apex`.
         "gpu": ["transformer-engine[pytorch]"],
         "audio": ["nvidia-dali-cuda120", "soundfile"],
-        "test": ["pytest>=7", "pytest-timeout"],
+        "test": ["pytest>=7", "pytest-timeout", "hypothesis>=6.100"],
         # the field's data formats: Lhotse manifests (lhotse imports urllib3 without declaring it),
         # benchmarks as HF datasets (parquet / save_to_disk, read offline)
         "formats": ["lhotse>=1.20", "urllib3", "datasets>=2.19", "soundfile"],

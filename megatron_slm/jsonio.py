@@ -18,15 +18,22 @@ def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError,
     With `tolerate_truncated_tail`, an unparsable *last* line without a newline (a writer killed
     mid-line) ends the stream instead: what resuming an interrupted run needs.
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         lines = f.readlines()
-    for lineno, line in enumerate(lines, 1):
+    for lineno, raw in enumerate(lines, 1):
+        cut_short = tolerate_truncated_tail and lineno == len(lines) and not raw.endswith(b"\n")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if cut_short:  # killed in the middle of a multi-byte character
+                return
+            raise error(f"{path}:{lineno}: not UTF-8 (byte {e.start})") from None
         if not line.strip():
             continue
         try:
             obj = loads(line)
         except json.JSONDecodeError as e:
-            if tolerate_truncated_tail and lineno == len(lines) and not line.endswith("\n"):
+            if cut_short:
                 return
             raise error(f"{path}:{lineno}: not JSON ({e.msg})") from None
         yield f"{path}:{lineno}", obj

@@ -260,10 +260,10 @@ def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_pa
         elif kind == 9: del u["path"]                                      # missing field
         elif kind == 10: a["words"] = []                                   # empty transcript
         elif kind == 11: u["units"], u["durations"], u["num_frames"] = [], [], 0  # no units
-        elif kind == 12: w[j]["word"] = 7                                  # a number as a word: accepted as "7"
+        elif kind == 12: w[j]["word"] = 7                                  # a number as a word: refused, not "7"
         elif kind == 13: u["id"] = "nowhere"                               # no alignment
         elif kind == 14: u["unit_seconds"] = "0.04"                        # a string for a number
-        elif kind == 15: u["units"][0] = 3.0                               # a float unit: the reference accepts it
+        elif kind == 15: u["units"][0] = 3.0                               # a float unit: refused, not 3
         return u, a
 
     pairs = [corrupt(i, u, a) for i, (u, a) in enumerate(zip(units, aligns))]
@@ -271,13 +271,16 @@ def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_pa
     path.write_text("".join(json.dumps(a) + "\n" for _, a in pairs))
     align = AlignmentIndex(str(path))
     records = [(f"units:{i + 1}", u) for i, (u, _) in enumerate(pairs)]
-    # without the kinds only the reference accepts (a number as a word, float units): the vectorised path
     fast = [r for i, r in enumerate(records) if i % 16 not in (12, 15)]
+    # a record whose line holds a JSON boolean literal goes to the reference, which accepts one
+    # inside a string: that shard is prepared by the reference
+    records[0][1]["path"] = "true_story.flac"
+    lines = [json.dumps(obj).encode() for _, obj in records]
     mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
-    for recs, vectorised in ((fast, True), (records, False)):
+    for recs, raw, vectorised in ((fast, None, True), (records, None, True), (records, lines, False)):
         calls = []
         monkeypatch.setattr(prep, "reference_batch", lambda *a: (calls.append(1), real_reference(*a))[1])
-        kept, batch, audio, errors = prep.prepare_batch(recs, vocab, align, compat)
+        kept, batch, audio, errors = prep.prepare_batch(recs, vocab, align, compat, lines=raw)
         assert (calls == []) == vectorised
         ref_kept, ref_docs, ref_errors = [], [], []
         for i, (where, obj) in enumerate(recs):

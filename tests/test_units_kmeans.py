@@ -30,7 +30,7 @@ def test_pickled_sklearn_and_npy_give_identical_units(tmp_path):
     with open(tmp_path / "km.pkl", "wb") as f:
         pickle.dump(km, f)
     np.save(tmp_path / "km.npy", km.cluster_centers_.astype(np.float32))
-    cs = [load_centroids(tmp_path / n) for n in ("km.bin", "km.pkl", "km.npy")]
+    cs = [load_centroids(tmp_path / n, trust_pickle=n != "km.npy") for n in ("km.bin", "km.pkl", "km.npy")]
     assert len({centroids_sha256(c) for c in cs}) == 1
     q = rng.normal(size=(3000, 8)).astype(np.float32)
     units = [KMeansAssigner(c)(torch.from_numpy(q)).numpy() for c in cs]
@@ -43,7 +43,7 @@ def test_load_centroids_rejects_bad_files(tmp_path):
     with open(tmp_path / "x.pkl", "wb") as f:
         pickle.dump({"not": "kmeans"}, f)
     with pytest.raises(ValueError, match="x.pkl.*cluster_centers_"):
-        load_centroids(tmp_path / "x.pkl")
+        load_centroids(tmp_path / "x.pkl", trust_pickle=True)
     np.save(tmp_path / "v.npy", np.zeros(5))
     with pytest.raises(ValueError, match=r"v.npy.*\[K, D\]"):
         load_centroids(tmp_path / "v.npy")

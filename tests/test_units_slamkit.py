@@ -59,7 +59,7 @@ def reference_units(model, km, path, padding):
 
 def _extract(root, out, *extra):
     rc = extract_units.main(["--audio-dir", str(root / "audio"), "--extractor", "hubert", "--model-dir",
-                             str(root / "mhubert"), "--layer", str(LAYER), "--kmeans", str(root / "km.pkl"),
+                             str(root / "mhubert"), "--layer", str(LAYER), "--kmeans", str(root / "km.pkl"), "--trust-pickle",
                              "--out", str(out), "--dtype", "float32", "--audio-backend", "soundfile", *extra])
     assert rc == 0
     return {r.id: r for r in iter_records(out)}
@@ -97,7 +97,7 @@ def test_unpadded_units_differ_and_never_mix(setup, tmp_path, capsys):
     assert same < 0.9 * total  # padding changes the units
     # appending units of the other convention to an existing file is refused
     rc = extract_units.main(["--audio-dir", str(root / "audio"), "--extractor", "hubert", "--model-dir",
-                             str(root / "mhubert"), "--layer", str(LAYER), "--kmeans", str(root / "km.pkl"),
+                             str(root / "mhubert"), "--layer", str(LAYER), "--kmeans", str(root / "km.pkl"), "--trust-pickle",
                              "--out", str(tmp_path / "n.jsonl"), "--compat", "slamkit", "--dtype", "float32"])
     assert rc == 2 and "different extractor" in capsys.readouterr().err
     assert json.loads((tmp_path / "n.jsonl.meta.json").read_text())["compat"] == "none"

@@ -3,13 +3,14 @@ dedup) and write one JSON record per utterance, plus the identity sidecar <out>.
 
 Runs on one process or under torchrun (each rank takes a disjoint share; rank 0 merges).
 Resumable: rerun the same command after a crash and finished utterances are skipped.
-Bad files (unreadable, empty, too short) are skipped, listed with the reason and counted.
+Bad files (unreadable, empty, too short, truncated, NaN/Inf samples, not a regular file) are
+skipped, listed with the reason and counted; silent files are kept and reported.
 
 Examples:
   python tools/extract_units.py --alignments examples/data/tiny_corpus/alignments.jsonl \\
       --extractor mel --kmeans examples/data/tiny_corpus/km_mel100.npy --out units.jsonl
   torchrun --nproc_per_node=8 tools/extract_units.py --audio-dir /data/librispeech --extractor hubert \\
-      --model-dir /models/mhubert-base-25hz --layer 11 --kmeans /models/km500.bin --out units/ls.jsonl
+      --model-dir /models/mhubert-base-25hz --layer 11 --kmeans /models/km500.npy --out units/ls.jsonl
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import os
 import sys
 
 from megatron_slm.console import error
-from megatron_slm.units.cli import add_extractor_args, add_input_args, resolve_inputs
+from megatron_slm.units.cli import add_extractor_args, add_input_args, add_trust_pickle_arg, resolve_inputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,7 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_input_args(p)
     add_extractor_args(p)
     g = p.add_argument_group("units")
-    g.add_argument("--kmeans", required=True, help="centroids: .npy [K, D] or a pickled scikit-learn KMeans (e.g. TWIST km500)")
+    g.add_argument("--kmeans", required=True, help="centroids: .npy [K, D], or a pickled scikit-learn KMeans (e.g. "
+                                                   "TWIST km500) with --trust-pickle")
+    add_trust_pickle_arg(g)
     g.add_argument("--out", required=True, help="output units JSONL (sidecar written to <out>.meta.json)")
     g.add_argument("--no-dedup", action="store_true", help="keep one unit per frame (durations all 1)")
     g.add_argument("--cuts-out", default=None,
@@ -44,16 +47,19 @@ def main(argv=None) -> int:
     from megatron_slm.units.pipeline import UnitExtractor
 
     try:
-        paths, ids = resolve_inputs(args)
+        left_out: list = []  # input entries no decoder may open (a FIFO, a non-audio name)
+        paths, ids = resolve_inputs(args, left_out)
         ex = UnitExtractor.from_args(args.extractor, args.kmeans, args.model_dir, args.layer, args.device,
                                      args.audio_backend, args.max_batch_seconds, args.num_threads,
                                      collapse=not args.no_dedup, min_seconds=args.min_seconds,
                                      max_seconds=args.max_seconds, dtype=args.dtype, streams=args.streams,
-                                     compat=args.compat)
+                                     compat=args.compat, trust_pickle=args.trust_pickle)
         check_compatible_output(args.out, ex.meta)
     except (OSError, ValueError, RuntimeError) as e:
         error(e)
         return 2
+    if int(os.environ.get("RANK", 0)) == 0:  # every rank lists the inputs; one reports them
+        ex.skipped.extend(left_out)
     summary = extract_to_jsonl(ex, paths, ids, args.out, kmeans_path=args.kmeans)
     if int(os.environ.get("RANK", 0)) == 0:
         print("\n".join(summary.lines()))

@@ -17,7 +17,7 @@ resumable: units are cached next to --out) or from a units JSONL made by tools/e
 
 Examples:
   python tools/prepare_eval_data.py ssc --src data/sSC --out eval/ssc.jsonl \\
-      --units-from hubert --model-dir models/mhubert-base-25hz --layer 11 --kmeans models/km500.bin
+      --units-from hubert --model-dir models/mhubert-base-25hz --layer 11 --kmeans models/km500.npy
   python tools/prepare_eval_data.py swuggy --src data/sLM21 --split dev --out eval/swuggy.jsonl --units-file u.jsonl
   python tools/prepare_eval_data.py word-shuffle --units-file examples/data/tiny_corpus/units.jsonl \\
       --alignments examples/data/tiny_corpus/alignments.jsonl --out eval/word_shuffle.jsonl
@@ -34,7 +34,7 @@ from megatron_slm.eval.prepare import READERS, SALMON_PARTS, UnitsSource, build_
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from megatron_slm.units.cli import add_extractor_args
+    from megatron_slm.units.cli import add_extractor_args, add_trust_pickle_arg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("benchmark", choices=[*READERS, "word-shuffle"], help="which benchmark layout --src has")
@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="word-shuffle: seed of the word permutations")
     u = p.add_argument_group("units (one of --units-file, or --kmeans with the feature options)")
     u.add_argument("--units-file", help="precomputed units JSONL (with its .meta.json sidecar)")
-    u.add_argument("--kmeans", help="k-means centroids (.npy or pickled sklearn KMeans) for on-the-fly units")
+    u.add_argument("--kmeans", help="k-means centroids for on-the-fly units (.npy, or a pickled sklearn KMeans with "
+                                    "--trust-pickle)")
+    add_trust_pickle_arg(u)
     add_extractor_args(p)
     p.add_argument("--units-from", dest="extractor", choices=("hubert", "mel"), help="alias of --extractor")
     p.add_argument("--cache", default=None, help="units cache for resuming (default: <out>.units.jsonl)")
@@ -76,7 +78,8 @@ def units_source(args: argparse.Namespace) -> UnitsSource | None:
     ex = UnitExtractor.from_args(extractor=args.extractor, kmeans=args.kmeans, model_dir=args.model_dir,
                                  layer=args.layer, device=args.device, audio_backend=args.audio_backend,
                                  max_batch_seconds=args.max_batch_seconds, num_threads=args.num_threads,
-                                 min_seconds=0.0, dtype=args.dtype, streams=args.streams, compat=args.compat)
+                                 min_seconds=0.0, dtype=args.dtype, streams=args.streams, compat=args.compat,
+                                 trust_pickle=args.trust_pickle)
     return UnitsSource.from_extractor(ex, args.cache or args.out + ".units.jsonl", progress=not args.no_progress)
 
 
@@ -89,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
             items, skipped = build_word_shuffle(args.units_file, args.alignments, args.seed, args.task or "word_shuffle")
             identity = compatibility_key(read_meta(args.units_file))
+            if not items:
+                first = f"; first: {skipped[0][0]}" if skipped else ""
+                raise ItemError(f"{args.units_file}: no usable utterance for word-shuffle items, nothing written "
+                                f"({len(skipped)} skipped{first})")
         else:
             specs = READERS[args.benchmark](args)
             items, identity = materialize(specs, units_source(args))

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     try:
         if not args.out.endswith(".npy"):
             raise ValueError(f"--out {args.out!r} must end in .npy")
-        paths, ids = resolve_inputs(args)
+        left_out: list = []
+        paths, ids = resolve_inputs(args, left_out)
         device = args.device or default_device()
         ext = build_extractor(args.extractor, model_dir=args.model_dir, layer=args.layer, device=device, dtype=args.dtype,
                               compat=args.compat)
@@ -59,13 +60,18 @@ def main(argv=None) -> int:
     order = list(range(len(paths)))
     random.Random(args.seed).shuffle(order)
     stream = FeatureStream(ext, loader, args.min_seconds, args.max_seconds, args.streams)
-    chunks, total, used = [], 0, 0
+    stream.skipped.extend(left_out)
+    path_of = {i: getattr(p, "path", p) for p, i in zip(paths, ids)}
+    chunks, total, used, non_finite = [], 0, 0, []
     bar = tqdm(total=args.max_frames, desc="features", unit="frame")
     # Feed files in modest groups so we stop reading audio once enough frames are collected.
     group = 64
     for s in range(0, len(order), group):
         sel = order[s:s + group]
-        for _, feats in stream.features_for_files([paths[i] for i in sel], [ids[i] for i in sel]):
+        for uid, feats in stream.features_for_files([paths[i] for i in sel], [ids[i] for i in sel]):
+            if not torch.isfinite(feats).all():  # finite audio, yet the extractor overflowed
+                non_finite.append(path_of[uid])
+                continue
             chunks.append(feats.cpu())
             total += feats.shape[0]
             used += 1
@@ -73,11 +79,21 @@ def main(argv=None) -> int:
         if total >= args.max_frames:
             break
     bar.close()
+    report_skips(stream)
+    if non_finite:
+        error(f"non-finite features from {len(non_finite)} file(s): {', '.join(non_finite[:5])}"
+              f"{' ...' if len(non_finite) > 5 else ''}; a codebook trained with them would be NaN. Remove or "
+              f"renormalise these files (or use --dtype float32 for HuBERT)")
+        return 1
     if total < args.k:
-        print(f"error: only {total} feature frames from {used} files; need at least --k {args.k}", file=sys.stderr)
+        error(f"only {total} feature frames from {used} files; need at least --k {args.k}")
         return 1
     x = torch.cat(chunks)[: args.max_frames]
-    centroids = train_minibatch_kmeans(x, args.k, args.batch_size, args.steps, seed=args.seed, progress=True)
+    try:
+        centroids = train_minibatch_kmeans(x, args.k, args.batch_size, args.steps, seed=args.seed, progress=True)
+    except ValueError as e:
+        error(f"{e} (features of {used} files); nothing written to {args.out}")
+        return 1
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.save(args.out, centroids)
 
@@ -86,11 +102,21 @@ def main(argv=None) -> int:
     print(f"trained k={args.k} on {x.shape[0]} frames (dim {x.shape[1]}) from {used} files; "
           f"inertia {inertia(x, centroids):.4f} (random centroids: {inertia(x, random_c):.4f}); wrote {args.out} "
           f"(features with --compat {args.compat}: extract units with the same)")
+    return 0
+
+
+def report_skips(stream) -> None:
+    """The files left out (counted by reason) and the files kept with a remark (silence)."""
+    from megatron_slm.units.audio import reason_counts
+
     if stream.skipped:
-        print(f"skipped {len(stream.skipped)} files:")
+        print(f"skipped {len(stream.skipped)} files ({reason_counts(stream.skipped)}):")
         for s in stream.skipped:
             print(f"  {s.path}: {s.reason}")
-    return 0
+    if stream.warnings:
+        print(f"warnings {len(stream.warnings)} ({reason_counts(stream.warnings)}):")
+        for w in stream.warnings:
+            print(f"  {w.path}: {w.reason}")
 
 
 if __name__ == "__main__":

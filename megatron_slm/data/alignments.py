@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from megatron_slm import fields
 from megatron_slm.jsonio import loads
 
 _WORD_FIELDS = operator.itemgetter("word", "start", "end")
@@ -57,7 +58,8 @@ class Alignment:
 def validate(al: Alignment, audio_seconds: Optional[float] = None) -> Alignment:
     """start <= end, monotone, words non-empty, within the audio; raises AlignmentError."""
     if not al.words:
-        raise AlignmentError(f"{al.where}: utterance {al.id!r} has no words (empty transcript)", "empty_transcript")
+        raise AlignmentError(f"{al.where}: utterance {al.id!r} has no words (field 'words' is empty: an empty "
+                             "transcript)", "empty_transcript")
     s, e = al.starts, al.ends
     limit = np.inf if audio_seconds is None else audio_seconds + DURATION_TOLERANCE_S
     if (all(al.words) and np.isfinite(s).all() and np.isfinite(e).all() and (s >= 0).all() and (s <= e).all()
@@ -80,34 +82,61 @@ def validate(al: Alignment, audio_seconds: Optional[float] = None) -> Alignment:
 
 
 def _from_word_dicts(uid: str, words: list, where: str, word_key: str = "word") -> Alignment:
+    """Words as given -- a word a string, times finite numbers (megatron_slm/fields.py), never
+    converted -- or AlignmentError naming the first bad word and field."""
     if not isinstance(words, list):
-        raise AlignmentError(f"{where}: field 'words' must be a list")
+        raise AlignmentError(f"{where}: field 'words' must be a list, not {type(words).__name__}")
     try:  # the common case in one pass; the loop below names the first bad word
-        return Alignment(uid, [str(w[word_key]).strip() for w in words],
-                         np.array([w["start"] for w in words], dtype=np.float64),
-                         np.array([w["end"] for w in words], dtype=np.float64), where)
-    except (KeyError, TypeError, ValueError):
+        names = [w[word_key].strip() for w in words]
+        starts, ends = [w["start"] for w in words], [w["end"] for w in words]
+        fields.numbers(starts, where, "start")
+        fields.numbers(ends, where, "end")
+        return Alignment(uid, names, np.array(starts, dtype=np.float64), np.array(ends, dtype=np.float64), where)
+    except (KeyError, TypeError, ValueError, AttributeError):
         pass
-    names, starts, ends = [], [], []
     for j, w in enumerate(words):
         if not isinstance(w, dict) or not all(k in w for k in (word_key, "start", "end")):
             raise AlignmentError(f"{where}: word {j} must have {word_key!r}, 'start' and 'end': {w!r}")
         try:
-            starts.append(float(w["start"]))
-            ends.append(float(w["end"]))
-        except (TypeError, ValueError):
-            raise AlignmentError(f"{where}: word {j} ({w.get(word_key)!r}): start/end are not numbers") from None
-        names.append(str(w[word_key]).strip())
-    return Alignment(uid, names, np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64), where)
+            fields.string(w[word_key], where, f"words[{j}].{word_key}", empty=True)
+            fields.number(w["start"], where, f"words[{j}].start")
+            fields.number(w["end"], where, f"words[{j}].end")
+        except fields.FieldError as e:
+            raise AlignmentError(str(e)) from None
+    raise AlignmentError(f"{where}: malformed field 'words'")
 
 
 def parse_canonical(obj: object, where: str) -> Alignment:
     if not isinstance(obj, dict):
-        raise AlignmentError(f"{where}: expected a JSON object")
+        raise AlignmentError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for field in ("id", "words"):
         if field not in obj:
             raise AlignmentError(f"{where}: missing field {field!r}")
-    return _from_word_dicts(str(obj["id"]), obj["words"], where)
+    if type(obj["id"]) is not str or not obj["id"]:
+        raise AlignmentError(f"{where}: field 'id' must be a non-empty string, not {obj['id']!r}")
+    return _from_word_dicts(obj["id"], obj["words"], where)
+
+
+def audio_entries(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """(id, audio path as written, file:line) of each record of a canonical alignments JSONL:
+    what unit extraction needs from it. Raises AlignmentError naming the file:line and field (a
+    line that is no object, a missing or non-string id/audio, an id seen on an earlier line)."""
+    from megatron_slm.jsonio import iter_jsonl
+
+    out, seen = [], {}
+    for where, obj in iter_jsonl(path, error=AlignmentError):
+        if not isinstance(obj, dict):
+            raise AlignmentError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        try:
+            uid = fields.string(obj.get("id"), where, "id")
+            audio = fields.string(obj.get("audio"), where, "audio")
+        except fields.FieldError as e:
+            raise AlignmentError(str(e)) from None
+        if uid in seen:
+            raise AlignmentError(f"{where}: utterance id {uid!r} already on {seen[uid]}", "duplicate_id")
+        seen[uid] = where
+        out.append((uid, audio, where))
+    return out
 
 
 def parse_whisper(obj: object, uid: str, where: str) -> Alignment:
@@ -116,7 +145,7 @@ def parse_whisper(obj: object, uid: str, where: str) -> Alignment:
     if isinstance(obj.get("word_segments"), list):  # WhisperX
         words = obj["word_segments"]
     elif isinstance(obj.get("segments"), list):
-        words = [w for seg in obj["segments"] for w in (seg.get("words") or [])]
+        words = [w for seg in obj["segments"] for w in ((seg.get("words") if isinstance(seg, dict) else None) or [])]
     else:
         raise AlignmentError(f"{where}: no 'segments[].words' nor 'word_segments' (word timestamps missing?)")
     return _from_word_dicts(uid, words, where)
@@ -215,10 +244,15 @@ class AlignmentIndex:
                 except json.JSONDecodeError as e:
                     self.problems.append(("malformed_json", f"{where}: not JSON ({e.msg})"))
                     continue
-                if not isinstance(obj, dict) or "id" not in obj:
-                    self.problems.append(("invalid_alignment", f"{where}: missing field 'id'"))
+                if not isinstance(obj, dict):
+                    self.problems.append(("malformed_json", f"{where}: expected a JSON object, got "
+                                                               f"{type(obj).__name__}"))
                     continue
-                self._add(str(obj["id"]), (raw, lineno), where)
+                if type(obj.get("id")) is not str or not obj["id"]:
+                    self.problems.append(("invalid_alignment", f"{where}: field 'id' must be a non-empty string, "
+                                                               f"not {obj.get('id')!r}"))
+                    continue
+                self._add(obj["id"], (raw, lineno), where)
 
     def _index_lhotse(self) -> None:
         from megatron_slm.data import lhotse_manifests
@@ -251,7 +285,10 @@ class AlignmentIndex:
         """(words, starts, ends) of `uid`, unvalidated and unconverted (the fast path of batch
         preparation; anything malformed raises, and `get` + `validate` then name the problem)."""
         if self.format == "jsonl":
-            return tuple(zip(*map(_WORD_FIELDS, loads(self._entries[uid][0])["words"])))
+            raw = self._entries[uid][0]
+            if b"true" in raw or b"false" in raw:
+                raise ValueError(uid)  # perhaps a boolean time, which array("d") would take as 0/1
+            return tuple(zip(*map(_WORD_FIELDS, loads(raw)["words"])))
         al = self.get(uid)
         return al.words, al.starts, al.ends
 

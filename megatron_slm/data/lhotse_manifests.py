@@ -34,12 +34,12 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from megatron_slm import fields
 from megatron_slm.data.alignments import AlignmentError
 
 INSTALL_HINT = "reading Lhotse manifests needs the lhotse package: pip install 'megatron-slm[formats]'"
 UNITS_FIELD = "speech_units"  # the custom field that carries units written back to cuts
 _SHAR_CUTS = re.compile(r"^cuts\.(\d+)\.jsonl(\.gz)?$")
-_AUDIO_EXT = (".flac", ".wav", ".mp3", ".opus", ".ogg")
 
 
 def lhotse():
@@ -227,9 +227,14 @@ def cut_words(entry: Entry) -> tuple[list[str], np.ndarray, np.ndarray]:
         if word is None:
             raise AlignmentError(f"{tag}: supervision {sup.id!r} has no alignment['word']", "no_word_alignment")
         items.extend(word)
-    starts = np.array([float(a.start) for a in items], dtype=np.float64)
-    ends = starts + np.array([float(a.duration) for a in items], dtype=np.float64)
-    return [str(a.symbol).strip() for a in items], starts - cut.start, ends - cut.start
+    try:  # the shared field rules: numbers are numbers, words strings (never converted)
+        starts = fields.numbers([a.start for a in items], tag, "alignment['word'].start")
+        durations = fields.numbers([a.duration for a in items], tag, "alignment['word'].duration", lo=0)
+        words = [fields.string(a.symbol, tag, "alignment['word'].symbol", empty=True).strip() for a in items]
+    except fields.FieldError as e:
+        raise AlignmentError(str(e)) from None
+    starts = np.array(starts, dtype=np.float64)
+    return words, starts - cut.start, starts + np.array(durations, dtype=np.float64) - cut.start
 
 
 # ----------------------------------------------------------------------------- audio
@@ -244,11 +249,13 @@ class _TarMembers:
     def read(cls, tar: str, cut_id: str) -> bytes:
         index = cls._index.get(tar)
         if index is None:
+            from megatron_slm.units.audio import AUDIO_EXTENSIONS
+
             index = {}
             with tarfile.open(tar) as tf:
                 for m in tf.getmembers():
                     stem, ext = os.path.splitext(m.name)
-                    if ext.lower() in _AUDIO_EXT:
+                    if ext.lower() in AUDIO_EXTENSIONS:
                         index[stem] = (m.offset_data, m.size)
             cls._index[tar] = index
         if cut_id not in index:

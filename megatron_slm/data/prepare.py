@@ -13,15 +13,17 @@ a word owns, and whether the first word keeps its leading space (slamkit) or not
 from __future__ import annotations
 
 from array import array
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from megatron_slm import compat
+from megatron_slm import compat, fields
 from megatron_slm.data import interleave
 from megatron_slm.data.alignments import DURATION_TOLERANCE_S, AlignmentError, AlignmentIndex, validate
 from megatron_slm.data.records import RecordError
 from megatron_slm.vocab import SpeechVocab
+
+_INT, _NUMBER = {int}, (int, float)
 
 
 def units_record(obj: dict, where: str, K: int):
@@ -29,16 +31,12 @@ def units_record(obj: dict, where: str, K: int):
     from megatron_slm.units.records import parse_record
 
     try:
-        rec = parse_record(obj, where)
-    except (ValueError, TypeError) as e:
+        rec = parse_record(obj, where, num_units=K)
+    except ValueError as e:
         raise RecordError(str(e), "invalid_units") from None
-    units = np.asarray(rec.units, dtype=np.int64)
-    bad = np.flatnonzero((units < 0) | (units >= K))
-    if bad.size:
-        raise RecordError(f"{where}: field 'units'[{bad[0]}] = {units[bad[0]]} outside [0, {K})", "invalid_units")
-    if not units.size:
+    if not rec.units:
         raise RecordError(f"{where}: utterance {rec.id!r} has no units", "invalid_units")
-    return rec, units
+    return rec, np.asarray(rec.units, dtype=np.int64)
 
 
 def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE
@@ -71,18 +69,27 @@ class _Columns:
         self.starts, self.ends = array("d"), array("d")
         self.n_words: list[int] = []
 
-    def add(self, i: int, obj: dict, align: AlignmentIndex) -> None:
+    def add(self, i: int, obj: dict, align: AlignmentIndex, raw: bytes | None = None) -> None:
         """Read one record; a missing field or a value of an unexpected type raises, before
-        anything is appended (the caller then hands the record to the reference path)."""
-        units, durations = array("q", obj["units"]), array("q", obj["durations"])
+        anything is appended (the caller then hands the record to the reference path).
+
+        `array("q")` refuses floats and strings but takes JSON booleans as 0/1, so a record
+        whose line (`raw`) holds a `true`/`false` literal -- or any record when the line is not
+        known -- has its integer lists type-checked; the rest skip that per-element scan."""
+        if raw is not None and (b"true" in raw or b"false" in raw):
+            raise ValueError  # a boolean somewhere: the reference path names the field (or accepts)
+        units, durations = obj["units"], obj["durations"]
+        if raw is None and not (set(map(type, units)) <= _INT and set(map(type, durations)) <= _INT):
+            raise ValueError
+        units, durations = array("q", units), array("q", durations)
         names, starts, ends = align.word_fields(obj["id"])  # no words: ValueError
         names = [w.strip() for w in names]
         starts, ends = array("d", starts), array("d", ends)
         uid, nf, us, secs = obj["id"], obj["num_frames"], obj["unit_seconds"], obj["audio_seconds"]
-        obj["path"]  # a required field of the units format
-        if not (names and all(names) and len(durations) == len(units) and type(uid) is str and type(nf) is int
-                and type(us) in (int, float) and type(secs) in (int, float)):
+        if not (names and all(names) and len(durations) == len(units) and type(uid) is str and uid.strip()
+                and type(nf) is int and type(us) in _NUMBER and type(secs) in _NUMBER and type(obj["path"]) is str):
             raise ValueError  # empty word, length mismatch, odd types: the reference path decides
+        us, secs = float(us), float(secs)  # an int beyond the float range raises here
         self.index.append(i)
         self.ids.append(uid)
         self.n_units.append(len(units))
@@ -105,8 +112,10 @@ def _bad_records(c: _Columns, K: int) -> tuple[np.ndarray, dict]:
     units, durations = np.frombuffer(c.units, dtype=np.int64), np.frombuffer(c.durations, dtype=np.int64)
     starts, ends = np.frombuffer(c.starts, dtype=np.float64), np.frombuffer(c.ends, dtype=np.float64)
     audio = np.asarray(c.audio_seconds, dtype=np.float64)
-    bad = (n_units == 0) | (np.bincount(useg, weights=durations, minlength=R) != np.asarray(c.num_frames, np.float64))
-    bad |= np.bincount(useg, weights=(units < 0) | (units >= K), minlength=R) > 0
+    us, frames = np.asarray(c.unit_seconds, np.float64), np.asarray(c.num_frames, np.float64)
+    bad = (n_units == 0) | (np.bincount(useg, weights=durations, minlength=R) != frames)
+    bad |= ~(np.isfinite(us) & (us > 0)) | ~(np.isfinite(audio) & (audio >= 0)) | (frames >= fields.INT64_END)
+    bad |= np.bincount(useg, weights=(units < 0) | (units >= K) | (durations < 1), minlength=R) > 0
     word_bad = ~(np.isfinite(starts) & np.isfinite(ends)) | (starts < 0) | (starts > ends)
     word_bad |= ends > audio[wseg] + DURATION_TOLERANCE_S
     first = np.r_[True, wseg[1:] != wseg[:-1]] if len(wseg) else np.zeros(0, bool)
@@ -151,15 +160,18 @@ def _word_unit_ranges(a: dict, unit_seconds: np.ndarray, rule: str = compat.NONE
     return lo, hi
 
 
-def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE
+def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE,
+                  lines: Sequence[bytes] | None = None
                   ) -> tuple[list[int], interleave.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
     """(positions of the usable records, their PreparedBatch, their audio seconds, [(position,
-    RecordError)] of the others) for a shard's decoded units records, in input order."""
+    RecordError)] of the others) for a shard's decoded units records, in input order. `lines`:
+    the raw JSON line of each record, which lets records without boolean literals skip a type
+    scan (`_Columns.add`)."""
     cols = _Columns()
     slow: list[int] = []
     for i, (where, obj) in enumerate(records):
         try:
-            cols.add(i, obj, align)
+            cols.add(i, obj, align, lines[i] if lines is not None else None)
         except Exception:  # anything unusual: the reference path decides, with its message
             slow.append(i)
     bad, arrays = _bad_records(cols, vocab.num_units) if cols.index else (np.zeros(0, bool), None)
@@ -199,7 +211,8 @@ def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: 
 
 
 def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab, rule: str) -> interleave.PreparedBatch:
-    lo, hi = _word_unit_ranges(a, np.asarray(c.unit_seconds, np.float64), rule)
+    # ranges of the rejected records are discarded: a harmless frame length keeps the arithmetic quiet
+    lo, hi = _word_unit_ranges(a, np.where(good, np.asarray(c.unit_seconds, np.float64), 1.0), rule)
     keep_w, keep_u = good[a["wseg"]], good[a["useg"]]
     n_words, n_units = a["n_words"][good], a["n_units"][good]
     word_starts = np.r_[0, np.cumsum(n_words)]

@@ -45,6 +45,7 @@ from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
 from megatron_slm.data.prepare import prepare_batch, units_record
 from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
                                        iter_line_shards)
+from megatron_slm.jsonio import loads
 from megatron_slm.data.storage import (SIDECAR_FORMAT, TEXT_KINDS, WORDS_SUFFIX, DatasetError, check_identity,
                                        dataset_identity, dynamic_records, read_sidecar, sidecar_path, token_dtype,
                                        write_json_atomic)
@@ -130,13 +131,14 @@ def _document(obj: dict, where: str) -> tuple[np.ndarray, float]:
     return np.concatenate([np.asarray(bos, dtype=np.int64), vocab.unit_ids(units), [vocab.eod]]), float(rec.audio_seconds)
 
 
-def _interleave_shard(records: list[tuple[str, dict]]) -> tuple[list[int], list[np.ndarray], list, list[np.ndarray], dict, list]:
+def _interleave_shard(records: list[tuple[str, dict, bytes]]) -> tuple[list[int], list[np.ndarray], list, list[np.ndarray], dict, list]:
     """(positions kept, stored documents, dynamic words records or Nones, epoch-0 draws, stats,
     [(position, RecordError)]) of a shard's interleaved records, prepared, drawn and assembled
     in one batch. Static storage is the epoch-0 draw; dynamic storage keeps the layout once (the
     statistics still describe the epoch-0 draw)."""
     job: PreprocessJob = _WORKER.job
-    kept, batch, audio, errors = prepare_batch(records, _WORKER.vocab, _WORKER.align, job.interleave.compat)
+    kept, batch, audio, errors = prepare_batch([(w, o) for w, o, _ in records], _WORKER.vocab, _WORKER.align,
+                                               job.interleave.compat, lines=[r for _, _, r in records])
     ids, offsets = interleave.assemble_batch(batch, interleave.draw_batch(batch, job.interleave, job.seed, 0),
                                      _markers(_WORKER.vocab, job.add_bos))
     draws = np.split(ids, offsets[1:-1]) if kept else []
@@ -164,7 +166,7 @@ def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
                 raise RecordError(f"{where}: utterance id seen before in this input (first kept)", "duplicate_id")
             obj = decode_json_line(raw, where)
             if job.kind == "interleaved":
-                records.append((i, where, obj))
+                records.append((i, where, obj, raw))
             else:
                 doc, s = _document(obj, where)
                 docs.append(doc)
@@ -172,7 +174,7 @@ def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
         except RecordError as e:
             errors.append((i, e))
     if job.kind == "interleaved":
-        kept, docs, words, draws, extra, more = _interleave_shard([(w, o) for _, w, o in records])
+        kept, docs, words, draws, extra, more = _interleave_shard([(w, o, r) for _, w, o, r in records])
         errors += [(records[j][0], e) for j, e in more]
         stats.update(extra, documents=len(kept))
     else:
@@ -204,16 +206,34 @@ def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
 # ----------------------------------------------------------------------------- driver side
 
 
-_ID_RE = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_FIRST_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def line_id(raw: bytes) -> Optional[str]:
+    """The utterance id of a units line, as JSON decoding gives it (None: no string id).
+
+    Cheap for the usual line: `{"id": "...", ...}` with no other `"id"` and no `\\u` escape has
+    the id as the first key of the top-level object and no second key spelled "id" (escaped or
+    not), so the id is that first string, decoded on its own when it holds an escape. Any other
+    line is decoded whole: an id written "s01_\\u0030\\u0033" is the same id as "s01_03"."""
+    m = _FIRST_ID.match(raw) if b"\\u" not in raw and raw.count(b'"id"') == 1 else None
+    try:
+        if m:
+            uid = m.group(1)
+            return uid.decode("utf-8") if b"\\" not in uid else loads(b'"' + uid + b'"')
+        obj = loads(raw)
+    except ValueError:  # not UTF-8 / not JSON: the worker names the problem
+        return None
+    uid = obj.get("id") if isinstance(obj, dict) else None
+    return uid if type(uid) is str else None
 
 
 def _flag_duplicates(shards, seen: set):
-    """Mark lines whose utterance id was already seen (cheap regex, no JSON parse)."""
+    """Mark lines whose utterance id was already seen (ids read by `line_id`)."""
     for index, lines in shards:
         flagged = []
         for where, raw in lines:
-            m = _ID_RE.search(raw)
-            uid = m.group(1).decode("utf-8", "replace") if m else None
+            uid = line_id(raw)
             dup = uid is not None and uid in seen
             if uid is not None:
                 seen.add(uid)
@@ -357,30 +377,10 @@ def run(job: PreprocessJob) -> dict:
     finally:
         bar.close()
 
-    # ---- merge in shard order; .idx last
+    # ---- totals first: a run that kept nothing must not replace a dataset
     shard_ids = sorted(int(n[6:12]) for n in os.listdir(tmpdir) if re.fullmatch(r"shard_\d{6}\.json", n))
-    out = job.out_prefix
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    prefixes = [out] + ([out + WORDS_SUFFIX] if job.kind == "interleaved" and job.mode == "dynamic" else [])
-    for p in prefixes:  # an old .idx must never sit next to a new .bin
-        for suffix in (".idx", ".bin"):
-            if os.path.exists(p + suffix):
-                os.remove(p + suffix)
-    if os.path.exists(sidecar_path(out)):
-        os.remove(sidecar_path(out))
     totals = {"documents": 0, "words": 0, "audio_seconds": 0.0, "tokens": [0, 0, 0], "stored_tokens": 0}
     skips = SkipLog()
-    # add_index runs a full gc.collect() per shard, which scans every live object (the alignment
-    # index: millions on a large corpus); frozen objects are skipped, so the merge stays linear
-    gc.freeze()
-    try:
-        for sfx in ([""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else [])):
-            builder = IndexedDatasetBuilder(out + sfx + ".bin.tmp", dtype=np.int32 if sfx else token_dtype(vocab.vocab_size))
-            for i in shard_ids:
-                builder.add_index(os.path.join(tmpdir, f"shard_{i:06d}{sfx}"))
-            builder.finalize(out + sfx + ".idx.tmp")
-    finally:
-        gc.unfreeze()
     for i in shard_ids:
         with open(os.path.join(tmpdir, f"shard_{i:06d}.json"), encoding="utf-8") as f:
             st = json.load(f)
@@ -395,6 +395,34 @@ def run(job: PreprocessJob) -> dict:
         for uid in unmatched:  # a cut without word alignments counts for that reason, not as no_units
             skips.add(*(align.unusable(uid) or ("no_units", f"{job.alignments}: utterance {uid!r} has an alignment "
                                                              "but no units")))
+    if totals["documents"] == 0:
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(skips.counts.items())) or "the inputs hold no records"
+        first = f"; first: {skips.examples[0]}" if skips.examples else ""
+        kept = (f"; the existing dataset {job.out_prefix} is left as it was"
+                if os.path.exists(sidecar_path(job.out_prefix)) else "")
+        raise PreprocessError(f"no usable records ({counts}){first}{kept}")
+
+    # ---- merge in shard order; .idx last
+    out = job.out_prefix
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    prefixes = [out] + ([out + WORDS_SUFFIX] if job.kind == "interleaved" and job.mode == "dynamic" else [])
+    for p in prefixes:  # an old .idx must never sit next to a new .bin
+        for suffix in (".idx", ".bin"):
+            if os.path.exists(p + suffix):
+                os.remove(p + suffix)
+    if os.path.exists(sidecar_path(out)):
+        os.remove(sidecar_path(out))
+    # add_index runs a full gc.collect() per shard, which scans every live object (the alignment
+    # index: millions on a large corpus); frozen objects are skipped, so the merge stays linear
+    gc.freeze()
+    try:
+        for sfx in ([""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else [])):
+            builder = IndexedDatasetBuilder(out + sfx + ".bin.tmp", dtype=np.int32 if sfx else token_dtype(vocab.vocab_size))
+            for i in shard_ids:
+                builder.add_index(os.path.join(tmpdir, f"shard_{i:06d}{sfx}"))
+            builder.finalize(out + sfx + ".idx.tmp")
+    finally:
+        gc.unfreeze()
     text, speech, other = totals["tokens"]
     sidecar = {
         "format": SIDECAR_FORMAT,

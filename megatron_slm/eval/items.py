@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from megatron_slm import fields
 from megatron_slm.jsonio import iter_jsonl
 
 FORMAT = "megatron-slm-eval-items"
@@ -52,13 +53,13 @@ class Candidate:
         units, text = obj.get("units"), obj.get("text")
         if units is None and text is None:
             raise ItemError(f"{where}: field {name!r} has neither 'units' nor 'text'")
-        if units is not None:
-            if not isinstance(units, list) or not all(isinstance(u, int) and u >= 0 for u in units):
-                raise ItemError(f"{where}: field '{name}.units' must be a list of non-negative integers")
-            if not units:
-                raise ItemError(f"{where}: field '{name}.units' is an empty unit sequence")
-        if text is not None and (not isinstance(text, str) or not text.strip()):
-            raise ItemError(f"{where}: field '{name}.text' must be a non-empty string")
+        try:  # the readers' shared field rules: unit ids are ints (not 3.7, "7" or true), never converted
+            if units is not None:
+                fields.integers(units, where, f"{name}.units", lo=0, empty=False)
+            if text is not None:
+                fields.string(text, where, f"{name}.text")
+        except fields.FieldError as e:
+            raise ItemError(str(e)) from None
         return cls(units=units, text=text)
 
 
@@ -71,6 +72,7 @@ class Item:
     part: Optional[str] = None
     prompt: Optional[Candidate] = None
     meta: dict = field(default_factory=dict)
+    where: Optional[str] = field(default=None, compare=False)  # "file:line" it was read from, for messages
 
     def to_json(self) -> dict:
         return {"id": self.id, "task": self.task, "part": self.part,
@@ -86,17 +88,25 @@ class Item:
         for key in ("id", "task", "positive", "negatives"):
             if key not in obj:
                 raise ItemError(f"{where}: missing field {key!r}")
-        if not isinstance(obj["id"], str) or not obj["id"]:
-            raise ItemError(f"{where}: field 'id' must be a non-empty string")
+        try:
+            fields.string(obj["id"], where, "id")
+            fields.string(obj["task"], where, "task")
+            if obj.get("part") is not None:
+                fields.string(obj["part"], where, "part")
+        except fields.FieldError as e:
+            raise ItemError(str(e)) from None
         negs = obj["negatives"]
         if not isinstance(negs, list) or not negs:
             raise ItemError(f"{where}: field 'negatives' needs at least one candidate")
+        meta = obj.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise ItemError(f"{where}: field 'meta' must be an object or null, not {type(meta).__name__}")
         prompt = obj.get("prompt")
-        return cls(id=obj["id"], task=str(obj["task"]), part=obj.get("part"),
+        return cls(id=obj["id"], task=obj["task"], part=obj.get("part"),
                    positive=Candidate.from_json(obj["positive"], where, "positive"),
                    negatives=[Candidate.from_json(n, where, f"negatives[{i}]") for i, n in enumerate(negs)],
                    prompt=Candidate.from_json(prompt, where, "prompt") if prompt is not None else None,
-                   meta=obj.get("meta") or {})
+                   meta=meta if meta is not None else {}, where=where)
 
     def candidates(self) -> list[Candidate]:
         return [self.positive, *self.negatives]

@@ -32,7 +32,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -294,26 +294,26 @@ def read_salmon(src: str, parts: Optional[Sequence[str]] = None, task: str = "sa
 
 
 def word_segments(units: Sequence[int], durations: Sequence[int], unit_seconds: float,
-                  words: Sequence[dict]) -> tuple[list[list[int]], list[list[int]]]:
+                  starts: Sequence[float], ends: Sequence[float]) -> tuple[list[list[int]], list[list[int]]]:
     """Split an utterance's units into word segments and the gaps around them.
 
     A unit belongs to the word whose [start, end) holds its midpoint; returns (gaps, words) with
     len(gaps) == len(words) + 1 (gap i precedes word i)."""
-    ends = np.cumsum(durations) * unit_seconds
-    mids = ends - np.asarray(durations) * unit_seconds / 2
+    unit_ends = np.cumsum(durations) * unit_seconds
+    mids = unit_ends - np.asarray(durations) * unit_seconds / 2
     gaps: list[list[int]] = [[]]
     segs: list[list[int]] = []
     wi = -1  # index of the word the cursor is in, or between words
     for u, t in zip(units, mids):
-        while wi + 1 < len(words) and t >= words[wi + 1]["start"]:
+        while wi + 1 < len(starts) and t >= starts[wi + 1]:
             wi += 1
             segs.append([])
             gaps.append([])
-        if wi >= 0 and t < words[wi]["end"]:
+        if wi >= 0 and t < ends[wi]:
             segs[wi].append(int(u))
         else:
             gaps[wi + 1].append(int(u))
-    while len(segs) < len(words):  # words after the last unit
+    while len(segs) < len(starts):  # words after the last unit
         segs.append([])
         gaps.append([])
     return gaps, segs
@@ -327,26 +327,54 @@ def _collapse(seq: Iterable[int]) -> list[int]:
     return out
 
 
+def word_shuffle_inputs(units_path: str, alignments_path: str) -> Iterator:
+    """(units record, its validated Alignment) per usable utterance, then (message, reason) per
+    line or utterance that is not: the records pass the same validators as preprocessing (a units
+    record's types and units < K of its sidecar; words in order and within the record's audio),
+    so a bad one is a counted skip. A units file without its sidecar, or an alignments path that
+    is none, raises a named error."""
+    from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
+    from megatron_slm.data.prepare import units_record
+    from megatron_slm.data.records import RecordError, decode_json_line
+    from megatron_slm.units.records import read_meta
+
+    K = read_meta(units_path)["kmeans"]["k"]
+    align = AlignmentIndex(alignments_path)
+    yield from ((msg, reason) for reason, msg in align.problems)
+    seen: set[str] = set()
+    with open(units_path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            where = f"{units_path}:{lineno}"
+            try:
+                rec, _ = units_record(decode_json_line(raw, where), where, K)
+                if rec.id in seen:
+                    raise RecordError(f"{where}: utterance id {rec.id!r} seen before (first kept)", "duplicate_id")
+                seen.add(rec.id)
+                if rec.id not in align:
+                    raise RecordError(f"{where}: utterance {rec.id!r} has no alignment in {alignments_path}",
+                                      "no_alignment")
+                yield rec, validate(align.get(rec.id), rec.audio_seconds)
+            except (RecordError, AlignmentError) as e:
+                yield str(e), e.reason
+
+
 def build_word_shuffle(units_path: str, alignments_path: str, seed: int = 0, task: str = "word_shuffle",
                        min_words: int = 3) -> tuple[list[Item], list[tuple[str, str]]]:
     """Items from a corpus: positive = an utterance's units, negative = its word segments in a
     shuffled order (gaps stay in place; consecutive duplicates collapsed again).
-    Returns (items, skipped[(id, reason)])."""
-    from megatron_slm.units.records import iter_records
-    from megatron_slm.units.synth import iter_alignments
-
-    align = {r["id"]: r for r in iter_alignments(alignments_path)}
+    Returns (items, skipped[(message, reason)]); inputs are validated by `word_shuffle_inputs`."""
     rng = np.random.default_rng(seed)
     items, skipped = [], []
-    for rec in iter_records(units_path):
-        a = align.get(rec.id)
-        if a is None:
-            skipped.append((rec.id, "no alignment"))
+    for rec, al in word_shuffle_inputs(units_path, alignments_path):
+        if isinstance(rec, str):
+            skipped.append((rec, al))
             continue
-        gaps, segs = word_segments(rec.units, rec.durations, rec.unit_seconds, a["words"])
+        gaps, segs = word_segments(rec.units, rec.durations, rec.unit_seconds, al.starts, al.ends)
         filled = [i for i, s in enumerate(segs) if s]
         if len(filled) < min_words:
-            skipped.append((rec.id, f"fewer than {min_words} words with units"))
+            skipped.append((f"{rec.id}: fewer than {min_words} words with units", "too_few_words"))
             continue
         pos = _collapse([u for i in range(len(segs)) for u in gaps[i] + segs[i]] + gaps[-1])
         for _ in range(100):
@@ -355,9 +383,9 @@ def build_word_shuffle(units_path: str, alignments_path: str, seed: int = 0, tas
             if neg != pos:
                 break
         else:
-            skipped.append((rec.id, "every word order gives the same units"))
+            skipped.append((f"{rec.id}: every word order gives the same units", "no_distinct_order"))
             continue
-        items.append(Item(id=rec.id, task=task, positive=Candidate(units=pos, text=a["text"]),
+        items.append(Item(id=rec.id, task=task, positive=Candidate(units=pos, text=" ".join(al.words)),
                           negatives=[Candidate(units=neg)], meta={"permutation": perm.tolist()}))
     return items, skipped
 
@@ -478,7 +506,8 @@ READERS = {
 }
 
 
-def dump_summary(n_items: int, out: str, skipped: Sequence[tuple[str, str]], extra: str = "") -> str:
+def dump_summary(n_items: int, out: str, skipped: Sequence[tuple[str, str]], extra: str = "", show: int = 5) -> str:
+    """`skipped`: (message, reason) pairs, counted by reason; the first `show` messages follow."""
     lines = [f"wrote {n_items} items to {out}{extra}"]
     if skipped:
         lines.append(f"skipped {len(skipped)}:")
@@ -486,6 +515,7 @@ def dump_summary(n_items: int, out: str, skipped: Sequence[tuple[str, str]], ext
         for _, r in skipped:
             reasons[r] += 1
         lines += [f"  {n} x {r}" for r, n in sorted(reasons.items())]
+        lines += ["first examples:"] + [f"  {m}" for m, _ in skipped[:show]]
     return "\n".join(lines)
 
 

@@ -41,6 +41,7 @@ Prefer = Literal["units", "text"]
 class EncodedSeq:
     tokens: np.ndarray  # int64 [L], starts with BOS
     score_from: int  # tokens[score_from:] are scored (each predicted from its prefix)
+    where: str = ""  # the item it encodes (file:line, id, candidate), for messages
 
     @property
     def num_scored(self) -> int:
@@ -74,16 +75,16 @@ def encode_candidate(cand: Candidate, prompt: Optional[Candidate], vocab, prefer
         raise ItemError("the tokenizer has no BOS token; the SIMS recipe scores every candidate after BOS")
     mod, ids = _segment(cand, vocab, prefer, where)
     if prompt is None:
-        return EncodedSeq(np.asarray([vocab.bos, *ids], dtype=np.int64), 1)
+        return EncodedSeq(np.asarray([vocab.bos, *ids], dtype=np.int64), 1, where)
     pmod, pids = _segment(prompt, vocab, prefer, where + ".prompt")
     if pmod == mod:  # one modality: a plain continuation, no markers
-        return EncodedSeq(np.asarray([vocab.bos, *pids, *ids], dtype=np.int64), 1 + len(pids))
+        return EncodedSeq(np.asarray([vocab.bos, *pids, *ids], dtype=np.int64), 1 + len(pids), where)
     if mod == "text" and not cand.text[:1].isspace():
         # interleaved documents keep each word's leading space at a speech->text switch
         ids = vocab.encode_text(" " + cand.text)
     marker = {"speech": vocab.speech_id, "text": vocab.text_id}
     toks = [vocab.bos, marker[pmod], *pids, marker[mod], *ids]
-    return EncodedSeq(np.asarray(toks, dtype=np.int64), len(toks) - len(ids))
+    return EncodedSeq(np.asarray(toks, dtype=np.int64), len(toks) - len(ids), where)
 
 
 def encode_items(items: Sequence[Item], vocab, prefer: Prefer = "units") -> tuple[list[EncodedSeq], list[tuple[int, int]]]:
@@ -94,7 +95,8 @@ def encode_items(items: Sequence[Item], vocab, prefer: Prefer = "units") -> tupl
     for item in items:
         start = len(seqs)
         for j, cand in enumerate(item.candidates()):
-            where = f"item {item.id!r} " + ("positive" if j == 0 else f"negative {j - 1}")
+            where = (f"{item.where}: " if item.where else "") + f"item {item.id!r} " + \
+                ("positive" if j == 0 else f"negative {j - 1}")
             seqs.append(encode_candidate(cand, item.prompt, vocab, prefer, where))
         spans.append((start, len(seqs)))
     return seqs, spans
@@ -127,11 +129,12 @@ def check_restriction(seqs: Sequence[EncodedSeq], allowed: torch.Tensor, restric
     if restrict is None:
         return
     ok = allowed.numpy()
+    other = {"speech": "text", "text": "speech"}[restrict]
     for i, s in enumerate(seqs):
         scored = s.tokens[s.score_from:]
         if not ok[scored].all():
-            raise ItemError(f"sequence {i}: restrict={restrict!r} but it scores tokens of another modality "
-                            "(score text candidates with restrict=text or none)")
+            raise ItemError(f"{s.where or f'sequence {i}'}: restrict={restrict!r} but it scores tokens outside the "
+                            f"{restrict} vocabulary (score {other} candidates with restrict={other} or none)")
 
 
 # --------------------------------------------------------------------------- batching

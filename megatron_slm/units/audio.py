@@ -14,6 +14,8 @@ import collections
 import dataclasses
 import io
 import os
+import re
+import stat
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -23,7 +25,12 @@ from scipy.signal import resample_poly
 from megatron_slm.batching import length_buckets
 
 SAMPLE_RATE = 16000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+# what --audio-dir lists and --file-list accepts: the formats both decoders read (DALI's audio
+# decoder and libsndfile >= 1.1 decode all five)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+# decoded audio may fall this short (or 2 %) of the length its header declares (resampling, codec
+# framing, estimated mp3 lengths); more is a truncated file
+TRUNCATION_TOLERANCE_S = 0.05
 
 try:  # DALI is optional: the package must import (and work) without it.
     from nvidia.dali import fn as _dali_fn
@@ -84,15 +91,58 @@ class AudioBatch:
 
 @dataclasses.dataclass
 class Skipped:
+    """A file left out (or, in a warnings list, kept but reported) and why."""
+
     path: str
     reason: str
 
+    @property
+    def kind(self) -> str:
+        """The reason without its details ("non-finite samples", "truncated", ...): what summaries count."""
+        return re.split(r"[:(]", self.reason, maxsplit=1)[0].strip()
 
-def list_audio_files(audio_dir: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[str]:
-    """All audio files under a directory (recursive), sorted for a stable order across ranks."""
+
+def reason_counts(entries: Iterable[Skipped]) -> str:
+    """'2 x non-finite samples, 1 x truncated' (most frequent first)."""
+    counts = collections.Counter(e.kind for e in entries)
+    return ", ".join(f"{n} x {kind}" for kind, n in counts.most_common())
+
+
+def is_audio_name(path: str) -> bool:
+    return path.lower().endswith(AUDIO_EXTENSIONS)
+
+
+def not_regular(path: str) -> Optional[str]:
+    """Why `path` must not be opened, or None for a regular file (a FIFO blocks the reader forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or unreadable: the decoder names the error
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a directory" if stat.S_ISDIR(mode) else "special"
+    return f"not a regular file ({kind})"
+
+
+def list_audio_files(audio_dir: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS,
+                     skipped: Optional[list] = None) -> list[str]:
+    """The regular audio files under a directory (recursive), sorted for a stable order across
+    ranks. Entries with an audio name that are no regular file (a FIFO, a device, a
+    socket) are left out and appended to `skipped` as `Skipped`."""
     out = []
     for root, _, files in os.walk(audio_dir):
-        out.extend(os.path.join(root, f) for f in files if f.lower().endswith(tuple(extensions)))
+        for f in files:
+            if not f.lower().endswith(tuple(extensions)):
+                continue
+            path = os.path.join(root, f)
+            problem = not_regular(path)
+            if problem is None:
+                out.append(path)
+            elif skipped is not None:
+                skipped.append(Skipped(path, problem))
+    if skipped is not None:
+        skipped.sort(key=lambda s: s.path)
     return sorted(out)
 
 
@@ -116,19 +166,28 @@ def probe(paths: Sequence[Input], ids: Sequence[str] | None = None, min_seconds:
     for i, entry in enumerate(paths):
         src = entry if isinstance(entry, AudioSource) else None
         path = src.path if src is not None else entry
+        problem = not_regular(path) if src is None or src.data is None else None
+        if problem:
+            skipped.append(Skipped(path, problem))
+            continue
         try:
-            info = sf.info(src.open() if src is not None else path)
+            handle = src.open() if src is not None else path
+            info = sf.info(handle)
+            # libsndfile counts only the frames a truncated WAV still holds; its header says how
+            # many there should be, and decoding is checked against that (`screen`)
+            frames = max(info.frames, declared_wav_frames(handle) or 0) if info.format == "WAV" else info.frames
         except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/OSError variously
             skipped.append(Skipped(path, f"unreadable: {str(e).splitlines()[0][:200]}"))
             continue
-        dur = info.frames / info.samplerate if info.samplerate else 0.0
+        dur = frames / info.samplerate if info.samplerate else 0.0
         if src is not None and src.is_span:
             end = src.offset + (src.duration if src.duration is not None else dur - src.offset)
             if end > dur + SPAN_TOLERANCE_S or src.offset < 0:
-                skipped.append(Skipped(path, f"span [{src.offset:.3f}, {end:.3f}] s outside the file ({dur:.3f} s)"))
+                skipped.append(Skipped(path, f"span outside the file: [{src.offset:.3f}, {end:.3f}] s of "
+                                             f"{dur:.3f} s"))
                 continue
             dur = max(0.0, min(end, dur) - src.offset)
-        if info.frames <= 0 or dur <= 0:
+        if frames <= 0 or dur <= 0:
             skipped.append(Skipped(path, "empty (0 samples)"))
         elif dur < min_seconds:
             skipped.append(Skipped(path, f"too short ({dur:.3f} s < {min_seconds} s)"))
@@ -137,6 +196,57 @@ def probe(paths: Sequence[Input], ids: Sequence[str] | None = None, min_seconds:
         else:
             items.append(AudioItem(ids[i] if ids is not None else utterance_id(path), path, dur, src))
     return items, skipped
+
+
+def declared_wav_frames(handle) -> Optional[int]:
+    """Frames a RIFF/WAVE header declares (data chunk bytes / block align), None when it does not
+    say (no data chunk found, a streaming writer's placeholder size). `handle`: a path or a
+    seekable binary file object."""
+    f = open(handle, "rb") if isinstance(handle, (str, os.PathLike)) else handle
+    try:
+        f.seek(0)
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block = None
+        for _ in range(64):  # chunks before the data chunk (fmt, LIST, fact, ...)
+            hdr = f.read(8)
+            if len(hdr) < 8:
+                return None
+            cid, size = hdr[:4], int.from_bytes(hdr[4:], "little")
+            if cid == b"data":
+                return size // block if block and 0 < size < 0xFFFFFFFF else None
+            body = f.read(size + (size & 1)) if cid == b"fmt " else f.seek(size + (size & 1), 1)
+            if cid == b"fmt ":
+                block = int.from_bytes(body[12:14], "little") if len(body) >= 14 else None
+        return None
+    finally:
+        if f is not handle:
+            f.close()
+
+
+def screen(waves: torch.Tensor, lengths: torch.Tensor, items: Sequence[AudioItem], sample_rate: int
+           ) -> tuple[list[Optional[str]], list[Optional[str]]]:
+    """The one check of decoded audio, whatever decoded it: per item, (why it must be skipped,
+    what to warn about), each None when nothing. Skipped: NaN/Inf samples (one such file would
+    poison a k-means codebook or become a run of one unit), fewer samples than the header
+    declares (a truncated file). Warned: all samples zero (silence is valid audio, but a corpus
+    of it is worth knowing about). `waves` [B, T] zero padded, on any device."""
+    stats = torch.stack([torch.isnan(waves).sum(1), torch.isinf(waves).sum(1), (waves != 0).any(1).long(),
+                         lengths.to(waves.device).long()], 1)
+    skips, warns = [], []
+    for item, (nan, inf, nonzero, n) in zip(items, stats.cpu().tolist()):  # one transfer per batch
+        skip = warn = None
+        declared = item.duration * sample_rate
+        if nan or inf:
+            skip = f"non-finite samples ({nan} NaN, {inf} Inf)"
+        elif n < declared - max(TRUNCATION_TOLERANCE_S * sample_rate, 0.02 * declared):
+            skip = f"truncated: the header declares {item.duration:.3f} s, {n / sample_rate:.3f} s decoded"
+        elif not nonzero:
+            warn = "silent (all samples zero): kept"
+        skips.append(skip)
+        warns.append(warn)
+    return skips, warns
 
 
 def bucket_batches(items: Sequence[AudioItem], max_batch_seconds: float, max_batch_size: int = 64) -> list[list[AudioItem]]:
@@ -205,7 +315,27 @@ class AudioLoader:
         self.max_batch_seconds = max_batch_seconds
         self.max_batch_size = max_batch_size
 
-    def batches(self, items: Sequence[AudioItem], on_skip: Callable[[Skipped], None] | None = None) -> Iterator[AudioBatch]:
+    def batches(self, items: Sequence[AudioItem], on_skip: Callable[[Skipped], None] | None = None,
+                on_warn: Callable[[Skipped], None] | None = None) -> Iterator[AudioBatch]:
+        """Decoded batches; bad files go to `on_skip`, files kept with a remark (silence) to
+        `on_warn`. Every batch, from either decoder, passes `screen` before it is yielded."""
+        for batch in self._decoded(items, on_skip):
+            skips, warns = screen(batch.waves, batch.lengths, batch.items, self.sample_rate)
+            for item, why in zip(batch.items, warns):
+                if why:
+                    _report(on_warn, Skipped(item.path, why))
+            if any(skips):
+                keep = [i for i, why in enumerate(skips) if why is None]
+                for item, why in zip(batch.items, skips):
+                    if why:
+                        _report(on_skip, Skipped(item.path, why))
+                if not keep:
+                    continue
+                rows = torch.tensor(keep, device=batch.waves.device)
+                batch = AudioBatch([batch.items[i] for i in keep], batch.waves[rows], batch.lengths[rows])
+            yield batch
+
+    def _decoded(self, items: Sequence[AudioItem], on_skip) -> Iterator[AudioBatch]:
         rest = items
         if self.backend == "dali":
             # DALI decodes whole files: spans of long recordings are read with soundfile, which

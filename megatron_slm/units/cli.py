@@ -7,12 +7,12 @@ import os
 from megatron_slm import compat
 
 
-
 def add_input_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input audio (one of)")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--audio-dir", help="directory searched recursively for .wav/.flac/.ogg")
-    src.add_argument("--file-list", help="text file with one audio path per line (relative to the list's folder)")
+    src.add_argument("--audio-dir", help="directory searched recursively for .wav/.flac/.ogg/.opus/.mp3 files")
+    src.add_argument("--file-list", help="text file with one audio path per line (relative to the list's folder; "
+                                         "the same extensions)")
     src.add_argument("--alignments", help="a corpus alignments.jsonl (its ids and 'audio' paths), or a Lhotse "
                                            "CutSet / supervisions manifest / Shar directory (cut ids; only each "
                                            "cut's span of its recording is decoded)")
@@ -50,39 +50,55 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
                         "GPU 1)")
 
 
-def resolve_inputs(args: argparse.Namespace) -> tuple[list, list[str]]:
-    """(audio inputs, ids) from --audio-dir / --file-list / --alignments; ids must be unique. An
-    input is a file path or, for Lhotse cuts, an `AudioSource` (a span, a Shar tar member)."""
-    from megatron_slm.units.audio import list_audio_files, utterance_id
-    from megatron_slm.units.synth import iter_alignments
+def add_trust_pickle_arg(g) -> None:
+    """--trust-pickle, next to every --kmeans: a pickled k-means runs code when loaded (docs/trust.md)."""
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow a pickled k-means (.bin/.pkl, e.g. TWIST km500): unpickling runs any code the file "
+                        "holds, so only for files you trust; better, convert it once with tools/convert_kmeans.py")
 
+
+def resolve_inputs(args: argparse.Namespace, skipped: list | None = None) -> tuple[list, list[str]]:
+    """(audio inputs, ids) from --audio-dir / --file-list / --alignments; ids must be unique. An
+    input is a file path or, for Lhotse cuts, an `AudioSource` (a span, a Shar tar member).
+    --audio-dir and --file-list follow one rule: audio files are the regular files with one of
+    AUDIO_EXTENSIONS; entries left out by it are appended to `skipped` (`Skipped`) when given."""
+    from megatron_slm.units.audio import AUDIO_EXTENSIONS, Skipped, is_audio_name, list_audio_files, utterance_id
+
+    skipped = [] if skipped is None else skipped
     if args.alignments:
         from megatron_slm.data import lhotse_manifests
+        from megatron_slm.data.alignments import audio_entries
 
         fmt = getattr(args, "alignment_format", "auto")
         if fmt == "lhotse" or (fmt == "auto" and lhotse_manifests.detect(args.alignments)):
             paths, ids = lhotse_manifests.audio_inputs(args.alignments)
-        else:
+        else:  # ids are unique here: audio_entries names both lines of a repeated one
             root = os.path.dirname(os.path.abspath(args.alignments))
-            recs = list(iter_alignments(args.alignments))
-            paths = [os.path.join(root, r["audio"]) for r in recs]
-            ids = [r["id"] for r in recs]
+            entries = audio_entries(args.alignments)
+            paths = [os.path.join(root, audio) for _, audio, _ in entries]
+            ids = [uid for uid, _, _ in entries]
+        hint = ""
     else:
         if args.audio_dir:
             if not os.path.isdir(args.audio_dir):
                 raise FileNotFoundError(f"--audio-dir {args.audio_dir!r} is not a directory")
-            root, paths = args.audio_dir, list_audio_files(args.audio_dir)
+            root, paths = args.audio_dir, list_audio_files(args.audio_dir, skipped=skipped)
         else:
             root = os.path.dirname(os.path.abspath(args.file_list))
             with open(args.file_list, encoding="utf-8") as f:
-                paths = [os.path.join(root, line.strip()) for line in f if line.strip()]
+                listed = [os.path.join(root, line.strip()) for line in f if line.strip()]
+            paths = [p for p in listed if is_audio_name(p)]
+            skipped += [Skipped(p, f"not an audio file name (the extension is none of {', '.join(AUDIO_EXTENSIONS)})")
+                        for p in listed if not is_audio_name(p)]
         ids = [utterance_id(p, root if args.ids == "relpath" else None) for p in paths]
+        hint = "; use --ids relpath"
     if not paths:
-        raise ValueError("no audio files found in the input")
+        raise ValueError("no audio files found in the input"
+                         + (f" ({len(skipped)} left out, e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else ""))
     seen: dict[str, str] = {}
     for p, i in zip(paths, ids):
         p = getattr(p, "path", p)
         if i in seen:
-            raise ValueError(f"duplicate utterance id {i!r} ({seen[i]} and {p}); use --ids relpath")
+            raise ValueError(f"duplicate utterance id {i!r} ({seen[i]} and {p}){hint}")
         seen[i] = p
     return paths, ids

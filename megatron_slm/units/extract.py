@@ -30,17 +30,25 @@ class ExtractionSummary:
     audio_seconds: float = 0.0          # audio turned into units by this call (rank 0)
     elapsed_s: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), every rank
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, remark) of files kept, every rank
 
     def lines(self, show: int = 20) -> list[str]:
         from megatron_slm.console import duration
+        from megatron_slm.units.audio import Skipped, reason_counts
 
         rate = self.audio_seconds / self.elapsed_s if self.elapsed_s > 0 else 0.0
         out = [f"units: {self.total} utterances in {self.out} ({self.new} new on rank 0, {self.done_before} done "
                f"before, {self.world} rank(s)); {self.audio_seconds / 3600:.3f} h audio in {duration(self.elapsed_s)} "
-               f"on rank 0 ({rate:.1f} s audio/s); skipped {len(self.skipped)}"]
+               f"on rank 0 ({rate:.1f} s audio/s); skipped {len(self.skipped)}"
+               + (f" ({reason_counts(Skipped(*s) for s in self.skipped)})" if self.skipped else "")
+               + (f"; warnings {len(self.warnings)} ({reason_counts(Skipped(*w) for w in self.warnings)})"
+                  if self.warnings else "")]
         out += [f"  skipped {p}: {why}" for p, why in self.skipped[:show]]
         if len(self.skipped) > show:
             out.append(f"  ... {len(self.skipped) - show} more in {self.out}.skipped.tsv")
+        out += [f"  warning {p}: {why}" for p, why in self.warnings[:show]]
+        if len(self.warnings) > show:
+            out.append(f"  ... {len(self.warnings) - show} more warnings in {self.out}.skipped.tsv")
         return out
 
 
@@ -92,16 +100,19 @@ def extract_to_jsonl(extractor, paths: Sequence[str], ids: Sequence[str], out: s
 
     # Per-rank skip lists go through files so rank 0 can report them all.
     with open(f"{out}.skipped{rank}.json", "w", encoding="utf-8") as f:
-        json.dump([[s.path, s.reason] for s in extractor.skipped], f)
+        json.dump({"skipped": [[s.path, s.reason] for s in extractor.skipped],
+                   "warnings": [[w.path, w.reason] for w in getattr(extractor, "warnings", [])]}, f)
     sharding.barrier()
     if rank != 0:
         return summary
     for r in range(world):
         with open(f"{out}.skipped{r}.json", encoding="utf-8") as f:
-            summary.skipped += [tuple(x) for x in json.load(f)]
+            got = json.load(f)
+        summary.skipped += [tuple(x) for x in got["skipped"]]
+        summary.warnings += [tuple(x) for x in got["warnings"]]
         os.remove(f"{out}.skipped{r}.json")
     summary.total = sharding.merge(out, ids)
-    if summary.skipped:
+    if summary.skipped or summary.warnings:  # path, reason; kept files' remarks say "kept"
         with open(out + ".skipped.tsv", "w", encoding="utf-8") as f:
-            f.writelines(f"{p}\t{why}\n" for p, why in summary.skipped)
+            f.writelines(f"{p}\t{why}\n" for p, why in summary.skipped + summary.warnings)
     return summary

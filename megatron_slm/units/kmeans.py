@@ -1,6 +1,13 @@
-"""k-means for speech units: load centroids (.npy or a pickled scikit-learn KMeans such as the
-released TWIST km500 file), assign frames to the nearest centroid in torch (batched, on the
-extractor's device), and train new centroids with mini-batch k-means and k-means++ init.
+"""k-means for speech units: load centroids (.npy, or -- only when trusted -- a pickled
+scikit-learn KMeans such as the released TWIST km500 file), assign frames to the nearest centroid
+in torch (batched, on the extractor's device), and train new centroids with mini-batch k-means
+and k-means++ init.
+
+A pickle runs whatever code it holds when it is loaded, so `load_centroids` refuses one unless
+the caller passes `trust_pickle=True` (the tools' --trust-pickle); `tools/convert_kmeans.py`
+turns a trusted pickle into a `.npy` once (the codebook hash, and so the units' identity, stays
+the same). Centroids and training features must be finite: one NaN frame would make every
+centroid it touches NaN, and every frame's nearest centroid unit 0.
 """
 from __future__ import annotations
 
@@ -13,21 +20,39 @@ import numpy as np
 import torch
 
 
-def load_centroids(path: str | os.PathLike) -> np.ndarray:
-    """[K, D] float32 centroids from `.npy` or a pickled/joblib'd object with `cluster_centers_`."""
+class PickleRefused(ValueError):
+    """A pickled k-means given without --trust-pickle."""
+
+
+def load_centroids(path: str | os.PathLike, trust_pickle: bool = False) -> np.ndarray:
+    """[K, D] float32 centroids from `.npy`, or from a pickled/joblib'd object with
+    `cluster_centers_` when `trust_pickle` (else PickleRefused). Non-finite centroids are refused."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"k-means file {path!r} not found")
     if path.endswith(".npy"):
-        c = np.load(path, allow_pickle=False)
+        try:
+            c = np.load(path, allow_pickle=False)
+        except ValueError as e:  # an object array (a pickle inside the .npy) or a corrupt file
+            raise ValueError(f"{path}: not a numeric .npy array ({e})") from None
     else:
+        if not trust_pickle:
+            raise PickleRefused(
+                f"{path}: a pickled k-means; loading a pickle runs any code it holds, so it is refused by default. "
+                f"If you trust the file, convert it once (tools/convert_kmeans.py --trust-pickle {path} "
+                f"{os.path.splitext(path)[0]}.npy) and use the .npy, or pass --trust-pickle")
         obj = _unpickle(path)
         if not hasattr(obj, "cluster_centers_"):
             raise ValueError(f"{path}: unpickled a {type(obj).__name__}, expected a fitted sklearn KMeans (cluster_centers_)")
         c = np.asarray(obj.cluster_centers_)
-    if c.ndim != 2 or c.shape[0] < 1:
-        raise ValueError(f"{path}: centroids must be a [K, D] array, got shape {c.shape}")
-    return np.ascontiguousarray(c, dtype=np.float32)
+    if c.ndim != 2 or c.shape[0] < 1 or not np.issubdtype(c.dtype, np.number):
+        raise ValueError(f"{path}: centroids must be a numeric [K, D] array, got {c.dtype} of shape {c.shape}")
+    c = np.ascontiguousarray(c, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(c).all(1))
+    if bad.size:
+        raise ValueError(f"{path}: {bad.size} of {c.shape[0]} centroids are not finite (first: centroid {bad[0]}); "
+                         f"units from this codebook would be meaningless -- retrain it")
+    return c
 
 
 def _unpickle(path: str):
@@ -95,8 +120,11 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
 def train_minibatch_kmeans(feats: torch.Tensor, k: int, batch_size: int = 4096, steps: int = 200,
                            init_size: int | None = None, seed: int = 0, progress: bool = False) -> np.ndarray:
     """Mini-batch k-means (Sculley 2010): per-centroid learning rate 1/count, k-means++ init on
-    a random subset of `init_size` frames (default 3k, the scikit-learn choice)."""
+    a random subset of `init_size` frames (default 3k, the scikit-learn choice). Non-finite
+    features or centroids raise ValueError (the caller names the files)."""
     x = feats.reshape(-1, feats.shape[-1]).float()
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{int((~torch.isfinite(x).all(1)).sum())} of {x.shape[0]} feature frames are not finite")
     g = torch.Generator().manual_seed(seed)
     n = x.shape[0]
     init_idx = torch.randperm(n, generator=g)[: min(n, init_size or 3 * k)]
@@ -119,4 +147,6 @@ def train_minibatch_kmeans(feats: torch.Tensor, k: int, batch_size: int = 4096, 
         lr = (hits[seen] / counts[seen])[:, None]
         centers[seen] += lr * (sums[seen] / hits[seen][:, None] - centers[seen])
         assign = KMeansAssigner(centers)
+    if not torch.isfinite(centers).all():  # finite features that overflow float32 sums
+        raise ValueError(f"{int((~torch.isfinite(centers).all(1)).sum())} of {k} trained centroids are not finite")
     return centers.numpy().astype(np.float32)

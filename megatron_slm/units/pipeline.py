@@ -60,6 +60,7 @@ class FeatureStream:
         self.min_seconds, self.max_seconds = min_seconds, max_seconds
         self.streams = streams or default_streams(extractor.device)
         self.skipped: list[Skipped] = []
+        self.warnings: list[Skipped] = []  # kept, but worth a line in the summary (silent files)
 
     def prepare(self, paths: Sequence[Input], ids: Sequence[str] | None = None) -> list[AudioItem]:
         """Probe files or `AudioSource`s (spans, in-memory audio); bad ones go to `skipped`."""
@@ -75,7 +76,7 @@ class FeatureStream:
         """(batch, compute(batch)) in loader order. With several streams, up to `streams` batches
         are computed at once, each with threads // streams intra-op threads; decoding stays on
         this thread, at most streams + 1 decoded batches are held."""
-        batches = self.loader.batches(items, on_skip=self.skipped.append)
+        batches = self.loader.batches(items, on_skip=self.skipped.append, on_warn=self.warnings.append)
         if self.streams <= 1:
             for batch in batches:
                 yield batch, self.compute(batch)
@@ -116,14 +117,17 @@ class UnitExtractor(FeatureStream):
                   layer: int = 11, device: str | None = None, audio_backend: str = "auto",
                   max_batch_seconds: float | None = None, num_threads: int = 2, collapse: bool = True,
                   min_seconds: float = 0.1, max_seconds: float | None = None, dtype: str = "auto",
-                  streams: int | None = None, compat: str = compat_rules.DEFAULT) -> "UnitExtractor":
-        """`compat`: slamkit pads the HuBERT input as SlamKit does; recorded in `meta`."""
+                  streams: int | None = None, compat: str = compat_rules.DEFAULT,
+                  trust_pickle: bool = False) -> "UnitExtractor":
+        """`compat`: slamkit pads the HuBERT input as SlamKit does; recorded in `meta`.
+        `trust_pickle`: allow a pickled k-means (loading it runs its code)."""
         if not kmeans:
             raise ValueError("a k-means file is required (--kmeans: .npy centroids or a pickled sklearn KMeans)")
+        centroids = load_centroids(kmeans, trust_pickle=trust_pickle)  # before the model: a refusal is cheap
         device = device or default_device()
         ext = build_extractor(extractor, model_dir=model_dir, layer=layer, device=device, dtype=dtype, compat=compat)
         loader = AudioLoader(audio_backend, device, num_threads, max_batch_seconds=max_batch_seconds)
-        return cls(ext, load_centroids(kmeans), loader, collapse, kmeans, min_seconds, max_seconds, streams, compat)
+        return cls(ext, centroids, loader, collapse, kmeans, min_seconds, max_seconds, streams, compat)
 
     @property
     def unit_seconds(self) -> float:
@@ -131,11 +135,19 @@ class UnitExtractor(FeatureStream):
 
     def compute(self, batch: AudioBatch):
         feats, frames = super().compute(batch)
-        return self.assign(feats).cpu().numpy(), frames.cpu().numpy()
+        # finite audio can still give non-finite features (an overflow in the extractor): their
+        # nearest centroid is meaningless, so the utterance is skipped rather than given unit 0
+        valid = torch.arange(feats.shape[1], device=feats.device)[None] < frames.to(feats.device)[:, None]
+        finite = (torch.isfinite(feats).all(-1) | ~valid).all(1)
+        return self.assign(feats).cpu().numpy(), frames.cpu().numpy(), finite.cpu().tolist()
 
     def units_for_items(self, items: Sequence[AudioItem]) -> Iterator[UnitRecord]:
-        for batch, (ids, frames) in self.computed(items):
+        for batch, (ids, frames, finite) in self.computed(items):
             for i, item in enumerate(batch.items):
+                if not finite[i]:
+                    self.skipped.append(Skipped(item.path, f"non-finite features (the {self.extractor.name} "
+                                                           "extractor overflowed on this audio)"))
+                    continue
                 secs = float(batch.lengths[i]) / self.loader.sample_rate
                 yield make_record(item.id, item.path, ids[i, : frames[i]], self.unit_seconds, secs, self.collapse)
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from megatron_slm import compat as compat_rules
+from megatron_slm import fields
 from megatron_slm.jsonio import iter_jsonl, read_sidecar
 
 META_FORMAT = "megatron-slm-units/1"
@@ -77,24 +78,27 @@ def make_record(uid: str, path: str, frame_units: np.ndarray, unit_seconds: floa
     return UnitRecord(uid, path, units, durations, unit_seconds, int(frame_units.size), round(audio_seconds, 6))
 
 
-def parse_record(obj: Any, where: str) -> UnitRecord:
-    """Validate one decoded JSON object; `where` is 'file:line' for the error message."""
+def parse_record(obj: Any, where: str, num_units: int | None = None) -> UnitRecord:
+    """Validate one decoded JSON object (megatron_slm/fields.py: exact types, never converted);
+    `where` is 'file:line' for the error message. With `num_units`, unit ids must lie in
+    [0, num_units). Raises ValueError (a FieldError naming the field)."""
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object")
-    for field in RECORD_FIELDS:
-        if field not in obj:
-            raise ValueError(f"{where}: missing field {field!r}")
+        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for name in RECORD_FIELDS:
+        if name not in obj:
+            raise ValueError(f"{where}: missing field {name!r}")
     rec = UnitRecord(**{f: obj[f] for f in RECORD_FIELDS})
-    for field in ("unit_seconds", "audio_seconds", "num_frames"):
-        value = getattr(rec, field)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{where}: field {field!r} must be a non-negative number, not {value!r}")
-    if not isinstance(rec.units, list) or not isinstance(rec.durations, list):
-        raise ValueError(f"{where}: fields 'units' and 'durations' must be lists")
+    fields.string(rec.id, where, "id")
+    fields.string(rec.path, where, "path", empty=True)
+    fields.number(rec.unit_seconds, where, "unit_seconds", above=0)
+    fields.number(rec.audio_seconds, where, "audio_seconds", lo=0)
+    fields.integer(rec.num_frames, where, "num_frames", lo=0)
+    fields.integers(rec.units, where, "units", lo=0, hi=num_units)
+    fields.integers(rec.durations, where, "durations", lo=1)
     if len(rec.units) != len(rec.durations):
-        raise ValueError(f"{where}: field 'durations' has {len(rec.durations)} entries but 'units' has {len(rec.units)}")
+        raise fields.FieldError(where, "durations", f"has {len(rec.durations)} entries but 'units' has {len(rec.units)}")
     if sum(rec.durations) != rec.num_frames:
-        raise ValueError(f"{where}: field 'num_frames' is {rec.num_frames} but durations sum to {sum(rec.durations)}")
+        raise fields.FieldError(where, "num_frames", f"is {rec.num_frames} but durations sum to {sum(rec.durations)}")
     return rec
 
 

@@ -168,6 +168,8 @@ def synthesize(utt: Utterance, synth: EspeakSynth, pauses: PauseConfig = PauseCo
 def iter_alignments(path: str | os.PathLike) -> Iterator[dict]:
     """Records of an alignments.jsonl (one JSON object per line), with file:line on errors."""
     for where, rec in iter_jsonl(path):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         for field in ("id", "audio", "text", "words"):
             if field not in rec:
                 raise ValueError(f"{where}: missing field {field!r}")
