@@ -3,7 +3,7 @@ batched and without writing features. Used by tools/extract_units.py, the datase
 evaluation.
 
     ex = UnitExtractor.from_args(extractor="hubert", model_dir="/models/mhubert-base-25hz",
-                                 layer=11, kmeans="/models/km500.bin", device="cuda")
+                                 layer=11, kmeans="/models/km500.npy", device="cuda")
     for rec in ex.units_for_files(paths):      # UnitRecord per readable file, in bucket order
         rec.id, rec.units, rec.durations
     ex.skipped                                 # [Skipped(path, reason)] for bad files
