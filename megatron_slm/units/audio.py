@@ -130,7 +130,7 @@ def list_audio_files(audio_dir: str | os.PathLike, extensions: Sequence[str] = A
     """The regular audio files under a directory (recursive), sorted for a stable order across
     ranks. Entries with an audio name that are no regular file (a FIFO, a device, a
     socket) are left out and appended to `skipped` as `Skipped`."""
-    out = []
+    out, left = [], []
     for root, _, files in os.walk(audio_dir):
         for f in files:
             if not f.lower().endswith(tuple(extensions)):
@@ -139,10 +139,10 @@ def list_audio_files(audio_dir: str | os.PathLike, extensions: Sequence[str] = A
             problem = not_regular(path)
             if problem is None:
                 out.append(path)
-            elif skipped is not None:
-                skipped.append(Skipped(path, problem))
+            else:
+                left.append(Skipped(path, problem))
     if skipped is not None:
-        skipped.sort(key=lambda s: s.path)
+        skipped.extend(sorted(left, key=lambda s: s.path))
     return sorted(out)
 
 
@@ -216,9 +216,11 @@ def declared_wav_frames(handle) -> Optional[int]:
             cid, size = hdr[:4], int.from_bytes(hdr[4:], "little")
             if cid == b"data":
                 return size // block if block and 0 < size < 0xFFFFFFFF else None
-            body = f.read(size + (size & 1)) if cid == b"fmt " else f.seek(size + (size & 1), 1)
             if cid == b"fmt ":
+                body = f.read(size + (size & 1))
                 block = int.from_bytes(body[12:14], "little") if len(body) >= 14 else None
+            else:
+                f.seek(size + (size & 1), 1)  # chunks are word aligned
         return None
     finally:
         if f is not handle:
