@@ -113,7 +113,7 @@ def ours(lines, vocab, align, cfg, seed):
     out = []
     for s in range(0, len(lines), 1000):
         records = [(f"units:{i + 1}", decode_json_line(line, f"units:{i + 1}")) for i, line in enumerate(lines[s:s + 1000], s)]
-        kept, batch, _, errors = prepare_batch(records, vocab, align, cfg.compat)
+        kept, batch, _, errors = prepare_batch(records, vocab, align, cfg.compat, lines=lines[s:s + 1000])
         assert not errors and len(kept) == len(records)
         ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, cfg, seed, 0), mk)
         out += np.split(ids, offsets[1:-1])
