@@ -22,7 +22,7 @@ from megatron_slm.eval.items import FORMAT, ItemError, read_items
 from megatron_slm.units.records import RECORD_FIELDS, iter_records
 
 REPO = Path(__file__).resolve().parent.parent
-# no example database: CI starts clean, and the shared checkout gets no .hypothesis/ folder
+# no example database: every run draws afresh, as CI does (150 records per reader, ~2 s each)
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
