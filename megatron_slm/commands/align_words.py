@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import numpy as np
     from tqdm import tqdm
 
     from megatron_slm.align import aligner as al
@@ -97,6 +98,9 @@ def main(argv=None) -> int:
                     wave = load_audio(u.audio, model.sample_rate)
                 except Exception as e:  # soundfile/tar/lhotse errors: one file, one line in the summary
                     bad.append((u.id, f"audio unreadable: {str(e).splitlines()[0][:200]}"))
+                    continue
+                if not np.isfinite(wave).all():  # NaN/Inf would align to nonsense (as in units/audio.screen)
+                    bad.append((u.id, "non-finite samples"))
                     continue
                 if wave.size < model.sample_rate * model.frame_seconds * 2:
                     bad.append((u.id, "audio too short"))

@@ -27,6 +27,7 @@ import re
 import time
 
 from megatron_slm.console import error
+from megatron_slm.units.cli import add_trust_pickle_arg
 
 OUTPUTS = ("speech", "text", "any")
 
@@ -109,7 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--ids", default=None, help="comma-separated prompt ids to generate for (in this order)")
     g.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     g.add_argument("--extractor", choices=("mel", "hubert"), default="mel", help="audio prompts: feature extractor")
-    g.add_argument("--kmeans", default=None, help="audio prompts: k-means centroids (.npy or pickled sklearn KMeans)")
+    g.add_argument("--kmeans", default=None, help="audio prompts: k-means centroids (.npy, or a pickled sklearn "
+                                                  "KMeans with --trust-pickle)")
+    add_trust_pickle_arg(g)
+    g.add_argument("--compat", choices=("slamkit", "none"), default="slamkit",
+                   help="audio prompts: the units convention (slamkit pads the HuBERT input as SlamKit does); it must "
+                        "be the model's, which the unit identity check enforces")
     g.add_argument("--extractor-model-dir", default=None, help="audio prompts: HuBERT model dir (--extractor hubert)")
     g.add_argument("--layer", type=int, default=11, help="audio prompts: HuBERT layer (default 11)")
     p.add_argument("--output-modality", default="speech", help="speech (default), text, or any (no modality mask)")
@@ -209,7 +215,7 @@ def read_prompts(args, vocab):
         from megatron_slm.units.pipeline import UnitExtractor
 
         ex = UnitExtractor.from_args(extractor=args.extractor, kmeans=args.kmeans, model_dir=args.extractor_model_dir,
-                                     layer=args.layer)
+                                     layer=args.layer, compat=args.compat, trust_pickle=args.trust_pickle)
         ps = P.read_audio_prompts(args.prompt_audio, ex, args.prompt_seconds, alignments)
     elif args.prompt_units:
         ps = P.read_prompt_file(args.prompt_units, args.prompt_seconds, alignments)
