@@ -163,7 +163,7 @@ export SIMS_BLEND SPEECH_BLEND PRESETS BUDGETS TOK SPLIT E MIN_STEPS MIN_TPP BOO
 for ARM in $ARMS; do echo "plan_arm $ARM"; done > "$J/plan.jobs"
 run_jobs "$J/plan.jobs"
 for ARM in $ARMS; do
-  tail -n +2 "$OUT/arms/$ARM/plan.csv" | awk -F, -v arm=$ARM '{print $2 "\t" arm "-" $1 "\t" $15 "\t" $14}'
+  tail -n +2 "$OUT/arms/$ARM/plan.csv" | tr -d '\r' | awk -F, -v arm=$ARM '{print $2 "\t" arm "-" $1 "\t" $15 "\t" $14}'
 done | sort -t$'\t' -k1,1gr -k2,2 | awk -F'\t' '{print "train_job " $2 " " $3 " --config " $4}' > "$J/runs.jobs"
 # (the largest budgets first, arms interleaved: the two workers finish together)
 
