@@ -38,8 +38,8 @@ if [ "$TINY" = 1 ]; then
   HOURS=0.25 VOICES=1 KM_FRAMES=20000 TEXT_STORIES=1500 TEXT_TOKENS=40000 BOOTSTRAP=100 MIN_STEPS=2 MIN_TPP=0.01
   PRESETS=micro-2x32,micro-2x48,micro-3x64 BUDGETS=4e9,1.2e10
 else
-  HOURS=3 VOICES=3 KM_FRAMES=200000 TEXT_STORIES=20000 TEXT_TOKENS=600000 BOOTSTRAP=1000 MIN_STEPS=20 MIN_TPP=2
-  PRESETS=micro-2x32,micro-2x48,micro-3x64,micro-4x80,micro-4x96 BUDGETS=1e11,3e11,1e12
+  HOURS=3 VOICES=3 KM_FRAMES=200000 TEXT_STORIES=20000 TEXT_TOKENS=600000 BOOTSTRAP=1000 MIN_STEPS=15 MIN_TPP=0.1
+  PRESETS=micro-2x16,micro-2x32,micro-2x48,micro-3x64,micro-4x80,micro-4x96 BUDGETS=6e10,2e11,6e11
 fi
 ARMS="text-init inter-scratch textless"
 TOK=examples/tokenizer/tiny-bpe
@@ -92,7 +92,7 @@ prep() {  # a dataset, unless it is there (an .idx only exists for a complete on
   grep -a '^wrote' "$log" | sed 's/^/  /'
 }
 
-step "2/8 in the background, one core: text LMs, one per size, pre-trained on ${TEXT_TOKENS} tokens of text-only stories, then converted with the speech vocabulary"
+step "2/8 in the background: text LMs, one per size, pre-trained on ${TEXT_TOKENS} tokens of text-only stories, then converted with the speech vocabulary"
 for P in ${PRESETS//,/ }; do
   printf 'train_job textlm-%s %s --config examples/configs/mini_study.yaml model.preset=%s checkpoint.save=%s data.tokenizer=%s data.split=98,1,1 "data.blend=[{path: %s, kind: text, name: textlm}]" train.iters=null train.token_budget=%s "eval.tasks=[]"\n' \
     "$P" "$T/runs/$P" "$P" "$T/runs/$P" "$TOK" "$D/textlm" "$TEXT_TOKENS"
@@ -105,8 +105,8 @@ for P in ${PRESETS//,/ }; do
     "python tools/convert_checkpoint.py hf-to-mcore --hf-dir $T/hf/$P --tokenizer $TOK --num-units $K --out $OUT/ckpt/$P --force" \
     "$OUT/logs/convert-$P.log" "$P"
 done > "$J/convert.jobs"
-( prep "$D/textlm" text --input "$C/text_stories.jsonl" --text-key text && JOBS=1 run_jobs "$J/textlm.jobs" \
-  && JOBS=1 run_jobs "$J/convert.jobs" ) &
+( prep "$D/textlm" text --input "$C/text_stories.jsonl" --text-key text && run_jobs "$J/textlm.jobs" \
+  && run_jobs "$J/convert.jobs" ) &
 TEXT_LANE=$!
 trap 'wait' EXIT  # if a later step fails, let the lane finish rather than leave it writing on its own
 
@@ -122,8 +122,10 @@ prep "$D/inter" interleaved --mode dynamic --units "$OUT/units/units.jsonl" --al
 prep "$D/speech" speech --units "$OUT/units/units.jsonl"
 
 step "5/8 held-out benchmarks from the test stories: word-shuffle and spoken StoryCloze"
-[ -f "$E/word_shuffle.jsonl" ] || python tools/prepare_eval_data.py word-shuffle --units-file "$OUT/units/units.jsonl" \
-  --alignments "$C/alignments.test.jsonl" --out "$E/word_shuffle.jsonl" > "$OUT/logs/eval-word_shuffle.log" 2>&1
+[ -f "$E/word_shuffle.jsonl" ] || { python tools/extract_units.py --alignments "$C/alignments.test.jsonl" --extractor mel \
+  --kmeans "$OUT/units/km_mel$K.npy" --out "$OUT/units/units.test.jsonl" > /dev/null 2>&1 \
+  && python tools/prepare_eval_data.py word-shuffle --units-file "$OUT/units/units.test.jsonl" \
+  --alignments "$C/alignments.test.jsonl" --out "$E/word_shuffle.jsonl" > "$OUT/logs/eval-word_shuffle.log" 2>&1; }
 [ -f "$E/ssc.jsonl" ] || python tools/prepare_eval_data.py ssc --src "$C/ssc" --units-from mel \
   --kmeans "$OUT/units/km_mel$K.npy" --out "$E/ssc.jsonl" --no-progress > "$OUT/logs/eval-ssc.log" 2>&1
 cat "$OUT"/logs/eval-*.log 2>/dev/null | grep -a '^wrote' | sed 's/^/  /' || true
@@ -144,7 +146,7 @@ plan_arm() {
   python tools/scaling.py plan --presets "$PRESETS" --sizes presets --budgets "$BUDGETS" "${init[@]}" \
     --base-config examples/configs/mini_study.yaml --set data.tokenizer=$TOK --set "data.blend=$blend" \
     --set data.split="$SPLIT" --set eval.data="$E" --min-steps $MIN_STEPS --min-tokens-per-param $MIN_TPP \
-    --max-tokens-per-param 500 --gpus-per-node 0 --out "$OUT/arms/$arm" > "$OUT/logs/plan-$arm.log" \
+    --max-tokens-per-param 200 --gpus-per-node 0 --out "$OUT/arms/$arm" > "$OUT/logs/plan-$arm.log" \
     || { echo "  FAILED: $OUT/logs/plan-$arm.log"; return 1; }
   grep -E "^planned|skipped " "$OUT/logs/plan-$arm.log" | sed "s/^/  $arm: /"
 }

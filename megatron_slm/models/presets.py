@@ -70,8 +70,8 @@ PRESETS: dict[str, ModelArch] = {
         family="llama", num_layers=layers, hidden_size=hidden, ffn_hidden_size=ffn,
         num_attention_heads=hidden // 16, num_query_groups=groups, vocab_size=512,
         max_position_embeddings=4096, rotary_base=10000.0)
-       for layers, hidden, ffn, groups in ((2, 32, 96, 1), (2, 48, 128, 1), (3, 64, 176, 2), (4, 80, 224, 1),
-                                           (4, 96, 256, 2), (5, 112, 304, 1), (6, 128, 352, 2))},
+       for layers, hidden, ffn, groups in ((2, 16, 48, 1), (2, 32, 96, 1), (2, 48, 128, 1), (3, 64, 176, 2),
+                                           (4, 80, 224, 1), (4, 96, 256, 2), (5, 112, 304, 1), (6, 128, 352, 2))},
     "llama3.2-1b": ModelArch(num_layers=16, hidden_size=2048, ffn_hidden_size=8192,
                              num_attention_heads=32, num_query_groups=8, kv_channels=64,
                              **_LLAMA32),
@@ -96,8 +96,9 @@ PRESETS: dict[str, ModelArch] = {
 FAMILIES: dict[str, list[str]] = {
     "llama3.2": ["llama3.2-1b", "llama3.2-3b"],
     "qwen2.5": ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b"],
-    # 44k..1.1M parameters with the bundled 512-token tokenizer and 100 units: sweeps on a laptop
-    "micro": ["micro-2x32", "micro-2x48", "micro-3x64", "micro-4x80", "micro-4x96", "micro-5x112", "micro-6x128"],
+    # 17k..1.1M parameters with the bundled 512-token tokenizer and 100 units: sweeps on a laptop
+    "micro": ["micro-2x16", "micro-2x32", "micro-2x48", "micro-3x64", "micro-4x80", "micro-4x96", "micro-5x112",
+              "micro-6x128"],
 }
 
 
