@@ -123,7 +123,7 @@ class TrainConfig:
     micro_batch_size: int = opt(1, "sequences per microbatch per data-parallel rank", ge=1)
     global_batch_size: int = opt(8, "sequences per optimizer step (all DP ranks, all microbatches)", ge=1)
     seq_length: int = opt(2048, "tokens per sequence", ge=1)
-    iters: Optional[int] = opt(None, "optimizer steps to train (exclusive with token_budget)", ge=1)
+    iters: Optional[int] = opt(None, "optimizer steps to train (exclusive with token_budget); 0 saves the initialised model untrained", ge=0)
     token_budget: Optional[float] = opt(None, "train until this many tokens are consumed (steps = ceil(budget / (global_batch * seq_length)))", gt=0)
     seed: int = opt(1234, "random seed (identical on every rank)", ge=0)
     eval_interval: Optional[int] = opt(None, "run validation every N steps (and at the end); None = only at the end", ge=1)

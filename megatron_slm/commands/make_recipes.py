@@ -24,9 +24,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]  # a dev tool: writes into the checkout
 
 from megatron_slm.config import from_dict
-from megatron_slm.vocab import DEFAULT_NUM_UNITS
 from megatron_slm.models.flops import param_counts
 from megatron_slm.models.memory import GPU_MEMORY_GIB, config_arch, estimate_for_config
+from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 CONFIG_DIR = REPO / "examples" / "configs"
 DOC = REPO / "docs" / "recipes.md"
