@@ -117,7 +117,8 @@ def header(model: str, gpu: str, layout: Layout, est) -> str:
 # Estimated memory: {est.peak_gib:.1f} GiB per GPU (tools/estimate_memory.py, docs/recipes.md).
 #
 #   python tools/convert_checkpoint.py hf-to-mcore --hf-dir /models/{HF_NAMES[model]} --out ckpt/{model}-slm --tp {layout.tp} --pp {layout.pp}
-#   # units: tools/extract_units.py --extractor hubert --model-dir mhubert-base-25hz --layer 11 --kmeans km500.bin --compat slamkit
+#   # units: tools/convert_kmeans.py --trust-pickle km500.bin km500.npy (the TWIST pickle, once), then
+#   #   tools/extract_units.py --extractor hubert --model-dir mhubert-base-25hz --layer 11 --kmeans km500.npy --compat slamkit
 #   # {data_dir(model)}/{{text,interleaved,speech}}.bin/.idx: tools/preprocess_data.py with ckpt/{model}-slm/tokenizer
 #   #   (interleaved: --compat slamkit --method poisson --mean-span-words 10 --speech-fraction 0.3, the defaults)
 #   torchrun --nproc_per_node=8 pretrain_slm.py --config examples/configs/{name}.yaml
