@@ -37,7 +37,8 @@ def test_approach3_recovers_coefficients(name, noise):
 def test_bootstrap_ci_contains_truth():
     truth = REFERENCE_LAWS["textless"]
     s = _sweep(truth, 0.002)
-    ci = bootstrap_loss_law(s["params"], s["tokens"], s["loss"], samples=100, seed=0)
+    ci, used = bootstrap_loss_law(s["params"], s["tokens"], s["loss"], samples=100, seed=0)
+    assert used == 100
     for key, value in truth.as_dict().items():
         lo, hi = ci[key]
         assert lo <= value <= hi, (key, lo, value, hi)
@@ -101,3 +102,13 @@ def test_approach2_bootstrap_interval_covers_the_truth_and_flat_laws_have_no_all
     # alpha = 0 (the loss does not depend on N): no allocation, and no exception
     flat = LossLaw(E=1.0, A=3.0, B=10.0, alpha=0.0, beta=0.3)
     assert np.isnan(flat.G) and np.isnan(flat.optimal(1e20)[0]) and flat.as_dict()["a"] == 1.0
+
+
+def test_bootstrap_around_a_fit_whose_floor_underflowed():
+    # Runs with no loss floor (a pure power law): E runs off to exp(-745) and underflows to 0.0;
+    # the bootstrap warm-starts from that fit and must not take log(0).
+    truth = LossLaw(E=0.0, A=400.0, B=2000.0, alpha=0.34, beta=0.28)
+    s = _sweep(truth, 0.002)
+    center = LossLaw(E=0.0, A=truth.A, B=truth.B, alpha=truth.alpha, beta=truth.beta)
+    ci, _ = bootstrap_loss_law(s["params"], s["tokens"], s["loss"], samples=20, seed=0, center=center)
+    assert ci["E"][1] < 1e-2 and ci["alpha"][0] < truth.alpha < ci["alpha"][1]

@@ -22,7 +22,7 @@ import yaml
 from megatron_slm.config import ConfigError
 from megatron_slm.console import error
 from megatron_slm.scaling import analysis, collect, plan
-from megatron_slm.scaling.fit import REFERENCE_LAWS
+from megatron_slm.scaling.fit import REFERENCE_LAWS, FitError
 from megatron_slm.scaling.results import ResultsError, read_results, write_results
 
 
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ResultsError, plan.PlanError, ConfigError) as e:
+    except (UsageError, ResultsError, plan.PlanError, ConfigError, FitError) as e:
         error(e)
         return 2
 

@@ -77,8 +77,8 @@ def analyse(results: Results, params_column: str = "params", loss_column: str = 
                     "params_column": params_column, "loss_column": loss_column, "runs": len(sweep.L),
                     "isoflop_sets": len(sweep.groups)}
     if bootstrap:
-        report["ci"] = bootstrap_loss_law(sweep.N, sweep.D, sweep.L, bootstrap, seed=seed, progress=progress,
-                                          center=law)
+        report["ci"], report["ci_used"] = bootstrap_loss_law(sweep.N, sweep.D, sweep.L, bootstrap, seed=seed,
+                                                             progress=progress, center=law)
         report["ci_level"] = 0.95
         report["bootstrap"] = bootstrap
     report["approach2"] = approach2(sweep.N, sweep.L, sweep.C, sweep.groups)
@@ -112,6 +112,9 @@ def report_summary(report: dict) -> str:
                      "runs, so there is no compute-optimal allocation (too little training per run?)")
     for k, (lo, hi) in report.get("ci", {}).items():
         lines.append(f"  {k:>5} 95% CI [{lo:.4g}, {hi:.4g}]")
+    if report.get("ci_used", report.get("bootstrap")) != report.get("bootstrap"):
+        lines.append(f"  ({report['ci_used']} of {report['bootstrap']} bootstrap fits converged; the rest ran off "
+                     f"to infinity and are left out)")
     a2 = report["approach2"]
     if "error" in a2:
         lines.append(f"approach 2: skipped -- {a2['error']}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -185,19 +186,35 @@ def _fit(N, D, L, starts: int, extra_starts: Sequence[np.ndarray], delta: float)
     best_theta, best_value = None, math.inf
     for theta0 in inits:
         theta, value = _lbfgs(theta0, args)
-        if value < best_value and np.all(np.isfinite(theta)):
+        # a coefficient past e^709 is a run-off, not a fit (runs too few to pin a term)
+        if value < best_value and np.all(np.isfinite(theta)) and np.all(theta[:3] < _LOG_MAX):
             best_theta, best_value = theta, value
+    if best_theta is None:
+        raise FitError(f"approach 3 diverged from all {len(inits)} starts (a coefficient ran off to infinity)")
     e, a, b, alpha, beta = best_theta
     return LossLaw(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=float(alpha), beta=float(beta)), best_value
 
 
+class FitError(ValueError):
+    """A fit that has no finite optimum on these runs."""
+
+
+_LOG_MAX = math.log(sys.float_info.max)
+# ln of the smallest normal float: a fit whose floor E ran off to exp(-745) and underflowed to 0
+# (runs that show no loss floor at all) still has a finite log-space theta to warm-start from.
+_LOG_ZERO = math.log(sys.float_info.min)
+
+
 def law_theta(law: LossLaw) -> np.ndarray:
-    return np.array([math.log(law.E), math.log(law.A), math.log(law.B), law.alpha, law.beta])
+    return np.array([math.log(x) if x > 0 else _LOG_ZERO for x in (law.E, law.A, law.B)] + [law.alpha, law.beta])
 
 
 def bootstrap_loss_law(N, D, L, samples: int, seed: int = 0, level: float = 0.95,
-                       progress: bool = False, starts: int = 0, center: Optional[LossLaw] = None) -> dict:
-    """Percentile CIs of E, A, B, alpha, beta, a, b, G from fits to resampled runs.
+                       progress: bool = False, starts: int = 0, center: Optional[LossLaw] = None) -> tuple[dict, int]:
+    """(percentile CIs of E, A, B, alpha, beta, a, b, G, resamples used) from fits to resampled runs.
+
+    A resample whose fit runs off to infinity (with few runs, some resamples repeat too few
+    sizes to pin a term) is left out and not counted in `used`.
 
     Each resample is fitted from the full-data optimum (`center`) plus the best `starts`
     grid points: resamples stay in the full fit's basin, and a warm start costs a tenth of
@@ -215,11 +232,17 @@ def bootstrap_loss_law(N, D, L, samples: int, seed: int = 0, level: float = 0.95
     with threadpool_limits(limits=1):
         for _ in tqdm(range(samples), desc="bootstrap", unit="fit", disable=not progress):
             idx = rng.integers(0, N.size, N.size)
-            law, _ = _fit(N[idx], D[idx], L[idx], starts, [law_theta(center)], HUBER_DELTA)
+            try:
+                law, _ = _fit(N[idx], D[idx], L[idx], starts, [law_theta(center)], HUBER_DELTA)
+            except FitError:
+                continue
             for k, v in law.as_dict().items():
                 draws[k].append(v)
+    used = len(draws["E"])
+    if used == 0:
+        raise FitError(f"bootstrap: all {samples} resampled fits diverged")
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    return {k: [float(x) for x in np.percentile(draws[k], q)] for k in keys}
+    return {k: [float(x) for x in np.percentile(draws[k], q)] for k in keys}, used
 
 
 # --------------------------------------------------------------------------- approach 2

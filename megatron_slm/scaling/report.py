@@ -167,6 +167,11 @@ def fits_table(arms: Sequence[Arm]) -> list[str]:
         a2_b = "–" if "error" in a2 else _ci(a2, "b", ci=ci2 if "b" in ci2 else {})
         rows.append(f"| {arm.name} | {f['runs']} | {f['isoflop_sets']} | {_ci(f, 'E')} | {_ci(f, 'alpha')} | "
                     f"{_ci(f, 'beta')} | {_ci(f, 'a')} | {a2_a} | {_ci(f, 'b')} | {a2_b} |")
+    lost = [f"{arm.name} {arm.fit['ci_used']} of {arm.fit['bootstrap']}" for arm in arms
+            if arm.fit.get("ci_used", arm.fit.get("bootstrap")) != arm.fit.get("bootstrap")]
+    if lost:  # the rest ran off to infinity: a sign the runs pin a term only loosely
+        rows += ["", "Approach-3 bootstrap fits that converged: " + "; ".join(lost)
+                 + " (the rest ran a coefficient off to infinity and are left out of the intervals)."]
     return rows
 
 
