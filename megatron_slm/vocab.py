@@ -64,9 +64,18 @@ def tokenizer_unit_count(tokenizer_dir: str | os.PathLike) -> int:
     return K
 
 
-def _load_hf_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+def _generic_fast_tokenizer(path: Path) -> bool:
+    """A tokenizer.json whose config names the generic fast class (what our tools and SlamKit save)."""
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (path / "tokenizer.json").is_file() and isinstance(config, dict) and \
+        config.get("tokenizer_class") in ("PreTrainedTokenizerFast", "TokenizersBackend")
 
+
+def _load_hf_tokenizer(path: Path):
+    # imported only when needed: importing AutoTokenizer loads transformers' model registry (~3 s)
     if path.is_file() and path.suffix == ".model":  # a bare sentencepiece model (Llama-2 style)
         import shutil
         import tempfile
@@ -76,10 +85,18 @@ def _load_hf_tokenizer(path: Path):
             shutil.copy(path, Path(tmp) / "tokenizer.model")
             (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(
                 {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "legacy": False}))
+            from transformers import AutoTokenizer
+
             return AutoTokenizer.from_pretrained(tmp, local_files_only=True)
     if not path.is_dir():
         raise VocabError(f"tokenizer {str(path)!r}: not a directory with an HF tokenizer nor a sentencepiece .model file")
     try:
+        if _generic_fast_tokenizer(path):  # the class AutoTokenizer would pick for it
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types for a broken dir
         raise VocabError(f"tokenizer {str(path)!r}: cannot load it with transformers.AutoTokenizer: {e}") from None

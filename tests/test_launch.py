@@ -68,7 +68,11 @@ def test_dry_run_multi_node_command_and_config(capsys, tmp_path):
 
     # A config that names its run directory keeps it; --name only applies otherwise.
     cmd, cfg, _ = _dry_run(capsys, ["--config", str(TINY_CPU), "--name", "x", "checkpoint.save=/scratch/r1"], {})
-    assert "--standalone" in cmd and "--nproc_per_node=1" in cmd and cfg["checkpoint"]["save"] == "/scratch/r1"
+    assert cfg["checkpoint"]["save"] == "/scratch/r1"
+    # one process on one machine: the trainer itself, without a torchrun agent
+    assert cmd[1:3] == ["-m", launch.TRAINER_MODULE] and "torch.distributed.run" not in cmd
+    cmd, _, _ = _dry_run(capsys, ["--config", str(TINY_CPU), "--nproc-per-node", "2", "parallel.tp=2"], {})
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in cmd and "--nproc_per_node=2" in cmd
 
 
 def test_config_list_picks_the_array_task(capsys, tmp_path):
@@ -153,13 +157,13 @@ def test_sbatch_script_preempts_checkpoints_and_requeues(tmp_path):
 
 
 def test_relaunching_a_finished_run_returns_at_once(capsys, tmp_path, monkeypatch):
-    """A resumed sweep relaunches every run: a finished one must not start torchrun again (that
+    """A resumed sweep relaunches every run: a finished one must not start the trainer again (that
     would rebuild the model only to validate and score it a second time)."""
     run = tmp_path / "run"
     (run / "iter_0000005").mkdir(parents=True)
     (run / "latest_checkpointed_iteration.txt").write_text("5")
     started = []
-    monkeypatch.setattr(launch, "run", lambda cmd: started.append(cmd) or 0)
+    monkeypatch.setattr(launch, "run", lambda cmd, direct=False: started.append(cmd) or 0)
     argv = ["--config", str(TINY_CPU), f"checkpoint.save={run}"]
     assert launch.main([*argv, "train.iters=5"], env={}) == 0
     assert "nothing to do, run complete" in capsys.readouterr().out and not started

@@ -175,7 +175,7 @@ def _plot_figures(monkeypatch):
     from megatron_slm.scaling import plots
 
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
     return plots, figures
 
 

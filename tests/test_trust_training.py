@@ -27,6 +27,16 @@ def train(args, cwd, check=True, timeout=300):
     return run_python([PRETRAIN, "--config", TINY_CPU, *args], cwd=cwd, check=check, timeout=timeout)
 
 
+def convert_in_process(capsys, args) -> subprocess.CompletedProcess:
+    """tools/convert_checkpoint.py in this process (a refusal needs no fresh interpreter: ~6 s saved each)."""
+    from megatron_slm.commands import convert_checkpoint
+
+    capsys.readouterr()
+    rc = convert_checkpoint.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
 def one_error_line(proc) -> str:
     """The CLI's promise: exit 2 and one `error:` line, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
@@ -65,22 +75,21 @@ def test_keep_last_below_one_is_refused_and_the_new_checkpoint_always_stays(tmp_
 # ----------------------------------------------------------------------------- 3: conversion outputs
 
 
-def test_conversion_never_writes_over_its_input(converted, tmp_path):
+def test_conversion_never_writes_over_its_input(converted, tmp_path, capsys):
     ckpt, base = converted / "ckpt", converted / "base"
     before = sorted(p.name for p in ckpt.rglob("*"))
     for args in (["hf-to-mcore", "--hf-dir", base, "--out", base, "--force"],
                  ["hf-to-mcore", "--hf-dir", base, "--out", converted, "--force"],  # contains the input
                  ["mcore-to-hf", "--mcore-dir", ckpt, "--out", ckpt, "--force"],
                  ["mcore-to-hf", "--mcore-dir", ckpt, "--out", ckpt / "hf", "--force"]):  # inside the input
-        line = one_error_line(run_python([CONVERT, *args], cwd=tmp_path, check=False))
+        line = one_error_line(convert_in_process(capsys, args))
         assert "refusing to write" in line and "the input" in line, line
     assert sorted(p.name for p in ckpt.rglob("*")) == before and (base / "config.json").is_file()
     # --force replaces a directory only when a megatron-slm tool wrote it
     mine = tmp_path / "precious"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    line = one_error_line(run_python([CONVERT, "mcore-to-hf", "--mcore-dir", ckpt, "--out", mine, "--force"],
-                                     cwd=tmp_path, check=False))
+    line = one_error_line(convert_in_process(capsys, ["mcore-to-hf", "--mcore-dir", ckpt, "--out", mine, "--force"]))
     assert "was not written by a megatron-slm tool" in line and (mine / "notes.txt").read_text() == "keep me"
     run_python([CONVERT, "mcore-to-hf", "--mcore-dir", ckpt, "--out", tmp_path / "hf"], cwd=tmp_path)
     run_python([CONVERT, "mcore-to-hf", "--mcore-dir", ckpt, "--out", tmp_path / "hf", "--force"], cwd=tmp_path)

@@ -7,7 +7,8 @@
 
 The SLURM variables of the job (SLURM_NNODES, SLURM_NODEID, SLURM_JOB_NODELIST, SLURM_JOB_ID,
 SLURM_GPUS_ON_NODE) become torchrun's node count, node rank and c10d rendezvous on the first
-node of the allocation; without them the run is a standalone single-node job.
+node of the allocation; without them the run is a standalone single-node job. A single process
+on a single machine (a CPU run, one GPU) starts the trainer directly, without a torchrun agent.
 
 Preemption: SLURM's `--signal=USR1@T` reaches this launcher; it passes SIGUSR1 to the training
 processes (torchrun itself ignores it, else it would die of it), the trainer checkpoints at the
@@ -148,16 +149,24 @@ def run_dir_overrides(config: Optional[str], overrides: Sequence[str], name: Opt
     return [*overrides, f"checkpoint.save={Path(runs_dir) / stem}"]
 
 
+def single_process(alloc: Allocation) -> bool:
+    """One process on one machine: the trainer runs without a torchrun agent (which would only
+    cost another interpreter and a torch import, ~4 s of CPU per run in a sweep of tiny runs)."""
+    return alloc.job_id is None and alloc.world_size == 1
+
+
 def torchrun_command(alloc: Allocation, config: Optional[str], overrides: Sequence[str],
                      python: str = sys.executable) -> list[str]:
-    cmd = [python, "-m", "torch.distributed.run"]
-    if alloc.job_id is None:
-        cmd += ["--standalone", f"--nproc_per_node={alloc.nproc_per_node}"]
+    """The command that starts the training processes of this node."""
+    if single_process(alloc):
+        cmd = [python]
+    elif alloc.job_id is None:
+        cmd = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={alloc.nproc_per_node}"]
     else:
-        cmd += [f"--nnodes={alloc.nnodes}", f"--node_rank={alloc.node_rank}",
-                f"--nproc_per_node={alloc.nproc_per_node}", "--rdzv_backend=c10d",
-                f"--rdzv_endpoint={alloc.master_addr}:{alloc.port}", f"--rdzv_id={alloc.job_id}",
-                "--max_restarts=0"]  # a failed rank fails the job; the requeue resumes it
+        cmd = [python, "-m", "torch.distributed.run", f"--nnodes={alloc.nnodes}", f"--node_rank={alloc.node_rank}",
+               f"--nproc_per_node={alloc.nproc_per_node}", "--rdzv_backend=c10d",
+               f"--rdzv_endpoint={alloc.master_addr}:{alloc.port}", f"--rdzv_id={alloc.job_id}",
+               "--max_restarts=0"]  # a failed rank fails the job; the requeue resumes it
     cmd += ["-m", TRAINER_MODULE]
     if config:
         cmd += ["--config", str(config)]
@@ -207,8 +216,9 @@ def _worker_pids(torchrun_pid: int) -> list[int]:
         return []
 
 
-def run(cmd: list[str]) -> int:
-    """Run torchrun, forwarding SIGUSR1 to the workers and SIGTERM/SIGINT to torchrun."""
+def run(cmd: list[str], direct: bool = False) -> int:
+    """Run torchrun (or, `direct`, the one trainer process), forwarding SIGUSR1 to the training
+    processes and SIGTERM/SIGINT to the process started."""
     def ignore_usr1():
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # inherited by torchrun; workers set their own
 
@@ -216,7 +226,7 @@ def run(cmd: list[str]) -> int:
     proc = subprocess.Popen(cmd, preexec_fn=ignore_usr1, start_new_session=True)
 
     def forward_usr1(signum, frame):
-        pids = _worker_pids(proc.pid)
+        pids = [proc.pid] if direct else _worker_pids(proc.pid)
         print(f"[launch] SIGUSR1: asking {len(pids)} training process(es) to checkpoint and exit", flush=True)
         for pid in pids:
             try:
@@ -225,7 +235,7 @@ def run(cmd: list[str]) -> int:
                 pass
 
     def forward_term(signum, frame):
-        print(f"[launch] {signal.Signals(signum).name}: stopping torchrun", flush=True)
+        print(f"[launch] {signal.Signals(signum).name}: stopping {'the trainer' if direct else 'torchrun'}", flush=True)
         proc.send_signal(signum)
 
     previous = {s: signal.signal(s, h) for s, h in ((signal.SIGUSR1, forward_usr1), (signal.SIGTERM, forward_term),
@@ -346,8 +356,9 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
         error(e)
         return 2
     print(describe(alloc, cmd, cfg).split("# resolved config:")[0], end="", flush=True)
-    rc = run(cmd)
-    print(f"[launch] torchrun exited with {rc}", flush=True)
+    direct = single_process(alloc)
+    rc = run(cmd, direct)
+    print(f"[launch] {'the trainer' if direct else 'torchrun'} exited with {rc}", flush=True)
     return rc
 
 

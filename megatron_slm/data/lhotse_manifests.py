@@ -135,14 +135,19 @@ def _problem(problems: Optional[list], reason: str, message: str) -> None:
     problems.append((reason, message))
 
 
-def _deserialize(obj: dict, where: str, problems: Optional[list]):
+def _deserialize(obj: dict, where: str, problems: Optional[list], cls: type, expected: str):
+    """The Lhotse object of one manifest record if it is a `cls`, else None (the problem noted)."""
     from lhotse.serialization import deserialize_item
 
     try:
-        return deserialize_item(dict(obj))
+        item = deserialize_item(dict(obj))
     except Exception as e:  # lhotse raises KeyError/TypeError/ValueError/AssertionError on bad records
         _problem(problems, "invalid_alignment", f"{where}: not a Lhotse manifest record ({type(e).__name__}: {e})")
         return None
+    if not isinstance(item, cls):
+        _problem(problems, "invalid_alignment", f"{where}: expected {expected}")
+        return None
+    return item
 
 
 def recordings_beside(supervisions: Path) -> Path:
@@ -173,11 +178,8 @@ def read_manifest(path: str | os.PathLike, problems: Optional[list] = None,
             raise AlignmentError(f"{p}: the audio of a supervisions manifest comes from its recordings manifest, "
                                  f"expected at {rec_path}")
         for where, obj in _records(p, problems):
-            sup = _deserialize(obj, where, problems)
+            sup = _deserialize(obj, where, problems, SupervisionSegment, "a supervision segment")
             if sup is None:
-                continue
-            if not isinstance(sup, SupervisionSegment):
-                _problem(problems, "invalid_alignment", f"{where}: expected a supervision segment")
                 continue
             rec = None
             if recordings is not None:
@@ -197,11 +199,8 @@ def read_manifest(path: str | os.PathLike, problems: Optional[list] = None,
         if kind == "shar":
             tar = str(shard.with_name(f"recording.{_SHAR_CUTS.match(shard.name)[1]}.tar"))
         for where, obj in _records(shard, problems):
-            cut = _deserialize(obj, where, problems)
+            cut = _deserialize(obj, where, problems, Cut, "a cut (a CutSet manifest)")
             if cut is None:
-                continue
-            if not isinstance(cut, Cut):
-                _problem(problems, "invalid_alignment", f"{where}: expected a cut (a CutSet manifest)")
                 continue
             yield Entry(cut.id, where, cut, tar)
 

@@ -68,7 +68,7 @@ def plot_isoflop(sweep: Sweep, report: dict, path: Path) -> None:
         bar.set_ticks(budgets, labels=[f"{c:.2g}" for c in budgets])
         bar.ax.minorticks_off()
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_frontier(sweep: Sweep, report: dict, compare: Mapping[str, LossLaw], path: Path) -> None:
@@ -88,7 +88,7 @@ def plot_frontier(sweep: Sweep, report: dict, compare: Mapping[str, LossLaw], pa
     ax.set_title("loss-compute frontier")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_allocation(sweep: Sweep, report: dict, compare: Mapping[str, LossLaw], path: Path) -> None:
@@ -116,7 +116,7 @@ def plot_allocation(sweep: Sweep, report: dict, compare: Mapping[str, LossLaw], 
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("compute-optimal allocation")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_metric(sweep: Sweep, name: str, values: np.ndarray, law: dict, path: Path) -> None:
@@ -134,10 +134,10 @@ def plot_metric(sweep: Sweep, name: str, values: np.ndarray, law: dict, path: Pa
     ax.set_title(f"{name} vs compute")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -86,17 +86,14 @@ def metric_names(arms: Sequence[Arm]) -> list[str]:
     return names
 
 
-def _plt():
-    import matplotlib
+def _plots():
+    from megatron_slm.scaling import plots  # matplotlib loads only when a report draws
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return plots
 
 
 def plot_arms_frontier(arms: Sequence[Arm], path: Path) -> None:
-    plt = _plt()
+    plt = _plots().plt
     fig, ax = plt.subplots(figsize=(7, 5))
     c_axis = np.geomspace(min(a.sweep.C.min() for a in arms) / 1.5, max(a.sweep.C.max() for a in arms) * 1.5, 200)
     for i, arm in enumerate(arms):
@@ -113,11 +110,11 @@ def plot_arms_frontier(arms: Sequence[Arm], path: Path) -> None:
     ax.set_title("loss vs compute: every run (faint), best per budget (o), fitted L_opt(C)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, path)
+    _plots().save_figure(fig, path)
 
 
 def plot_arms_metric(arms: Sequence[Arm], name: str, path: Path) -> None:
-    plt = _plt()
+    plt = _plots().plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, arm in enumerate(arms):
         values = arm.metric(name)
@@ -141,15 +138,7 @@ def plot_arms_metric(arms: Sequence[Arm], name: str, path: Path) -> None:
     ax.set_title(f"{name} vs compute: every run (faint) and the best per budget", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    fig.clf()
-    _plt().close(fig)
+    _plots().save_figure(fig, path)
 
 
 def _slug(text: str) -> str:
