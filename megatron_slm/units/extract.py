@@ -81,7 +81,7 @@ def extract_to_jsonl(extractor, paths: Sequence[str], ids: Sequence[str], out: s
     items = extractor.prepare([paths[i] for i in todo], [ids[i] for i in todo])
 
     summary = ExtractionSummary(out=out, done_before=len(done), world=world)
-    bar = tqdm(total=round(sum(it.duration for it in items), 1), unit="s",
+    bar = tqdm(total=sum(it.duration for it in items), unit="s",
                desc=f"units[rank {rank}]" if world > 1 else "units", disable=rank != 0 or not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}{postfix}]")
     t0 = time.time()
@@ -91,7 +91,8 @@ def extract_to_jsonl(extractor, paths: Sequence[str], ids: Sequence[str], out: s
             f.write(rec.to_json() + "\n")
             summary.new += 1
             summary.audio_seconds += rec.audio_seconds
-            bar.update(rec.audio_seconds)
+            # decoded lengths can exceed the headers' durations by a few samples: keep the bar in range
+            bar.update(max(0.0, min(rec.audio_seconds, bar.total - bar.n)))
             if summary.new % 16 == 0:
                 f.flush()
                 bar.set_postfix_str(f"{summary.audio_seconds / 3600 / max(time.time() - t0, 1e-9):.4f} h audio/s")
