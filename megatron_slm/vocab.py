@@ -65,7 +65,10 @@ def tokenizer_unit_count(tokenizer_dir: str | os.PathLike) -> int:
 
 
 def _generic_fast_tokenizer(path: Path) -> bool:
-    """A tokenizer.json whose config names the generic fast class (what our tools and SlamKit save)."""
+    """A bare tokenizer dir (no model config.json, from which AutoTokenizer may pick a model's own
+    class, e.g. Qwen2's, which adds tokens) whose config names the generic fast class."""
+    if (path / "config.json").exists():
+        return False
     try:
         config = json.loads((path / "tokenizer_config.json").read_text())
     except (OSError, ValueError):
