@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything (once), then run the whole pipeline on the bundled corpus (CPU, a few minutes).
+# Install everything (once), then run the whole pipeline on a small story corpus made on the spot (CPU, ~6 min).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/install.sh
