@@ -92,20 +92,25 @@ def count_lines(paths: list[str]) -> int:
     return n
 
 
+def iter_lines(path) -> Iterator[tuple[str, bytes]]:
+    """(`file:line`, raw bytes) of each non-blank line of a JSONL file: the `where` every message names."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if raw.strip():
+                yield f"{path}:{lineno}", raw
+
+
 def iter_line_shards(paths: list[str], shard_lines: int) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
     """(shard index, [(where, raw line)]) over the non-blank lines of all files in order. Shards
     depend only on the inputs, never on the number of workers."""
     shard: list[tuple[str, bytes]] = []
     index = 0
     for p in paths:
-        with open(p, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                shard.append((f"{p}:{lineno}", raw))
-                if len(shard) == shard_lines:
-                    yield index, shard
-                    index, shard = index + 1, []
+        for line in iter_lines(p):
+            shard.append(line)
+            if len(shard) == shard_lines:
+                yield index, shard
+                index, shard = index + 1, []
     if shard:
         yield index, shard
 

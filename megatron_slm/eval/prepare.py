@@ -335,29 +335,25 @@ def word_shuffle_inputs(units_path: str, alignments_path: str) -> Iterator:
     is none, raises a named error."""
     from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
     from megatron_slm.data.prepare import units_record
-    from megatron_slm.data.records import RecordError, decode_json_line
+    from megatron_slm.data.records import RecordError, decode_json_line, iter_lines
     from megatron_slm.units.records import read_meta
 
     K = read_meta(units_path)["kmeans"]["k"]
     align = AlignmentIndex(alignments_path)
     yield from ((msg, reason) for reason, msg in align.problems)
     seen: set[str] = set()
-    with open(units_path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            where = f"{units_path}:{lineno}"
-            try:
-                rec, _ = units_record(decode_json_line(raw, where), where, K)
-                if rec.id in seen:
-                    raise RecordError(f"{where}: utterance id {rec.id!r} seen before (first kept)", "duplicate_id")
-                seen.add(rec.id)
-                if rec.id not in align:
-                    raise RecordError(f"{where}: utterance {rec.id!r} has no alignment in {alignments_path}",
-                                      "no_alignment")
-                yield rec, validate(align.get(rec.id), rec.audio_seconds)
-            except (RecordError, AlignmentError) as e:
-                yield str(e), e.reason
+    for where, raw in iter_lines(units_path):
+        try:
+            rec, _ = units_record(decode_json_line(raw, where), where, K)
+            if rec.id in seen:
+                raise RecordError(f"{where}: utterance id {rec.id!r} seen before (first kept)", "duplicate_id")
+            seen.add(rec.id)
+            if rec.id not in align:
+                raise RecordError(f"{where}: utterance {rec.id!r} has no alignment in {alignments_path}",
+                                  "no_alignment")
+            yield rec, validate(align.get(rec.id), rec.audio_seconds)
+        except (RecordError, AlignmentError) as e:
+            yield str(e), e.reason
 
 
 def build_word_shuffle(units_path: str, alignments_path: str, seed: int = 0, task: str = "word_shuffle",

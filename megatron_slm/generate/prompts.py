@@ -38,7 +38,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from megatron_slm.data.records import RecordError, SkipLog, decode_json_line
+from megatron_slm.data.records import RecordError, SkipLog, decode_json_line, iter_lines
 from megatron_slm.generate.sampling import GenerationError
 
 SPEECH, TEXT = "speech", "text"
@@ -121,15 +121,11 @@ def _segment_from_json(obj, where: str, i: int) -> Segment:
 
 
 def _iter_json_lines(path: str, skipped: SkipLog) -> Iterable[tuple[str, dict]]:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, decode_json_line(raw, where)
-            except RecordError as e:
-                skipped.add(e.reason, str(e))
+    for where, raw in iter_lines(path):
+        try:
+            yield where, decode_json_line(raw, where)
+        except RecordError as e:
+            skipped.add(e.reason, str(e))
 
 
 def _first_object(path: str) -> Optional[dict]:
