@@ -167,6 +167,12 @@ def build_gpt_models(arch: ModelArch, cfg: SLMConfig, padded_vocab: int, on_cuda
             share_embeddings_and_output_weights=arch.tie_embeddings, position_embedding_type="rope",
             rotary_base=int(arch.rotary_base), rope_scaling=arch.rope_scaling,
             rope_scaling_factor=arch.rope_scaling_factor, vp_stage=vp_stage)
+        if config.params_dtype != torch.float32:
+            # The local spec builds its torch norms in float32 whatever params_dtype says. One
+            # dtype for every parameter, as Megatron-LM's Float16Module casts it: the float16
+            # optimizer maps optimizer state to checkpoint keys through its float16 params only,
+            # so a float32 norm among bf16 weights made the default bf16 run unsavable.
+            model.to(dtype=config.params_dtype)
         if on_cuda:
             model.cuda(torch.cuda.current_device())
         models.append(model)
