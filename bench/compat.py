@@ -117,7 +117,7 @@ def hubert_table() -> None:
     import torch
 
     from extract_units import fitted_sklearn_kmeans, mhubert_base_25hz_random
-    from megatron_slm.units.audio import load_audio
+    from megatron_slm.audio.decode_soundfile import load_audio
     from megatron_slm.units.extractors import HubertExtractor
 
     paths = sorted(glob.glob(os.path.join(CORPUS, "audio", "*.flac")))

@@ -24,7 +24,9 @@ import time
 import numpy as np
 import torch
 
-from megatron_slm.units.audio import AudioLoader, list_audio_files, load_audio
+from megatron_slm.audio.decode_soundfile import load_audio
+from megatron_slm.audio.loader import AudioLoader
+from megatron_slm.audio.sources import list_audio_files
 from megatron_slm.units.extractors import HubertExtractor, resolve_dtype
 from megatron_slm.units.pipeline import UnitExtractor
 

@@ -791,7 +791,10 @@ def units_worker(out: Path, seconds: float, device: str = "cuda", layer: int = 1
     import numpy as np
     import torch
 
-    from megatron_slm.units.audio import AudioLoader, list_audio_files, load_audio, probe
+    from megatron_slm.audio.decode_soundfile import load_audio
+    from megatron_slm.audio.loader import AudioLoader
+    from megatron_slm.audio.probe import probe
+    from megatron_slm.audio.sources import list_audio_files
     from megatron_slm.units.extractors import HubertExtractor
     from megatron_slm.units.pipeline import UnitExtractor
 

@@ -17,7 +17,8 @@ from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validat
 from megatron_slm.data.lhotse_manifests import UNITS_FIELD, audio_inputs, write_units  # noqa: E402
 from megatron_slm.data.storage import content_hash  # noqa: E402
 from megatron_slm.testing.lhotse_corpus import corpus_cuts, write_manifests  # noqa: E402
-from megatron_slm.units.audio import AudioSource, load_audio  # noqa: E402
+from megatron_slm.audio.decode_soundfile import load_audio  # noqa: E402
+from megatron_slm.audio.sources import AudioSource  # noqa: E402
 from megatron_slm.units.records import iter_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,10 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO, _env
-from megatron_slm.units.audio import HAVE_DALI, AudioLoader, AudioSource, list_audio_files, probe
+from megatron_slm.audio.decode_dali import HAVE_DALI
+from megatron_slm.audio.loader import AudioLoader
+from megatron_slm.audio.probe import probe
+from megatron_slm.audio.sources import AudioSource, list_audio_files
 
 CORPUS = REPO / "examples" / "data" / "tiny_corpus"
 KM = CORPUS / "km_mel100.npy"
@@ -341,7 +344,7 @@ def test_alignment_inputs_of_unit_extraction_name_the_file_line_and_field(tmp_pa
 
 def test_one_audio_rule_for_directories_and_file_lists(bad_audio, tmp_path):
     """13: .mp3 was ignored by --audio-dir but decoded via --file-list; 11: a FIFO hung the listing."""
-    from megatron_slm.units.audio import Skipped
+    from megatron_slm.audio.skips import Skipped
     from megatron_slm.units.cli import resolve_inputs
 
     d = tmp_path / "audio"

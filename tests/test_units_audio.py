@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_slm.units.audio import HAVE_DALI, AudioItem, AudioLoader, bucket_batches, load_audio, probe
+from megatron_slm.audio.decode_dali import HAVE_DALI
+from megatron_slm.audio.decode_soundfile import load_audio
+from megatron_slm.audio.loader import AudioLoader, bucket_batches
+from megatron_slm.audio.probe import AudioItem, probe
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "examples", "data", "tiny_corpus")
 SRC = os.path.join(CORPUS, "audio", "s01_01.flac")

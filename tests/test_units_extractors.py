@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_slm.units.audio import load_audio
+from megatron_slm.audio.decode_soundfile import load_audio
 from megatron_slm.units.extractors import HubertExtractor, MelExtractor, build_extractor
 from megatron_slm.units.kmeans import inertia, load_centroids
 from megatron_slm.units.pipeline import FeatureStream, UnitExtractor
-from megatron_slm.units.audio import AudioLoader
+from megatron_slm.audio.loader import AudioLoader
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CORPUS = os.path.join(ROOT, "examples", "data", "tiny_corpus")

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_slm.units.audio import HAVE_DALI, AudioLoader, load_audio, probe
+from megatron_slm.audio.decode_dali import HAVE_DALI
+from megatron_slm.audio.decode_soundfile import load_audio
+from megatron_slm.audio.loader import AudioLoader
+from megatron_slm.audio.probe import probe
 from megatron_slm.units.pipeline import UnitExtractor
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "examples", "data", "tiny_corpus")

@@ -27,7 +27,7 @@ class CorpusError(ValueError):
 @dataclasses.dataclass
 class Utterance:
     id: str
-    audio: object            # a file path, or a units.audio.AudioSource (a span, a Shar member)
+    audio: object            # a file path, or a audio.sources.AudioSource (a span, a Shar member)
     text: str
     audio_label: str         # the "audio" field written to JSONL
     offset: float = 0.0      # where the utterance starts in its recording (Lhotse time frame)
@@ -66,7 +66,7 @@ def read_transcripts(path: str) -> tuple[list[Utterance], str]:
 def _read_lhotse(path: str) -> list[Utterance]:
     from megatron_slm.data.alignments import AlignmentError
     from megatron_slm.data.lhotse_manifests import cut_audio, read_manifest
-    from megatron_slm.units.audio import AudioSource
+    from megatron_slm.audio.sources import AudioSource
 
     out = []
     try:

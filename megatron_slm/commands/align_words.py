@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     from megatron_slm.align import aligner as al
     from megatron_slm.align import corpus
     from megatron_slm.align.model import CTCModel
-    from megatron_slm.units.audio import load_audio
+    from megatron_slm.audio.decode_soundfile import load_audio
     from megatron_slm.units.sharding import repair_tail
     from megatron_slm.units.synth import split_words
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                 except Exception as e:  # soundfile/tar/lhotse errors: one file, one line in the summary
                     bad.append((u.id, f"audio unreadable: {str(e).splitlines()[0][:200]}"))
                     continue
-                if not np.isfinite(wave).all():  # NaN/Inf would align to nonsense (as in units/audio.screen)
+                if not np.isfinite(wave).all():  # NaN/Inf would align to nonsense (as in audio/screen.py)
                     bad.append((u.id, "non-finite samples"))
                     continue
                 if wave.size < model.sample_rate * model.frame_seconds * 2:

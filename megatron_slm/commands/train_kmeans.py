@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from megatron_slm.units.audio import AudioLoader
+    from megatron_slm.audio.loader import AudioLoader
     from megatron_slm.units.extractors import build_extractor
     from megatron_slm.units.kmeans import inertia, train_minibatch_kmeans
     from megatron_slm.units.pipeline import FeatureStream, default_device
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
 
 def report_skips(stream) -> None:
     """The files left out (counted by reason) and the files kept with a remark (silence)."""
-    from megatron_slm.units.audio import reason_counts
+    from megatron_slm.audio.skips import reason_counts
 
     if stream.skipped:
         print(f"skipped {len(stream.skipped)} files ({reason_counts(stream.skipped)}):")

@@ -248,7 +248,7 @@ class _TarMembers:
     def read(cls, tar: str, cut_id: str) -> bytes:
         index = cls._index.get(tar)
         if index is None:
-            from megatron_slm.units.audio import AUDIO_EXTENSIONS
+            from megatron_slm.audio.sources import AUDIO_EXTENSIONS
 
             index = {}
             with tarfile.open(tar) as tf:
@@ -284,7 +284,7 @@ def cut_audio(entry: Entry):
     `AudioSource` (a span of a file, a Shar tar member, or audio rendered by Lhotse)."""
     from lhotse import MonoCut
 
-    from megatron_slm.units.audio import AudioSource
+    from megatron_slm.audio.sources import AudioSource
 
     cut = entry.cut
     label = f"{entry.where}#{entry.id}"

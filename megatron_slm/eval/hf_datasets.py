@@ -140,7 +140,7 @@ class _RowAudio:
 def read_hf(src: str, task: str, split: Optional[str] = None, parts: Optional[Sequence[str]] = None) -> list:
     """ItemSpecs of a local HF benchmark dataset (positive = the positive column, one negative)."""
     from megatron_slm.eval.prepare import CandSpec, ItemSpec, PrepareError
-    from megatron_slm.units.audio import AudioSource
+    from megatron_slm.audio.sources import AudioSource
 
     ds_mod = _datasets()
     configs = load_configs(src, split)

@@ -55,7 +55,7 @@ def _first_few(names: list[str], sep: str, n: int = 5) -> str:
 class CandSpec:
     audio: Optional[str] = None        # a file path, or the key of `source`
     text: Optional[str] = None
-    source: Optional[object] = None    # units.audio.AudioSource: audio held elsewhere (a dataset row)
+    source: Optional[object] = None    # audio.sources.AudioSource: audio held elsewhere (a dataset row)
 
 
 @dataclass

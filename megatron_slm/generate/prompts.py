@@ -245,7 +245,7 @@ def read_audio_prompts(paths: Sequence[str], extractor, seconds: Optional[float]
                        alignments=None) -> PromptSet:
     """Audio files/directories -> units with `extractor` (a units.pipeline.UnitExtractor);
     unreadable files are skipped and counted. Prompts come back in input order."""
-    from megatron_slm.units.audio import list_audio_files, utterance_id
+    from megatron_slm.audio.sources import list_audio_files, utterance_id
     from megatron_slm.units.records import compatibility_key
 
     files: list[tuple[str, str]] = []

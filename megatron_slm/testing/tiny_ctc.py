@@ -68,7 +68,7 @@ def fit_to_alignments(model_dir: str | os.PathLike, alignments: str, steps: int 
     import torch
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
-    from megatron_slm.units.audio import load_audio
+    from megatron_slm.audio.decode_soundfile import load_audio
     from megatron_slm.units.synth import iter_alignments
 
     torch.manual_seed(seed)

@@ -62,7 +62,8 @@ def resolve_inputs(args: argparse.Namespace, skipped: list | None = None) -> tup
     input is a file path or, for Lhotse cuts, an `AudioSource` (a span, a Shar tar member).
     --audio-dir and --file-list follow one rule: audio files are the regular files with one of
     AUDIO_EXTENSIONS; entries left out by it are appended to `skipped` (`Skipped`) when given."""
-    from megatron_slm.units.audio import AUDIO_EXTENSIONS, Skipped, is_audio_name, list_audio_files, utterance_id
+    from megatron_slm.audio.skips import Skipped
+    from megatron_slm.audio.sources import AUDIO_EXTENSIONS, is_audio_name, list_audio_files, utterance_id
 
     skipped = [] if skipped is None else skipped
     if args.alignments:

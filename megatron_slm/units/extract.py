@@ -34,7 +34,7 @@ class ExtractionSummary:
 
     def lines(self, show: int = 20) -> list[str]:
         from megatron_slm.console import duration
-        from megatron_slm.units.audio import Skipped, reason_counts
+        from megatron_slm.audio.skips import Skipped, reason_counts
 
         rate = self.audio_seconds / self.elapsed_s if self.elapsed_s > 0 else 0.0
         out = [f"units: {self.total} utterances in {self.out} ({self.new} new on rank 0, {self.done_before} done "

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from megatron_slm import compat as compat_rules
-from megatron_slm.units.audio import SAMPLE_RATE
+from megatron_slm.audio.decode_soundfile import SAMPLE_RATE
 
 
 class FeatureExtractor(abc.ABC):

@@ -20,7 +20,10 @@ import numpy as np
 import torch
 
 from megatron_slm import compat as compat_rules
-from megatron_slm.units.audio import AudioBatch, AudioItem, AudioLoader, Input, Skipped, probe
+from megatron_slm.audio.loader import AudioBatch, AudioLoader
+from megatron_slm.audio.probe import AudioItem, probe
+from megatron_slm.audio.skips import Skipped
+from megatron_slm.audio.sources import Input
 from megatron_slm.units.extractors import FeatureExtractor, build_extractor
 from megatron_slm.units.kmeans import KMeansAssigner, centroids_sha256, load_centroids
 from megatron_slm.units.records import UnitRecord, make_meta, make_record

@@ -126,7 +126,7 @@ class CodebookGriffinLim:
         return vocoder
 
     def _measure_mel_mean(self, paths: Sequence[str]) -> torch.Tensor:
-        from megatron_slm.units.audio import load_audio
+        from megatron_slm.audio.decode_soundfile import load_audio
 
         sums, count = torch.zeros(self.ext.dim), 0
         for p in paths:
