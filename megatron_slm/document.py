@@ -37,7 +37,7 @@ the labels). `modality` is 0 for text, 1 for speech, 2 for BOS, markers and EOD.
 documents of runs read from one id array, with array operations): preprocessing and the dynamic
 drawer use it, and a test checks it equals `layout` run by run.
 
-The two conventions (megatron_slm/compat.py) differ in three layout rules, given by
+The two conventions (megatron_slm/conventions.py) differ in three layout rules, given by
 `first_word_spaced`, `keep_empty_speech` and `document_bos`.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from megatron_slm import compat
+from megatron_slm import conventions
 
 SPEECH, TEXT = "speech", "text"
 MODALITY = {TEXT: 0, SPEECH: 1}   # the vocabulary's MODALITY_TEXT / MODALITY_SPEECH
@@ -101,13 +101,13 @@ class Document:
 def first_word_spaced(rule: str) -> bool:
     """Whether the first word of an interleaved document is tokenised with its leading space
     (slamkit: SlamKit stores every word with one) or without (none)."""
-    return rule == compat.SLAMKIT
+    return rule == conventions.SLAMKIT
 
 
 def keep_empty_speech(rule: str) -> bool:
     """Whether a drawn speech span that owns no unit keeps its <speech> marker with nothing after
     it (slamkit) or turns back into text (none)."""
-    return rule == compat.SLAMKIT
+    return rule == conventions.SLAMKIT
 
 
 def document_bos(vocab, add_bos: bool, rule: str) -> bool:
@@ -116,7 +116,7 @@ def document_bos(vocab, add_bos: bool, rule: str) -> bool:
     LayoutError for a tokenizer that adds other specials than BOS before and EOS after."""
     if not add_bos or vocab.bos is None:
         return False
-    if rule != compat.SLAMKIT:
+    if rule != conventions.SLAMKIT:
         return True
     before, after = vocab.added_specials()
     if before not in ([], [vocab.bos]) or after not in ([], [vocab.eod]):

@@ -3,6 +3,8 @@
   interleaved  units JSONL + word alignments -> interleaved speech/text documents
   speech       units JSONL                   -> speech-only documents ([BOS] units [EOD])
   text         text JSONL                    -> text-only documents ([BOS] text [EOD])
+  preference   prompt/chosen/rejected JSONL  -> DPO pairs (ours or SlamKit's preference features)
+  sft          prompt/response JSONL         -> SFT examples (loss on the response only)
 
 Examples:
   python tools/preprocess_data.py interleaved --tokenizer ckpt/llama3b-slm/tokenizer \\
@@ -27,7 +29,7 @@ from megatron_slm.vocab import DEFAULT_NUM_UNITS
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="kind", required=True, metavar="{interleaved,speech,text}")
+    sub = ap.add_subparsers(dest="kind", required=True, metavar="{interleaved,speech,text,preference,sft}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tokenizer", required=True, help="base or extended HF tokenizer dir, or a sentencepiece .model")
@@ -73,11 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--input", required=True, nargs="+", help="JSONL file(s) or glob(s), one document per line")
     p.add_argument("--text-key", default="text", help="JSON field holding the document text")
+    from megatron_slm.posttrain.cli import add_parsers
+    add_parsers(sub, common)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.kind in ("preference", "sft"):
+        from megatron_slm.posttrain.cli import main as pairs_main
+        return pairs_main(args)
     from megatron_slm.config import InterleaveConfig
     from megatron_slm.data.preprocess import PreprocessError, PreprocessJob, run
     from megatron_slm.data.records import REASONS

@@ -7,7 +7,7 @@ A draw (`select_speech_words`) marks which words are spoken; `assemble` then emi
     [BOS] <text> w0 w1 <speech> u.. u.. <text> w4 ... [EOD]
 
 with a modality marker at the start and at every switch. Two rule sets (`compat`, see
-megatron_slm/compat.py):
+megatron_slm/conventions.py):
 
   slamkit  SlamKit's, which the released SIMS models were trained on: a speech span over words
            i..j covers the unit runs whose END time (cumsum(durations) * unit_seconds) lies in
@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from megatron_slm import compat
+from megatron_slm import conventions
 from megatron_slm.config import InterleaveConfig
 
 
@@ -168,7 +168,7 @@ def word_prob(cfg: InterleaveConfig) -> float:
     slamkit) or 0.3 (none)."""
     if cfg.word_prob is not None:
         return float(cfg.word_prob)
-    return 0.5 if cfg.compat == compat.SLAMKIT else 0.3
+    return 0.5 if cfg.compat == conventions.SLAMKIT else 0.3
 
 
 def speech_masks(n_words: np.ndarray, keys: np.ndarray, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
@@ -177,7 +177,7 @@ def speech_masks(n_words: np.ndarray, keys: np.ndarray, cfg: InterleaveConfig, s
     n = np.asarray(n_words, dtype=np.int64)
     keys = np.asarray(keys, dtype=np.int64)
     total = int(n.sum())
-    if cfg.compat == compat.SLAMKIT:
+    if cfg.compat == conventions.SLAMKIT:
         from megatron_slm.data import slamkit_sampling as sk
 
         if cfg.method == "poisson":
@@ -208,8 +208,8 @@ def select_speech_words(n: int, key: int, cfg: InterleaveConfig, seed: int, epoc
 
 def check_config(cfg: InterleaveConfig, prefix: str = "interleave") -> None:
     """Raise ValueError naming the bad parameter."""
-    if cfg.compat not in compat.CHOICES:
-        raise ValueError(f"{prefix}.compat={cfg.compat!r} must be one of {', '.join(compat.CHOICES)}")
+    if cfg.compat not in conventions.CHOICES:
+        raise ValueError(f"{prefix}.compat={cfg.compat!r} must be one of {', '.join(conventions.CHOICES)}")
     for name in ("speech_fraction", "span_prob", "word_prob"):
         if getattr(cfg, name) is not None and not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{prefix}.{name}={getattr(cfg, name)} must be within [0, 1]")
@@ -233,12 +233,12 @@ def runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
 
 
 def word_unit_ranges(starts: np.ndarray, ends: np.ndarray, durations: np.ndarray, unit_seconds: float,
-                     rule: str = compat.NONE) -> tuple[np.ndarray, np.ndarray]:
+                     rule: str = conventions.NONE) -> tuple[np.ndarray, np.ndarray]:
     """Per word, unit runs [lo, hi); a span of words i..j owns runs [lo[i], hi[j]).
     slamkit: runs whose end time cumsum(durations) * unit_seconds lies in [start, end] (SlamKit's
     bisect_left / bisect_right on those times); none: runs with a frame centre inside
     [start, end] -- every run overlapping the span's frame range."""
-    if rule == compat.SLAMKIT:
+    if rule == conventions.SLAMKIT:
         end_times = np.cumsum(np.asarray(durations, dtype=np.int64)) * float(unit_seconds)
         return (np.searchsorted(end_times, np.asarray(starts, dtype=np.float64), side="left").astype(np.int64),
                 np.searchsorted(end_times, np.asarray(ends, dtype=np.float64), side="right").astype(np.int64))
@@ -414,7 +414,7 @@ def batch_runs(b: PreparedBatch, masks: np.ndarray, keep_empty: bool = False) ->
 
 
 def draw_batch(b: PreparedBatch, cfg: InterleaveConfig, seed: int, epoch: int) -> Runs:
-    return batch_runs(b, speech_masks(b.num_words, b.keys, cfg, seed, epoch), keep_empty=cfg.compat == compat.SLAMKIT)
+    return batch_runs(b, speech_masks(b.num_words, b.keys, cfg, seed, epoch), keep_empty=cfg.compat == conventions.SLAMKIT)
 
 
 def gather_ranges(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ and token lookup run as array operations over all records. A record that any vec
 rejects goes through `prepare_interleaved`, so skipped records get exactly its messages (and
 a shard holding a record only the reference accepts is prepared by the reference).
 
-`rule` is the compat rule set (megatron_slm/compat.py) of what is prepared here: which unit runs
+`rule` is the compat rule set (megatron_slm/conventions.py) of what is prepared here: which unit runs
 a word owns, and whether the first word keeps its leading space (slamkit) or not (none).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from megatron_slm import compat, fields
+from megatron_slm import conventions, fields
 from megatron_slm.data import interleave
 from megatron_slm.data.alignments import DURATION_TOLERANCE_S, AlignmentError, AlignmentIndex, validate
 from megatron_slm.data.records import RecordError
@@ -39,7 +39,7 @@ def units_record(obj: dict, where: str, K: int):
     return rec, np.asarray(rec.units, dtype=np.int64)
 
 
-def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE
+def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: AlignmentIndex, rule: str = conventions.NONE
                         ) -> tuple[interleave.PreparedUtterance, Any]:
     """One units record + its alignment -> (PreparedUtterance, UnitRecord); RecordError if unusable."""
     rec, units = units_record(obj, where, vocab.num_units)
@@ -49,7 +49,7 @@ def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: Alignm
         al = validate(align.get(rec.id), rec.audio_seconds)
     except AlignmentError as e:
         raise RecordError(str(e), e.reason) from None
-    ids, owner = vocab.encode_words_flat(al.words, first_spaced=rule == compat.SLAMKIT)
+    ids, owner = vocab.encode_words_flat(al.words, first_spaced=rule == conventions.SLAMKIT)
     lo, hi = interleave.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds, rule)
     return interleave.prepare_flat(interleave.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
 
@@ -138,7 +138,7 @@ def _first_frame_at(times: np.ndarray, T: np.ndarray, strict: bool) -> np.ndarra
     return np.minimum(c, 2.0 ** 33 - 1).astype(np.int64)
 
 
-def _word_unit_ranges(a: dict, unit_seconds: np.ndarray, rule: str = compat.NONE) -> tuple[np.ndarray, np.ndarray]:
+def _word_unit_ranges(a: dict, unit_seconds: np.ndarray, rule: str = conventions.NONE) -> tuple[np.ndarray, np.ndarray]:
     """`interleave.word_unit_ranges` for all records at once: a search in record-tagged sorted keys."""
     useg, wseg = a["useg"], a["wseg"]
     run_end = interleave._segment_cumsum(a["durations"], useg)
@@ -146,7 +146,7 @@ def _word_unit_ranges(a: dict, unit_seconds: np.ndarray, rule: str = compat.NONE
     T = unit_seconds[wseg]
     tag_u, tag_w = useg << 33, wseg << 33
     unit_first = (np.cumsum(a["n_units"]) - a["n_units"])[wseg]
-    if rule == compat.SLAMKIT:
+    if rule == conventions.SLAMKIT:
         # runs whose end time run_end * T is >= start (bisect_left) / <= end (bisect_right), i.e.
         # whose integer run_end lies below the first frame count past the time: exact integer keys
         lo = np.searchsorted(tag_u + run_end, tag_w + _first_frame_at(a["starts"], T, strict=False), side="left")
@@ -160,7 +160,7 @@ def _word_unit_ranges(a: dict, unit_seconds: np.ndarray, rule: str = compat.NONE
     return lo, hi
 
 
-def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE,
+def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = conventions.NONE,
                   lines: Sequence[bytes] | None = None
                   ) -> tuple[list[int], interleave.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
     """(positions of the usable records, their PreparedBatch, their audio seconds, [(position,
@@ -194,7 +194,7 @@ def prepare_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: Al
     return kept, _fast_batch(cols, arrays, good, vocab, rule), np.asarray(cols.audio_seconds, np.float64)[good], errors
 
 
-def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = compat.NONE
+def reference_batch(records: list[tuple[str, dict]], vocab: SpeechVocab, align: AlignmentIndex, rule: str = conventions.NONE
                     ) -> tuple[list[int], interleave.PreparedBatch, np.ndarray, list[tuple[int, RecordError]]]:
     """`prepare_batch` through the per-record reference, record by record."""
     kept, utts, secs, errors = [], [], [], []
@@ -217,7 +217,7 @@ def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab, rule
     n_words, n_units = a["n_words"][good], a["n_units"][good]
     word_starts = np.r_[0, np.cumsum(n_words)]
     words = c.words if good.all() else [w for w, k in zip(c.words, keep_w.tolist()) if k]
-    text_ids, tok_counts = vocab.encode_word_lists(words, word_starts, first_spaced=rule == compat.SLAMKIT)
+    text_ids, tok_counts = vocab.encode_word_lists(words, word_starts, first_spaced=rule == conventions.SLAMKIT)
     # per document: text ids ++ unit ids
     text_len = np.add.reduceat(tok_counts, word_starts[:-1]) if len(tok_counts) else np.zeros(0, np.int64)
     layout_lens = text_len + n_units

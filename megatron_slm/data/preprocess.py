@@ -17,7 +17,7 @@ Document layouts (one document = one sequence):
                 dynamic: text ids of all words ++ unit ids of the aligned range; the per-word
                 layout goes to `<prefix>_words` (int32: key, n, n token counts, n lo, n hi)
 
-Interleaved data follows `interleave.compat` (megatron_slm/compat.py): with slamkit, a document is
+Interleaved data follows `interleave.compat` (megatron_slm/conventions.py): with slamkit, a document is
 the ids SlamKit's tokenizer call gives for its interleaved string -- BOS only where the tokenizer
 adds one -- followed by EOD (the packing separator; already there when the tokenizer adds EOS).
 The sidecar records the convention; units made under the other one are refused unless
@@ -38,7 +38,7 @@ from typing import Optional
 
 import numpy as np
 
-from megatron_slm import compat
+from megatron_slm import conventions
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave
 from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
@@ -106,7 +106,7 @@ def document_bos(vocab: SpeechVocab, add_bos: bool, rule: str) -> bool:
     (SlamKit tokenises with add_special_tokens=True); none, whenever the tokenizer has one."""
     if not add_bos or vocab.bos is None:
         return False
-    if rule != compat.SLAMKIT:
+    if rule != conventions.SLAMKIT:
         return True
     before, after = vocab.added_specials()
     if before not in ([], [vocab.bos]) or after not in ([], [vocab.eod]):
@@ -286,14 +286,14 @@ def run(job: PreprocessJob) -> dict:
             raise PreprocessError(f"input {p}: no such file")
     units_identity = _units_identity(job.inputs) if job.kind != "text" else None
     # speech data follows its units' convention; interleaved data its own, which must be theirs
-    conventions = compat.recorded(units_identity) if units_identity is not None else None
+    convention = conventions.recorded(units_identity) if units_identity is not None else None
     if job.kind == "interleaved":
-        conventions = job.interleave.compat
+        convention = job.interleave.compat
         try:
-            compat.check_same([(f"the interleaving (--compat {conventions})", conventions),
-                               (f"the units ({units_identity['sidecar']})", compat.recorded(units_identity))],
+            conventions.check_same([(f"the interleaving (--compat {convention})", convention),
+                               (f"the units ({units_identity['sidecar']})", conventions.recorded(units_identity))],
                               job.interleave.allow_mixed_compat, "--allow-mixed-compat")
-        except compat.CompatError as e:
+        except conventions.CompatError as e:
             raise PreprocessError(str(e)) from None
     K = job.num_units
     if units_identity is not None:
@@ -430,7 +430,7 @@ def run(job: PreprocessJob) -> dict:
         "mode": job.mode if job.kind == "interleaved" else None,
         "seed": job.seed if job.kind == "interleaved" else None,
         "interleave": dataclasses.asdict(job.interleave) if job.kind == "interleaved" else None,
-        "compat": conventions,
+        "compat": convention,
         "add_bos": job.add_bos,
         "words_separable": separable,
         "dtype": np.dtype(token_dtype(vocab.vocab_size)).name,

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from megatron_slm import compat, jsonio
+from megatron_slm import conventions, jsonio
 from megatron_slm.data import interleave
 
 SIDECAR_FORMAT = "megatron-slm-dataset/1"
@@ -70,15 +70,15 @@ def _units_key(units: dict) -> dict:
     return with_compat({k: v for k, v in units.items() if k != "sidecar"})  # where the sidecar was: informational
 
 
-def conventions(meta: Optional[dict], where: str) -> list[tuple[str, str]]:
+def recorded_conventions(meta: Optional[dict], where: str) -> list[tuple[str, str]]:
     """[(what, convention)] a dataset sidecar follows: its own (interleaved, speech) and its
     units' (so a dataset made with mixed conventions shows both); none for text data."""
     if not meta or meta.get("kind") in TEXT_KINDS:
         return []
-    out = [(where, compat.recorded(meta))]
+    out = [(where, conventions.recorded(meta))]
     units = (meta.get("identity") or {}).get("units")
     if units:
-        out.append((f"the units of {where}", compat.recorded(units)))
+        out.append((f"the units of {where}", conventions.recorded(units)))
     return out
 
 
@@ -115,12 +115,12 @@ def check_conventions(prefixes: list[str], icfg) -> None:
         if not os.path.isfile(sidecar_path(prefix)):
             continue  # plain Megatron data (kind gpt), or a missing dataset reported when it is opened
         meta = read_sidecar(prefix)
-        found += conventions(meta, sidecar_path(prefix))
+        found += recorded_conventions(meta, sidecar_path(prefix))
         if meta.get("mode") == "dynamic":
             found.append((f"data.interleave.compat (which draws {prefix})", icfg.compat))
     try:
-        compat.check_same(found, icfg.allow_mixed_compat, "data.interleave.allow_mixed_compat=true")
-    except compat.CompatError as e:
+        conventions.check_same(found, icfg.allow_mixed_compat, "data.interleave.allow_mixed_compat=true")
+    except conventions.CompatError as e:
         raise DatasetError(str(e)) from None
 
 

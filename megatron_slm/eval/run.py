@@ -70,16 +70,16 @@ def check_sets(sets: Sequence[tuple[str, ItemSet]], identity: Optional[dict], vo
 
 
 def resolve_compat(sets: Sequence[tuple[str, ItemSet]], requested: Optional[str], allow_mixed: bool = False) -> str:
-    """The scoring convention of one eval run (megatron_slm/compat.py): `requested`, else the one
+    """The scoring convention of one eval run (megatron_slm/conventions.py): `requested`, else the one
     the benchmarks' units were made with (slamkit when none has units). ItemError when two
     benchmarks, or a benchmark and `requested`, follow different conventions, unless `allow_mixed`."""
-    from megatron_slm import compat
+    from megatron_slm import conventions
 
     found = [(f"--compat {requested}", requested)] if requested else []
-    found += [(s.path, compat.recorded(s.unit_identity)) for _, s in sets if has_units(s)]
+    found += [(s.path, conventions.recorded(s.unit_identity)) for _, s in sets if has_units(s)]
     try:
-        return compat.check_same(found, allow_mixed, "--allow-mixed-compat") or compat.DEFAULT
-    except compat.CompatError as e:
+        return conventions.check_same(found, allow_mixed, "--allow-mixed-compat") or conventions.DEFAULT
+    except conventions.CompatError as e:
         raise ItemError(str(e)) from None
 
 

@@ -10,7 +10,7 @@ log-probability per scored token (default) or the sum.
 The softmax always runs over the real vocabulary [0, vocab_size): padded embedding rows (Megatron
 pads the vocabulary, an HF export trims it) never take probability mass, so both backends give
 the same numbers. `restrict="speech"|"text"` further limits it to one modality's tokens, by the
-convention `compat` (megatron_slm/compat.py):
+convention `compat` (megatron_slm/conventions.py):
 
   slamkit  SlamKit's: speech = the units plus BOS and EOS (every other text logit and both
            modality markers at -inf); text = everything but the units.

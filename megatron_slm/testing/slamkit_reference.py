@@ -1,5 +1,5 @@
 """Plain-Python references of SlamKit's behaviour, written from its documented rules, for the tests
-and benchmarks that check `compat=slamkit` (megatron_slm/compat.py) against it. One utterance at
+and benchmarks that check `compat=slamkit` (megatron_slm/conventions.py) against it. One utterance at
 a time, with numpy's own random generator: slow and independent of the vectorised code.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from megatron_slm import compat
+from megatron_slm import conventions
 
 
 def add_input_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
                    help="padded seconds of audio per batch (length-bucketed; default 120 on GPU, "
                         "one utterance per batch on CPU, where padding only adds work)")
     g.add_argument("--num-threads", type=int, default=2, help="DALI decoding threads (default 2)")
-    g.add_argument("--compat", choices=compat.CHOICES, default=compat.DEFAULT,
+    g.add_argument("--compat", choices=conventions.CHOICES, default=conventions.DEFAULT,
                    help="slamkit (default): HuBERT input padded with 40 zero samples each side, as SlamKit and the "
                         "released SIMS models; none: unpadded (units made before this option). Recorded in the "
                         "sidecar: units of the two conventions never mix")

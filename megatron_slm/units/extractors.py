@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from megatron_slm import compat as compat_rules
+from megatron_slm import conventions
 from megatron_slm.audio.decode_soundfile import SAMPLE_RATE
 
 
@@ -177,7 +177,7 @@ class HubertExtractor(FeatureExtractor):
     runs in `dtype` (waveform normalisation stays in float32); features come out as float32.
 
     `input_padding` zero samples go on each side of every utterance first (SlamKit: 40, see
-    megatron_slm/compat.py). SlamKit runs the model on one zero-padded batch without an attention
+    megatron_slm/conventions.py). SlamKit runs the model on one zero-padded batch without an attention
     mask, so its batched features depend on the batch; here each utterance gets its own padding
     and the batch padding is masked, so every batch size gives what SlamKit gives one utterance."""
 
@@ -263,12 +263,12 @@ def build_extractor(name: str, model_dir: str | None = None, layer: int = 11, de
                     dtype: str = "auto", compat: str = "none", **mel_kwargs) -> FeatureExtractor:
     """Factory used by the CLIs and `UnitExtractor.from_args`. `compat="slamkit"` pads the HuBERT
     input as SlamKit does (the mel extractor has no SlamKit counterpart and is unchanged)."""
-    compat_rules.check_name(compat, "compat")
+    conventions.check_name(compat, "compat")
     if name == "mel":
         return MelExtractor(device=device, **mel_kwargs)
     if name == "hubert":
         if not model_dir:
             raise ValueError("the hubert extractor needs --model-dir (a local HF HubertModel directory)")
         return HubertExtractor.from_pretrained(model_dir, layer, device, dtype,
-                                               input_padding=SLAMKIT_INPUT_PADDING if compat == compat_rules.SLAMKIT else 0)
+                                               input_padding=SLAMKIT_INPUT_PADDING if compat == conventions.SLAMKIT else 0)
     raise ValueError(f"unknown extractor {name!r} (choose hubert or mel)")

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from megatron_slm import compat as compat_rules
+from megatron_slm import conventions
 from megatron_slm.audio.loader import AudioBatch, AudioLoader
 from megatron_slm.audio.probe import AudioItem, probe
 from megatron_slm.audio.skips import Skipped
@@ -105,7 +105,7 @@ class FeatureStream:
 class UnitExtractor(FeatureStream):
     def __init__(self, extractor: FeatureExtractor, centroids: np.ndarray, loader: AudioLoader,
                  collapse: bool = True, kmeans_path: str | None = None, min_seconds: float = 0.1,
-                 max_seconds: float | None = None, streams: int | None = None, compat: str = compat_rules.NONE):
+                 max_seconds: float | None = None, streams: int | None = None, compat: str = conventions.NONE):
         super().__init__(extractor, loader, min_seconds, max_seconds, streams)
         if centroids.shape[1] != extractor.dim:
             raise ValueError(f"k-means {kmeans_path or ''} has dimension {centroids.shape[1]} but the "
@@ -120,7 +120,7 @@ class UnitExtractor(FeatureStream):
                   layer: int = 11, device: str | None = None, audio_backend: str = "auto",
                   max_batch_seconds: float | None = None, num_threads: int = 2, collapse: bool = True,
                   min_seconds: float = 0.1, max_seconds: float | None = None, dtype: str = "auto",
-                  streams: int | None = None, compat: str = compat_rules.DEFAULT,
+                  streams: int | None = None, compat: str = conventions.DEFAULT,
                   trust_pickle: bool = False) -> "UnitExtractor":
         """`compat`: slamkit pads the HuBERT input as SlamKit does; recorded in `meta`.
         `trust_pickle`: allow a pickled k-means (loading it runs its code)."""

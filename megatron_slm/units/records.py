@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from megatron_slm import compat as compat_rules
+from megatron_slm import conventions
 from megatron_slm import fields
 from megatron_slm.jsonio import iter_jsonl, read_sidecar
 
@@ -114,7 +114,7 @@ def meta_path(units_path: str | os.PathLike) -> str:
 
 
 def make_meta(extractor_identity: dict, k: int, centroids_sha256: str, kmeans_path: str | None, collapse: bool,
-              compat: str = compat_rules.DEFAULT) -> dict:
+              compat: str = conventions.DEFAULT) -> dict:
     return {
         "format": META_FORMAT,
         "compat": compat,
@@ -133,13 +133,13 @@ def compatibility_key(meta: dict) -> dict:
     convention is not: padded and unpadded HuBERT inputs give different units."""
     ext = {k: v for k, v in meta["extractor"].items() if k not in ("model", "dtype")}
     return {"extractor": ext, "k": meta["kmeans"]["k"], "sha256": meta["kmeans"]["sha256"],
-            "deduplicated": meta["deduplicated"], "compat": compat_rules.recorded(meta)}
+            "deduplicated": meta["deduplicated"], "compat": conventions.recorded(meta)}
 
 
 def with_compat(key: dict) -> dict:
     """A stored compatibility key with its convention explicit (keys written before the field
     existed were made with `none`), so old and new keys compare field by field."""
-    return {**key, "compat": compat_rules.recorded(key)}
+    return {**key, "compat": conventions.recorded(key)}
 
 
 def write_meta(units_path: str | os.PathLike, meta: dict) -> None:

@@ -1,0 +1,53 @@
+"""The `preference` and `sft` subcommands of tools/preprocess_data.py (argument parsing stays light:
+the heavy imports happen when a subcommand runs)."""
+from __future__ import annotations
+
+
+def add_parsers(sub, common) -> None:
+    """The `preference` and `sft` subcommands of tools/preprocess_data.py."""
+    for kind, text in (("preference", "prompt/chosen/rejected records (ours or SlamKit's features) -> DPO pairs"),
+                       ("sft", "prompt/response records -> SFT examples (loss on the response)")):
+        p = sub.add_parser(kind, help=text, description=text + ". Parts are text, {\"units\": [...]} or a list "
+                           "of such segments; layout BOS + prompt, each completion + EOS; over-long records are "
+                           "truncated as TRL does (prompt from the left, completions from the right) and counted.")
+        common(p)
+        p.add_argument("--input", required=True, nargs="+", help="JSONL file(s), one record per line")
+        p.add_argument("--max-length", type=int, default=2048, help="tokens of prompt + completion (use train.seq_length)")
+        p.add_argument("--max-prompt-length", type=int, default=None, help="prompt tokens kept when truncating "
+                       "(default: half of --max-length)")
+        p.add_argument("--units-meta", default=None, metavar="UNITS_JSONL",
+                       help="the units JSONL (with its .meta.json) the records' units came from; default: "
+                            "<input>.meta.json")
+
+
+def main(args) -> int:
+    from megatron_slm.console import error
+    from megatron_slm.data.preprocess import PreprocessError
+    from megatron_slm.posttrain import records
+    from megatron_slm.posttrain.preprocess import PairJob, run
+    from megatron_slm.posttrain.storage import ROLES_SUFFIX
+
+    if not args.add_bos:
+        error("--no-bos: preference and SFT rows start with BOS (the prompt's context); drop the flag")
+        return 1
+    job = PairJob(kind=args.kind, tokenizer=args.tokenizer, inputs=list(args.input), out_prefix=args.out_prefix,
+                  max_length=args.max_length, max_prompt_length=args.max_prompt_length, units_meta=args.units_meta,
+                  num_units=args.num_units, match=args.match, strict=args.strict, progress=not args.quiet)
+    try:
+        meta = run(job)
+    except (PreprocessError, OSError) as e:
+        error(e)
+        return 1
+    t, tok = meta["truncated"], meta["tokens"]
+    print(f"wrote {job.out_prefix}.bin/.idx, {job.out_prefix}{ROLES_SUFFIX}.bin/.idx, .meta.json: {meta['documents']} "
+          f"{'pairs' if job.kind == 'preference' else 'examples'}, {tok['prompt']} prompt + {tok['completions']} "
+          f"completion tokens, {meta['elapsed_s']:.1f} s")
+    print(f"truncated {t['pairs']} records to --max-length {meta['max_length']} ({t['prompts']} prompts from the "
+          f"left, {t['completions']} with completions cut from the right)")
+    skipped = meta["skipped"]
+    print(f"skipped {sum(skipped['counts'].values())} records" + (":" if skipped["counts"] else ""))
+    for reason, n in skipped["counts"].items():
+        print(f"  {reason:18s} {n:8d}  ({records.REASONS.get(reason, reason)})")
+    for msg in skipped["examples"]:
+        print(f"  e.g. {msg}")
+    return 0
