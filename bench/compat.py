@@ -82,7 +82,7 @@ def sampler_table(docs: int) -> None:
 def corpus_table(seeds: int) -> None:
     import json
 
-    from megatron_slm.data.alignments import AlignmentIndex
+    from megatron_slm.corpus.alignments import AlignmentIndex
     from megatron_slm.data.prepare import prepare_interleaved
     from megatron_slm.vocab import SpeechVocab
 

@@ -37,7 +37,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from megatron_slm.config import InterleaveConfig  # noqa: E402
 from megatron_slm.data import interleave as il  # noqa: E402
 from megatron_slm.data import preprocess as pp  # noqa: E402
-from megatron_slm.data.alignments import AlignmentIndex, parse_canonical, validate  # noqa: E402
+from megatron_slm.corpus.alignments import AlignmentIndex  # noqa: E402
+from megatron_slm.corpus.canonical import parse_canonical  # noqa: E402
+from megatron_slm.corpus.words import validate  # noqa: E402
 from megatron_slm.data.prepare import prepare_batch, prepare_interleaved  # noqa: E402
 from megatron_slm.data.records import decode_json_line  # noqa: E402
 from megatron_slm.testing import slamkit_reference  # noqa: E402

@@ -130,7 +130,8 @@ def _run(*args):
 
 def test_tool_on_a_random_model_jsonl_lhotse_and_resume(tmp_path, random_ctc, capsys):
     pytest.importorskip("lhotse")
-    from megatron_slm.data.alignments import AlignmentIndex, validate
+    from megatron_slm.corpus.alignments import AlignmentIndex
+    from megatron_slm.corpus.words import validate
 
     src, recs = _transcripts(tmp_path)
     out = tmp_path / "align.jsonl"

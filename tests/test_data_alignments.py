@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, detect_format, parse_textgrid, validate
+from megatron_slm.corpus.alignments import AlignmentIndex, detect_format
+from megatron_slm.corpus.textgrid import parse_textgrid
+from megatron_slm.corpus.words import AlignmentError, validate
 
 LONG_TG = '''File type = "ooTextFile"
 Object class = "TextGrid"

@@ -13,8 +13,10 @@ import pytest
 lhotse = pytest.importorskip("lhotse")
 
 from megatron_slm.commands import extract_units, preprocess_data  # noqa: E402
-from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate  # noqa: E402
-from megatron_slm.data.lhotse_manifests import UNITS_FIELD, audio_inputs, write_units  # noqa: E402
+from megatron_slm.corpus.alignments import AlignmentIndex  # noqa: E402
+from megatron_slm.corpus.words import AlignmentError, validate  # noqa: E402
+from megatron_slm.corpus.lhotse_manifests import audio_inputs  # noqa: E402
+from megatron_slm.units.lhotse_export import UNITS_FIELD, write_units  # noqa: E402
 from megatron_slm.data.storage import content_hash  # noqa: E402
 from megatron_slm.testing.lhotse_corpus import corpus_cuts, write_manifests  # noqa: E402
 from megatron_slm.audio.decode_soundfile import load_audio  # noqa: E402

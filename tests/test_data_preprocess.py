@@ -9,7 +9,7 @@ import pytest
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave as il
 from megatron_slm.data import preprocess as pp
-from megatron_slm.data.alignments import AlignmentIndex
+from megatron_slm.corpus.alignments import AlignmentIndex
 from megatron_slm.data.prepare import prepare_interleaved
 from megatron_slm.data.storage import content_hash
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus

@@ -14,7 +14,7 @@ from megatron_slm.config import InterleaveConfig, load_config
 from megatron_slm.data import interleave as il
 from megatron_slm.data import preprocess as pp
 from megatron_slm.data import prepare as prep
-from megatron_slm.data.alignments import AlignmentIndex
+from megatron_slm.corpus.alignments import AlignmentIndex
 from megatron_slm.testing import slamkit_reference as ref
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.units.records import make_meta, read_meta, write_meta

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
+from megatron_slm.corpus.alignments import AlignmentIndex
+from megatron_slm.corpus.words import AlignmentError, validate
 from megatron_slm.eval.items import FORMAT, ItemError, read_items
 from megatron_slm.units.records import RECORD_FIELDS, iter_records
 

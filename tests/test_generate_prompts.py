@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from megatron_slm.data.alignments import AlignmentIndex
+from megatron_slm.corpus.alignments import AlignmentIndex
 from megatron_slm.generate.prompts import (Prompt, Segment, check_unit_identity, cut_units, encode_prompt,
                                            read_audio_prompts, read_prompt_file, read_text_prompts, select)
 from megatron_slm.generate.sampling import GenerationError

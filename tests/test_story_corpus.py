@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from megatron_slm.commands import make_story_corpus
-from megatron_slm.corpus.build import DEFAULT_VOICES, CorpusSpec, build_corpus, cached_manifest, spoken_stories
+from megatron_slm.corpus.story_corpus import DEFAULT_VOICES, CorpusSpec, build_corpus, cached_manifest, spoken_stories
 from megatron_slm.corpus.stories import HEROES, PLOTS, distractor_ending, generate_story, lexicon, split_of
 from megatron_slm.jsonio import iter_jsonl
 

@@ -190,7 +190,7 @@ BAD_UNITS = [
                                                            "units-huge", "units-K"])
 def test_units_records_are_validated_never_coerced_on_every_path(change, message, tmp_path):
     """Before: 3.7, "7" and true became 3, 7 and 1; negative durations and unit_seconds 0 passed."""
-    from megatron_slm.data.alignments import AlignmentIndex
+    from megatron_slm.corpus.alignments import AlignmentIndex
     from megatron_slm.data.prepare import prepare_batch, prepare_interleaved
     from megatron_slm.data.records import RecordError, decode_json_line
     from megatron_slm.units.records import parse_record
@@ -232,7 +232,8 @@ def _vocab():
                                            (float("nan"), "must be a finite number, not nan")])
 def test_alignment_times_are_numbers_in_every_format(value, message, tmp_path):
     """Before: true and "0.5" became 1.0 and 0.5."""
-    from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
+    from megatron_slm.corpus.alignments import AlignmentIndex
+    from megatron_slm.corpus.words import AlignmentError, validate
 
     words = [{"word": "hi", "start": 0.0, "end": 0.3}, {"word": "you", "start": value, "end": 0.9}]
     jsonl, whisper = tmp_path / "a.jsonl", tmp_path / "w"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from megatron_slm.units.synth import read_utterances, split_words
+from megatron_slm.corpus.synth import read_utterances, split_words
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tools"))

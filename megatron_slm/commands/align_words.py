@@ -56,31 +56,31 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from megatron_slm.align import aligner as al
-    from megatron_slm.align import corpus
+    from megatron_slm.corpus import transcripts
     from megatron_slm.align.model import CTCModel
     from megatron_slm.audio.decode_soundfile import load_audio
     from megatron_slm.units.sharding import repair_tail
-    from megatron_slm.units.synth import split_words
+    from megatron_slm.corpus.synth import split_words
 
     t0 = time.time()
     try:
-        utts, in_kind = corpus.read_transcripts(args.input)
+        utts, in_kind = transcripts.read_transcripts(args.input)
         fmt = args.format if args.format != "auto" else ("lhotse" if args.out.endswith(".jsonl.gz") else "jsonl")
         if in_kind == "lhotse" and fmt != "lhotse":
-            raise corpus.CorpusError("a Lhotse input is written as a Lhotse CutSet: give --out X.jsonl.gz")
+            raise transcripts.CorpusError("a Lhotse input is written as a Lhotse CutSet: give --out X.jsonl.gz")
         import torch
 
         model = CTCModel.load(args.model_dir, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         aligner = al.WordAligner(model, args.window_seconds, args.margin_seconds, args.skip_penalty,
                                  args.min_confidence, args.batch_size)
-    except (corpus.CorpusError, ValueError, OSError) as e:
+    except (transcripts.CorpusError, ValueError, OSError) as e:
         error(e)
         return 2
 
     partial = args.out if fmt == "jsonl" else args.out + ".partial.jsonl"
     os.makedirs(os.path.dirname(os.path.abspath(partial)), exist_ok=True)
     repair_tail(partial)
-    done = corpus.read_done(partial)
+    done = transcripts.read_done(partial)
     todo = [u for u in utts if u.id not in done]
     bad: list[tuple[str, str]] = []
     bar = tqdm(total=len(todo), unit="utt", desc="align", disable=args.quiet)
@@ -108,9 +108,9 @@ def main(argv=None) -> int:
                 batch.append((u, wave, words))
             bar.update(len(todo[c: c + chunk]) - len(batch))
             for (u, wave, _), result in zip(batch, aligner.align([(u.id, w, ws) for u, w, ws in batch])):
-                rec = corpus.record(u, result)
+                rec = transcripts.record(u, result)
                 done[u.id] = rec
-                f.write(corpus.dumps(rec) + "\n")
+                f.write(transcripts.dumps(rec) + "\n")
                 f.flush()
                 secs += result.seconds
                 bar.update(1)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
 
     written = None
     if fmt == "lhotse":
-        written = corpus.write_lhotse(utts, done, args.out)
+        written = transcripts.write_lhotse(utts, done, args.out)
         os.remove(partial)
     _summary(args, utts, done, bad, secs, time.time() - t0, written, al.REASONS)
     return 0

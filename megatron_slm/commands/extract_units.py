@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     if int(os.environ.get("RANK", 0)) == 0:
         print("\n".join(summary.lines()))
         if args.cuts_out:
-            from megatron_slm.data.lhotse_manifests import write_units
+            from megatron_slm.units.lhotse_export import write_units
 
             n = write_units(args.alignments, args.out, args.cuts_out)
             print(f"cuts: {n['cuts']} written to {args.cuts_out}, {n['with_units']} with units "

@@ -203,7 +203,8 @@ def read_prompts(args, vocab):
 
     alignments = None
     if args.alignments:
-        from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
+        from megatron_slm.corpus.alignments import AlignmentIndex
+        from megatron_slm.corpus.words import AlignmentError
 
         try:
             alignments = AlignmentIndex(args.alignments)

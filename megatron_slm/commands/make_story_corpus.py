@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from megatron_slm.corpus.build import DEFAULT_VOICES, CorpusSpec, build_corpus
+    from megatron_slm.corpus.story_corpus import DEFAULT_VOICES, CorpusSpec, build_corpus
 
     spec = CorpusSpec(hours=args.hours, seed=args.seed, valid_fraction=args.valid_fraction,
                       test_fraction=args.test_fraction, text_stories=args.text_stories,

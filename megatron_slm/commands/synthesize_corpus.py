@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from tqdm import tqdm
 
-    from megatron_slm.units.synth import EspeakSynth, PauseConfig, iter_alignments, read_utterances, synthesize
+    from megatron_slm.corpus.synth import EspeakSynth, PauseConfig, iter_alignments, read_utterances, synthesize
 
     try:
         utts = read_utterances(args.text)[: args.limit]

@@ -1,6 +1,5 @@
 """Alignments + units -> interleaved / speech / text Megatron datasets (see docs/data.md).
 
-alignments     word timings (canonical JSONL, MFA TextGrid, Whisper JSON), validated
 records        skip-and-count reading of messy line inputs
 interleave     span selection and sequence assembly (pure, counter-seeded, vectorised)
 prepare        records -> prepared utterances, a shard at once (with a per-record reference path)

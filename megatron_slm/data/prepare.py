@@ -19,7 +19,8 @@ import numpy as np
 
 from megatron_slm import conventions, fields
 from megatron_slm.data import interleave
-from megatron_slm.data.alignments import DURATION_TOLERANCE_S, AlignmentError, AlignmentIndex, validate
+from megatron_slm.corpus.alignments import AlignmentIndex
+from megatron_slm.corpus.words import DURATION_TOLERANCE_S, AlignmentError, validate
 from megatron_slm.data.records import RecordError
 from megatron_slm.vocab import SpeechVocab
 

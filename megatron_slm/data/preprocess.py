@@ -41,7 +41,8 @@ import numpy as np
 from megatron_slm import conventions
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave
-from megatron_slm.data.alignments import AlignmentError, AlignmentIndex
+from megatron_slm.corpus.alignments import AlignmentIndex
+from megatron_slm.corpus.words import AlignmentError
 from megatron_slm.data.prepare import prepare_batch, units_record
 from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
                                        iter_line_shards)

@@ -333,7 +333,8 @@ def word_shuffle_inputs(units_path: str, alignments_path: str) -> Iterator:
     record's types and units < K of its sidecar; words in order and within the record's audio),
     so a bad one is a counted skip. A units file without its sidecar, or an alignments path that
     is none, raises a named error."""
-    from megatron_slm.data.alignments import AlignmentError, AlignmentIndex, validate
+    from megatron_slm.corpus.alignments import AlignmentIndex
+    from megatron_slm.corpus.words import AlignmentError, validate
     from megatron_slm.data.prepare import units_record
     from megatron_slm.data.records import RecordError, decode_json_line, iter_lines
     from megatron_slm.units.records import read_meta

@@ -198,7 +198,7 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
     """Generate continuations of the prompts in `path` and score them; per-continuation rows
     (rank 0; other ranks take part in generation and get []). `asr`/`lm`/`vocoder` are built from
     `gen` when not given (so several tasks can share them)."""
-    from megatron_slm.data.alignments import AlignmentIndex
+    from megatron_slm.corpus.alignments import AlignmentIndex
     from megatron_slm.generate.prompts import check_unit_identity, read_prompt_file, select
     from megatron_slm.generate.runner import GenerationJob, _is_rank0, run_generation
     from megatron_slm.generate.sampling import TokenPolicy

@@ -191,7 +191,7 @@ def read_unit_prompts(path: str, seconds: Optional[float] = None, alignments=Non
 def _word_ends(alignments, uid: str, skipped: SkipLog, where: str) -> Optional[list[float]]:
     if alignments is None:
         return None
-    from megatron_slm.data.alignments import AlignmentError
+    from megatron_slm.corpus.words import AlignmentError
 
     if uid not in alignments:
         skipped.add("no_alignment_cut", f"{where}: no alignment for {uid!r}; cut at the exact time instead")

@@ -67,8 +67,8 @@ def resolve_inputs(args: argparse.Namespace, skipped: list | None = None) -> tup
 
     skipped = [] if skipped is None else skipped
     if args.alignments:
-        from megatron_slm.data import lhotse_manifests
-        from megatron_slm.data.alignments import audio_entries
+        from megatron_slm.corpus import lhotse_manifests
+        from megatron_slm.corpus.canonical import audio_entries
 
         fmt = getattr(args, "alignment_format", "auto")
         if fmt == "lhotse" or (fmt == "auto" and lhotse_manifests.detect(args.alignments)):

@@ -37,8 +37,8 @@ class Utterance:
 
 def read_transcripts(path: str) -> tuple[list[Utterance], str]:
     """(utterances, "jsonl" | "lhotse")."""
-    from megatron_slm.data.alignments import AlignmentError
-    from megatron_slm.data.lhotse_manifests import detect
+    from megatron_slm.corpus.words import AlignmentError
+    from megatron_slm.corpus.lhotse_manifests import detect
 
     try:
         kind = detect(path)
@@ -64,8 +64,8 @@ def read_transcripts(path: str) -> tuple[list[Utterance], str]:
 
 
 def _read_lhotse(path: str) -> list[Utterance]:
-    from megatron_slm.data.alignments import AlignmentError
-    from megatron_slm.data.lhotse_manifests import cut_audio, read_manifest
+    from megatron_slm.corpus.words import AlignmentError
+    from megatron_slm.corpus.lhotse_manifests import cut_audio, read_manifest
     from megatron_slm.audio.sources import AudioSource
 
     out = []

@@ -1,4 +1,4 @@
-"""Lhotse manifests as a corpus: utterances (id, audio, word alignment) and units written back.
+"""Lhotse manifests as a corpus: utterances (id, audio, word alignment), and a custom field written back.
 
 Inputs (`detect` tells which a path is):
   * a CutSet (`cuts.jsonl.gz` or `.jsonl`): one utterance per cut, id = cut id; its words are the
@@ -30,15 +30,15 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
 from megatron_slm import fields
-from megatron_slm.data.alignments import AlignmentError
+from megatron_slm.audio.sources import AUDIO_EXTENSIONS, AudioSource
+from megatron_slm.corpus.words import AlignmentError
 
 INSTALL_HINT = "reading Lhotse manifests needs the lhotse package: pip install 'megatron-slm[formats]'"
-UNITS_FIELD = "speech_units"  # the custom field that carries units written back to cuts
 _SHAR_CUTS = re.compile(r"^cuts\.(\d+)\.jsonl(\.gz)?$")
 
 
@@ -210,7 +210,7 @@ def read_manifest(path: str | os.PathLike, problems: Optional[list] = None,
 
 def cut_words(entry: Entry) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(words, starts, ends) of an utterance in seconds from its start, unvalidated (the shared
-    validator in data/alignments.py judges them). A cut without usable word alignments raises
+    validator in corpus/words.py judges them). A cut without usable word alignments raises
     AlignmentError with the reason: no_supervision, no_word_alignment or unsupported_cut."""
     from lhotse import MonoCut
 
@@ -248,8 +248,6 @@ class _TarMembers:
     def read(cls, tar: str, cut_id: str) -> bytes:
         index = cls._index.get(tar)
         if index is None:
-            from megatron_slm.audio.sources import AUDIO_EXTENSIONS
-
             index = {}
             with tarfile.open(tar) as tf:
                 for m in tf.getmembers():
@@ -283,8 +281,6 @@ def cut_audio(entry: Entry):
     """What the units pipeline decodes for an utterance: a file path (the whole file), or an
     `AudioSource` (a span of a file, a Shar tar member, or audio rendered by Lhotse)."""
     from lhotse import MonoCut
-
-    from megatron_slm.audio.sources import AudioSource
 
     cut = entry.cut
     label = f"{entry.where}#{entry.id}"
@@ -320,55 +316,40 @@ def audio_inputs(path: str | os.PathLike) -> tuple[list, list[str]]:
 # ----------------------------------------------------------------------------- writing back
 
 
-def _units_value(rec) -> dict:
-    return {"units": list(rec.units), "durations": list(rec.durations), "unit_seconds": rec.unit_seconds,
-            "num_frames": rec.num_frames}
-
-
-def write_units(manifest: str, units_path: str, out: str) -> dict:
-    """Attach the units of `units_path` (by utterance id) to the manifest's cuts as the custom
-    field `speech_units` ({units, durations, unit_seconds, num_frames}) and write them: a CutSet
-    `out` (`.jsonl.gz`) for a CutSet or supervisions manifest; for a Shar directory, Shar field
-    shards `out/speech_units.NNNNNN.jsonl.gz` that go next to its other shards. The units'
-    identity sidecar is copied to `<out>.meta.json` (Shar: `<out>.speech_units.meta.json`, beside
-    the directory). Returns {"cuts", "with_units"}."""
-    from megatron_slm.units.records import iter_records, read_meta, write_meta
-
+def write_field(manifest: str, field: str, value_of: Callable[[str], Optional[dict]], out: str) -> dict:
+    """Attach `value_of(utterance id)` (None: nothing) to the manifest's cuts as the custom field
+    `field` and write them: a CutSet `out` (`.jsonl.gz`) for a CutSet or supervisions manifest;
+    for a Shar directory, Shar field shards `out/<field>.NNNNNN.jsonl.gz` that go next to its
+    other shards. Each file is written whole, then renamed. Returns {"cuts", "with_field"}."""
     lhotse()
     from lhotse import CutSet
 
-    units = {r.id: r for r in iter_records(units_path)}
-    counts = {"cuts": 0, "with_units": 0}
-    kind = detect(manifest)
-    if kind == "shar":
+    counts = {"cuts": 0, "with_field": 0}
+    if detect(manifest) == "shar":
         os.makedirs(out, exist_ok=True)
         for shard in shar_shards(manifest):
             index = _SHAR_CUTS.match(shard.name)[1]
-            dst = os.path.join(out, f"{UNITS_FIELD}.{index}.jsonl.gz")
+            dst = os.path.join(out, f"{field}.{index}.jsonl.gz")
             with gzip.open(dst + ".tmp", "wt", encoding="utf-8") as f:
                 for where, obj in _records(shard, None):
-                    rec = units.get(str(obj.get("id")))
+                    value = value_of(str(obj.get("id")))
                     line = {"cut_id": obj.get("id")}
-                    if rec is not None:  # a line without the field is Shar's placeholder
-                        line[UNITS_FIELD] = _units_value(rec)
-                        counts["with_units"] += 1
+                    if value is not None:  # a line without the field is Shar's placeholder
+                        line[field] = value
+                        counts["with_field"] += 1
                     counts["cuts"] += 1
                     f.write(json.dumps(line) + "\n")
             os.replace(dst + ".tmp", dst)
-        # beside the directory: lhotse takes every file in a Shar directory for a field
-        write_meta(os.path.normpath(out) + f".{UNITS_FIELD}", read_meta(units_path))
         return counts
     tmp = out + ".tmp.jsonl.gz"
     with CutSet.open_writer(tmp) as writer:
         for e in read_manifest(manifest, need_recordings=True):
-            rec = units.get(e.id)
+            value = value_of(e.id)
             cut = e.cut
-            if rec is not None:
-                cut = cut.with_custom(UNITS_FIELD, _units_value(rec))
-                counts["with_units"] += 1
+            if value is not None:
+                cut = cut.with_custom(field, value)
+                counts["with_field"] += 1
             counts["cuts"] += 1
             writer.write(cut)
     os.replace(tmp, out)
-    write_meta(out, read_meta(units_path))
     return counts
-

@@ -175,7 +175,7 @@ def build_corpus(out: str | Path, spec: CorpusSpec = CorpusSpec(), progress: boo
         return {**cached, "cached": True}
     from tqdm import tqdm
 
-    from megatron_slm.units.synth import EspeakSynth, PauseConfig, Utterance, synthesize
+    from megatron_slm.corpus.synth import EspeakSynth, PauseConfig, Utterance, synthesize
 
     t0 = time.perf_counter()
     out = Path(out)
