@@ -346,7 +346,7 @@ def test_alignment_inputs_of_unit_extraction_name_the_file_line_and_field(tmp_pa
 def test_one_audio_rule_for_directories_and_file_lists(bad_audio, tmp_path):
     """13: .mp3 was ignored by --audio-dir but decoded via --file-list; 11: a FIFO hung the listing."""
     from megatron_slm.audio.skips import Skipped
-    from megatron_slm.units.cli import resolve_inputs
+    from megatron_slm.commands.unit_args import resolve_inputs
 
     d = tmp_path / "audio"
     d.mkdir()

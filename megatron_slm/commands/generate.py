@@ -27,7 +27,7 @@ import re
 import time
 
 from megatron_slm.console import error
-from megatron_slm.units.cli import add_trust_pickle_arg
+from megatron_slm.commands.unit_args import add_trust_pickle_arg
 
 OUTPUTS = ("speech", "text", "any")
 

@@ -34,7 +34,7 @@ from megatron_slm.eval.prepare import READERS, SALMON_PARTS, UnitsSource, build_
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from megatron_slm.units.cli import add_extractor_args, add_trust_pickle_arg
+    from megatron_slm.commands.unit_args import add_extractor_args, add_trust_pickle_arg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("benchmark", choices=[*READERS, "word-shuffle"], help="which benchmark layout --src has")

@@ -15,7 +15,7 @@ import random
 import sys
 
 from megatron_slm.console import error
-from megatron_slm.units.cli import add_extractor_args, add_input_args, resolve_inputs
+from megatron_slm.commands.unit_args import add_extractor_args, add_input_args, resolve_inputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:

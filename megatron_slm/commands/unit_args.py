@@ -1,4 +1,5 @@
-"""Argument groups and input resolution shared by tools/extract_units.py and tools/train_kmeans.py."""
+"""Argument groups and input resolution shared by the unit commands: extract_units and train_kmeans
+(input audio, features), prepare_eval_data and generate (features, --trust-pickle). Not a command itself."""
 from __future__ import annotations
 
 import argparse
