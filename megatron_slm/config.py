@@ -133,13 +133,14 @@ class TrainConfig:
     exit_on_signal: bool = opt(True, "SIGTERM/SIGUSR1 -> checkpoint at the next step and exit 0")
     nan_policy: Literal["stop", "skip"] = opt("stop", "non-finite loss: stop the run, or skip that step's update")
     max_skipped_steps: int = opt(10, "with nan_policy=skip: stop after this many consecutive skipped steps", ge=0)
+    objective: Literal["lm", "sft", "dpo"] = opt("lm", "lm: next-token loss on every target (pre-training); sft: loss on the response tokens of `sft` datasets; dpo: preference optimisation on `preference` datasets against the starting checkpoint (see dpo.*)")
 
 
 @dataclass
 class BlendEntry:
     path: str = opt("", "dataset prefix (without .bin/.idx)")
     weight: float = opt(1.0, "sampling weight (normalised over the blend)", ge=0)
-    kind: Literal["text", "speech", "interleaved", "gpt"] = opt("gpt", "what the dataset holds (checked against its .meta.json); gpt: any, incl. plain Megatron data without a sidecar")
+    kind: Literal["text", "speech", "interleaved", "gpt", "preference", "sft"] = opt("gpt", "what the dataset holds (checked against its .meta.json); gpt: any pre-training data, incl. plain Megatron data without a sidecar; preference / sft: post-training pairs (train.objective=dpo / sft)")
     name: Optional[str] = opt(None, "name used for per-dataset validation loss (default: file stem)")
 
 
@@ -153,6 +154,13 @@ class InterleaveConfig:
     span_words: int = opt(10, "span: words per speech span")
     word_prob: Optional[float] = opt(None, "random: probability that a word is spoken (default: 0.5 with compat=slamkit, as SlamKit hard-codes it; 0.3 with none)")
     allow_mixed_compat: bool = opt(False, "train on datasets made under different compat conventions (or drawn with another data.interleave.compat than they were made with) instead of refusing")
+
+
+@dataclass
+class DPOConfig:
+    beta: float = opt(0.1, "strength of the pull towards the reference model (the sigmoid loss's temperature)", gt=0)
+    label_smoothing: float = opt(0.0, "conservative DPO: the probability that a pair's preference is flipped", ge=0, lt=0.5)
+    sft_weight: float = opt(0.0, "weight of an SFT (NLL) term on the chosen completions, mean per chosen token over the global batch (RPO); 0 = off", ge=0)
 
 
 @dataclass
@@ -211,6 +219,7 @@ class SLMConfig:
     optimizer: OptimizerConfig = opt(OptimizerConfig, "optimizer and LR schedule")
     train: TrainConfig = opt(TrainConfig, "batch and duration")
     data: DataConfig = opt(DataConfig, "training data")
+    dpo: DPOConfig = opt(DPOConfig, "preference optimisation (train.objective=dpo)")
     checkpoint: CheckpointConfig = opt(CheckpointConfig, "saving and loading")
     logging: LoggingConfig = opt(LoggingConfig, "metrics")
     eval: EvalConfig = opt(EvalConfig, "spoken-LM evaluation during training")

@@ -65,9 +65,9 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
-def make_loader(dataset, sampler: StepSampler, num_workers: int) -> torch.utils.data.DataLoader:
+def make_loader(dataset, sampler: StepSampler, num_workers: int, collate_fn=collate) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
         persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
 

@@ -57,3 +57,29 @@ def make_forward_step(vocab_size: int):
         return output, functools.partial(loss_func, batch["loss_mask"], batch["modality"])
 
     return forward_step
+
+
+class LMObjective:
+    """What a step optimises (train.objective): the forward step, the [sum, count] reports the
+    trainer reduces (the first is the loss), the console columns, the sequences per sample, the
+    collation and any per-step preparation of the microbatches. lm and sft share this one: SFT
+    data's loss mask already holds the response targets only."""
+    main_key = "lm_loss"
+    rows_per_sample = 1
+
+    def __init__(self, vocab_size: int, loss_keys: tuple, console: tuple) -> None:
+        from megatron_slm.training.batches import collate
+
+        self.loss_keys, self.console, self.collate = loss_keys, console, collate
+        self.forward_step = make_forward_step(vocab_size)
+
+    def prepare(self, batches: list[dict]) -> list[dict]:
+        return batches
+
+
+def make_objective(cfg, vocab_size: int, loss_keys: tuple, console: tuple):
+    if cfg.train.objective == "dpo":
+        from megatron_slm.posttrain.objective import DPOObjective
+
+        return DPOObjective(cfg, vocab_size)
+    return LMObjective(vocab_size, loss_keys, console)

@@ -29,7 +29,7 @@ from megatron_slm.runtime.distributed import (choose_device, init_distributed, p
 from megatron_slm.checkpoint import dist as ckpt
 from megatron_slm.training import preemption
 from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
-from megatron_slm.training.loss import make_forward_step
+from megatron_slm.training.loss import make_objective
 from megatron_slm.training.metrics import MetricsLogger
 from megatron_slm.training.optim import build_optimizer, build_scheduler, wrap_ddp
 from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
@@ -87,7 +87,8 @@ class Trainer:
             preemption.install()  # already installed by pretrain_slm.py; here for library use
         else:
             preemption.uninstall()
-        self.forward_step = make_forward_step(self.plan.arch.vocab_size)
+        self.objective = make_objective(cfg, self.plan.arch.vocab_size, LOSS_KEYS, TRAIN_CONSOLE)
+        self.forward_step = self.objective.forward_step
         self.flops_per_token = training_flops_per_token(self.plan.arch, cfg.train.seq_length)
         self.peak_tflops = peak_tflops_for(torch.cuda.get_device_name()) if on_cuda else None
         self._build_data()
@@ -131,7 +132,11 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         train_samples = self.plan.total_steps * t.global_batch_size
         valid_samples = t.eval_iters * t.global_batch_size
-        if cfg.data.source == "synthetic":
+        if t.objective != "lm":  # sft / dpo: pair datasets (and, for dpo, the reference pass)
+            from megatron_slm.posttrain.datasets import build_pair_datasets
+
+            self.train_ds, self.valid_sets = build_pair_datasets(self, train_samples, valid_samples)
+        elif cfg.data.source == "synthetic":
             self.train_ds = SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed)
             self.valid_sets = {"valid": SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed + 1)}
         else:
@@ -149,13 +154,14 @@ class Trainer:
                 self.valid_sets.update(splits.valid_per_dataset)
         sampler = StepSampler(min(len(self.train_ds), train_samples), self.state.consumed_samples,
                               t.micro_batch_size, t.global_batch_size, self.dp_rank, self.dp_size)
-        self.train_iter = iter(make_loader(self.train_ds, sampler, cfg.data.num_workers))
+        self.train_iter = iter(make_loader(self.train_ds, sampler, cfg.data.num_workers, self.objective.collate))
 
     # ------------------------------------------------------------------ steps
 
     def _device_batches(self, loader_iter, n: int) -> list[dict]:
         need_mask = not self.plan.on_cuda  # the local spec's unfused attention needs an explicit mask
-        return [to_model_inputs(next(loader_iter), self.info.device, need_mask) for _ in range(n)]
+        return self.objective.prepare([to_model_inputs(next(loader_iter), self.info.device, need_mask)
+                                       for _ in range(n)])
 
     def _run_schedule(self, batches: list[dict], forward_only: bool) -> list[dict]:
         from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -166,7 +172,8 @@ class Trainer:
         return get_forward_backward_func()(
             forward_step_func=self.forward_step, data_iterator=data,
             model=self.ddp_models if chunks > 1 else self.ddp_models[0], num_microbatches=len(batches),
-            seq_length=t.seq_length, micro_batch_size=t.micro_batch_size, forward_only=forward_only)
+            seq_length=t.seq_length, micro_batch_size=t.micro_batch_size * self.objective.rows_per_sample,
+            forward_only=forward_only)
 
     def _reduce(self, reports: list[dict], batches: list[dict]) -> tuple[dict, dict]:
         """Sum (loss, count) pairs over microbatches, then DP, then bring them from the last
@@ -174,10 +181,11 @@ class Trainer:
         no tokens) and the step's token counts per modality (all tokens, not only the loss's)."""
         from megatron.core import parallel_state as ps
 
-        sums = torch.zeros(len(LOSS_KEYS) + 1, 2, dtype=torch.float64)
+        keys = self.objective.loss_keys
+        sums = torch.zeros(len(keys) + 1, 2, dtype=torch.float64)
         if self.is_last_stage:  # one stage contributes, so the PP sum below counts once
             for rep in reports:
-                for i, key in enumerate(LOSS_KEYS):
+                for i, key in enumerate(keys):
                     sums[i] += rep[key].detach().to("cpu", torch.float64)
             for b in batches:
                 modality = b["modality"]
@@ -188,7 +196,7 @@ class Trainer:
         if ps.get_pipeline_model_parallel_world_size() > 1:
             dist.all_reduce(sums, group=ps.get_pipeline_model_parallel_group())
         sums = sums.cpu()
-        losses = {k: (sums[i, 0] / sums[i, 1]).item() if sums[i, 1] > 0 else None for i, k in enumerate(LOSS_KEYS)}
+        losses = {k: (sums[i, 0] / sums[i, 1]).item() if sums[i, 1] > 0 else None for i, k in enumerate(keys)}
         return losses, {"speech": int(sums[-1, 0]), "text": int(sums[-1, 1])}
 
     def train_step(self) -> dict:
@@ -204,9 +212,10 @@ class Trainer:
         self.state.count_modalities(counts["speech"], counts["text"])
         t2 = time.perf_counter()
         record = dict(losses)
-        if not math.isfinite(losses["lm_loss"]):
+        loss = losses[self.objective.main_key]
+        if not math.isfinite(loss):
             if self.cfg.train.nan_policy == "stop":
-                raise NonFiniteLoss(f"non-finite loss {losses['lm_loss']} at step {self.iteration + 1}; "
+                raise NonFiniteLoss(f"non-finite loss {loss} at step {self.iteration + 1}; "
                                     f"stopping (train.nan_policy=stop). The last checkpoint is intact.")
             self.state.skipped_in_a_row += 1
             record.update(skipped=True, grad_norm=None, lr=self.scheduler.get_lr(self.optimizer.param_groups[0]))
@@ -236,7 +245,7 @@ class Trainer:
                 if total == 0:
                     continue
                 sampler = StepSampler(total, 0, t.micro_batch_size, t.global_batch_size, self.dp_rank, self.dp_size)
-                it = iter(make_loader(ds, sampler, 0))
+                it = iter(make_loader(ds, sampler, 0, self.objective.collate))
                 reports = []
                 for _ in range(total // t.global_batch_size):
                     batches = self._device_batches(it, self.plan.num_microbatches)
@@ -319,7 +328,7 @@ class Trainer:
                 if self.plan.on_cuda:
                     record["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
                 self.metrics.log({k: record[k] for k in ("iteration", *[k for k in record if k != "iteration"])},
-                                 TRAIN_CONSOLE)
+                                 self.objective.console)
             if t.eval_interval and self.iteration % t.eval_interval == 0 and self.iteration < total:
                 self._log_validation()
             if cfg.eval.tasks and cfg.eval.interval and self.iteration % cfg.eval.interval == 0 \
@@ -350,7 +359,8 @@ class Trainer:
         self.metrics.message(
             f"[done] {summary['steps']} steps in {elapsed:.1f}s, now at step {self.iteration} "
             f"({self.state.consumed_tokens} tokens)" +
-            (f", validation lm_loss {self.state.last_validation.get('lm_loss'):.4f}" if self.state.last_validation else "") +
+            (f", validation {self.objective.main_key} {self.state.last_validation.get(self.objective.main_key):.4f}"
+             if self.state.last_validation else "") +
             (f"; checkpoint in {c.save}" if c.save else "") + f"; metrics in {self.metrics.path}")
         self.metrics.close()
         if self.lock is not None:
