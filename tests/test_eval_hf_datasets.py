@@ -8,7 +8,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from megatron_slm.commands import prepare_eval_data  # noqa: E402
-from megatron_slm.eval.hf_datasets import is_hf_dataset  # noqa: E402
+from megatron_slm.eval.benchmarks.hf import is_hf_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "data" / "tiny_corpus"

@@ -9,7 +9,10 @@ import pytest
 import soundfile as sf
 
 from megatron_slm.eval.items import read_items
-from megatron_slm.eval.prepare import PrepareError, read_salmon, read_storycloze, read_swuggy
+from megatron_slm.eval.benchmarks.salmon import read_salmon
+from megatron_slm.eval.benchmarks.spec import PrepareError
+from megatron_slm.eval.benchmarks.storycloze import read_storycloze
+from megatron_slm.eval.benchmarks.zerospeech import read_swuggy
 from megatron_slm.units.records import iter_records
 from megatron_slm.commands.prepare_eval_data import main as prepare_main
 

@@ -9,7 +9,7 @@ import torch
 
 from megatron_slm.eval.backends import HFBackend
 from megatron_slm.eval.items import Candidate, Item, ItemError, check_identity, read_items, write_items
-from megatron_slm.eval.prepare import build_word_shuffle
+from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
 from megatron_slm.eval.report import bootstrap_ci, summarize, table
 from megatron_slm.eval.scoring import ItemScore, encode_candidate, make_batches, score_items
 from megatron_slm.vocab import SpeechVocab

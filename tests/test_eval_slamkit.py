@@ -10,7 +10,7 @@ import torch
 
 from megatron_slm.commands import eval_slm
 from megatron_slm.eval.items import write_items
-from megatron_slm.eval.prepare import build_word_shuffle
+from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
 from megatron_slm.units.records import compatibility_key, read_meta
 from megatron_slm.vocab import SpeechVocab
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from megatron_slm.commands import eval_slm, prepare_eval_data
-from megatron_slm.eval import zerospeech
-from megatron_slm.eval.prepare import read_sblimp, read_swuggy
+from megatron_slm.eval.benchmarks import zerospeech
+from megatron_slm.eval.benchmarks.zerospeech import read_sblimp, read_swuggy
 from megatron_slm.eval.scoring import ItemScore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from megatron_slm.eval import run, zerospeech
+    from megatron_slm.eval import run
+    from megatron_slm.eval.benchmarks import zerospeech
     from megatron_slm.eval.items import ItemError
     from megatron_slm.eval.report import summarize, table, write_item_scores, write_report
     from megatron_slm.generate.metrics import is_generative_task

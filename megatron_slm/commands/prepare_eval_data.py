@@ -30,14 +30,18 @@ import time
 
 from megatron_slm.console import error
 from megatron_slm.eval.items import ItemError, write_items
-from megatron_slm.eval.prepare import READERS, SALMON_PARTS, UnitsSource, build_word_shuffle, dump_summary, materialize
+from megatron_slm.eval.benchmarks.materialize import UnitsSource, dump_summary, materialize
+from megatron_slm.eval.benchmarks.registry import BENCHMARKS, read_specs
+from megatron_slm.eval.benchmarks.salmon import SALMON_PARTS
+from megatron_slm.eval.benchmarks.spec import ReadRequest
+from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from megatron_slm.commands.unit_args import add_extractor_args, add_trust_pickle_arg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("benchmark", choices=[*READERS, "word-shuffle"], help="which benchmark layout --src has")
+    p.add_argument("benchmark", choices=list(BENCHMARKS), help="which benchmark layout --src has")
     p.add_argument("--src", help="the benchmark folder (not used by word-shuffle)")
     p.add_argument("--out", required=True, help="output item file, e.g. eval/ssc.jsonl (eval_slm.py finds "
                                                 "<data>/<task>.jsonl)")
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ItemError(f"{args.units_file}: no usable utterance for word-shuffle items, nothing written "
                                 f"({len(skipped)} skipped{first})")
         else:
-            specs = READERS[args.benchmark](args)
+            specs = read_specs(args.benchmark, ReadRequest(args.src, args.task, args.split, args.parts, args.direction))
             items, identity = materialize(specs, units_source(args))
             skipped = []
         n = write_items(args.out, items[0].task if items else (args.task or args.benchmark), items, identity)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from megatron_slm.eval import zerospeech
+from megatron_slm.eval.benchmarks import zerospeech
 from megatron_slm.eval.scoring import ItemScore
 
 

@@ -21,6 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from megatron_slm.eval.benchmarks.spec import CandSpec, ItemSpec, PrepareError
+
 AUDIO_COLUMNS = {"speed": ("positive", "negative"), "salmon": ("positive_audio", "negative_audio")}
 INSTALL_HINT = "reading Hugging Face datasets needs the datasets package: pip install 'megatron-slm[formats]'"
 _SAVE_TO_DISK = ("state.json", "dataset_dict.json")
@@ -44,8 +46,6 @@ def _datasets():
     try:
         import datasets
     except ImportError:
-        from megatron_slm.eval.prepare import PrepareError
-
         raise PrepareError(INSTALL_HINT) from None
     return datasets
 
@@ -70,8 +70,6 @@ def _parquet_groups(root: Path) -> dict[str, dict[str, list[str]]]:
 
 def load_configs(src: str, split: Optional[str] = None) -> dict[str, object]:
     """{config: datasets.Dataset} of a local HF dataset; with several splits, `split` picks one."""
-    from megatron_slm.eval.prepare import PrepareError
-
     ds_mod = _datasets()
     root = Path(src)
     found: dict[str, dict[str, object]] = {}
@@ -107,8 +105,6 @@ def _splits(obj) -> dict[str, object]:
 
 def layout_of(ds, where: str) -> str:
     """'speed' or 'salmon', from the audio columns."""
-    from megatron_slm.eval.prepare import PrepareError
-
     cols = set(ds.column_names)
     for name, (pos, neg) in AUDIO_COLUMNS.items():
         if pos in cols and neg in cols:
@@ -137,9 +133,8 @@ class _RowAudio:
         raise OSError(f"{self.where}: row {self.row} column {self.column!r} holds no audio bytes")
 
 
-def read_hf(src: str, task: str, split: Optional[str] = None, parts: Optional[Sequence[str]] = None) -> list:
+def read_hf(src: str, task: str, split: Optional[str] = None, parts: Optional[Sequence[str]] = None) -> list[ItemSpec]:
     """ItemSpecs of a local HF benchmark dataset (positive = the positive column, one negative)."""
-    from megatron_slm.eval.prepare import CandSpec, ItemSpec, PrepareError
     from megatron_slm.audio.sources import AudioSource
 
     ds_mod = _datasets()

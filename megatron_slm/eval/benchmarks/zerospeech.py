@@ -1,4 +1,5 @@
-"""ZeroSpeech 2021 (sLM21) scoring of sWUGGY (lexical) and sBLIMP (syntactic), and submission files.
+"""ZeroSpeech 2021 (sLM21) sWUGGY (lexical) and sBLIMP (syntactic): their readers, the official
+scoring, and submission files.
 
 Our report's accuracy is per pair: the mean outcome over (word, non-word) pairs of every voice.
 The official ZeroSpeech 2021 score aggregates differently, and both are reported side by side:
@@ -11,7 +12,7 @@ The official ZeroSpeech 2021 score aggregates differently, and both are reported
      syntactic ids by `type`.
 
 The two agree only when every id has the same number of voices. Items carry what this needs in
-`meta["zerospeech"]` (written by eval/prepare.py from gold.csv): set, split, id, type, subtype,
+`meta["zerospeech"]` (written by the readers below from gold.csv): set, split, id, type, subtype,
 frequency and the file names of the positive and negatives.
 
 A submission directory (`--submission DIR`) follows the official layout: `meta.yaml`,
@@ -20,10 +21,119 @@ A submission directory (`--submission DIR`) follows the official layout: `meta.y
 """
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections import defaultdict
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from megatron_slm.eval.benchmarks.spec import Benchmark, CandSpec, ItemSpec, PrepareError, require_audio
+
+
+# --------------------------------------------------------------------------- reading gold.csv
+
+
+def _gold_dir(src: Path, sub: str, split: str) -> Path:
+    for d in (src / sub / split, src / split, src):
+        if (d / "gold.csv").is_file():
+            return d
+    raise PrepareError(f"{src}: no {sub}/{split}/gold.csv (expected the ZeroSpeech 2021 dataset root, "
+                       f"or its {sub}/{split} folder)")
+
+
+def _read_gold(path: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PrepareError(f"{path}: missing column(s) {', '.join(missing)} (have {reader.fieldnames})")
+        rows = [(lineno, row) for lineno, row in enumerate(reader, 2)]
+    for lineno, row in rows:
+        if row["correct"] not in ("0", "1"):
+            raise PrepareError(f"{path}:{lineno}: field 'correct' must be 0 or 1, got {row['correct']!r}")
+    return rows
+
+
+def _pairs_from_gold(path: Path, rows: list[tuple[int, dict]], key: Callable[[dict], tuple]) -> dict:
+    """Group gold rows by `key`; each group must hold exactly one correct row and >= 1 incorrect."""
+    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: {"pos": [], "neg": []})
+    for lineno, row in rows:
+        groups[key(row)]["pos" if row["correct"] == "1" else "neg"].append((lineno, row))
+    for k, g in groups.items():
+        if len(g["pos"]) != 1 or not g["neg"]:
+            lines = sorted(ln for ln, _ in g["pos"] + g["neg"])
+            raise PrepareError(f"{path}: lines {lines} (key {'/'.join(k)}): a pair needs exactly one row with "
+                               f"correct=1 and at least one with correct=0, found {len(g['pos'])} and {len(g['neg'])}")
+    return groups
+
+
+def _wav(d: Path, filename: str) -> Path:
+    return d / (filename if Path(filename).suffix else filename + ".wav")
+
+
+def _zerospeech_meta(kind: str, split: str, pos: dict, negs: list, fields: Sequence[str]) -> dict:
+    """What the official aggregation and the submission files need (below)."""
+    meta = {"set": kind, "split": split, "files": [Path(r["filename"]).stem for r in [pos, *negs]]}
+    meta.update({f: pos[f] for f in fields if pos.get(f) not in (None, "")})
+    return meta
+
+
+def read_swuggy(src: str, split: str = "dev", task: str = "swuggy") -> list[ItemSpec]:
+    d = _gold_dir(Path(src), "lexical", split)
+    gold = d / "gold.csv"
+    rows = _read_gold(gold, ("id", "filename", "correct"))
+    has_voice = "voice" in rows[0][1] if rows else False
+    groups = _pairs_from_gold(gold, rows, lambda r: (r["id"], r.get("voice", "")) if has_voice else (r["id"],))
+    specs = []
+    for k, g in groups.items():
+        (pl, pos), negs = g["pos"][0], g["neg"]
+        part = None
+        if pos.get("frequency") not in (None, ""):
+            part = "oov" if int(float(pos["frequency"])) == 0 else "inter"
+        specs.append(ItemSpec(
+            id="/".join(k), task=task, part=part,
+            positive=CandSpec(require_audio(_wav(d, pos["filename"]), f"{gold}:{pl}"), pos.get("word") or None),
+            negatives=[CandSpec(require_audio(_wav(d, r["filename"]), f"{gold}:{ln}"), r.get("word") or None)
+                       for ln, r in negs],
+            meta={"voice": pos.get("voice"), "frequency": pos.get("frequency"),
+                  "zerospeech": _zerospeech_meta("lexical", split, pos, [r for _, r in negs],
+                                                 ("id", "voice", "frequency", "length"))}))
+    return specs
+
+
+def read_sblimp(src: str, split: str = "dev", task: str = "sblimp") -> list[ItemSpec]:
+    d = _gold_dir(Path(src), "syntactic", split)
+    gold = d / "gold.csv"
+    rows = _read_gold(gold, ("id", "filename", "correct", "type"))
+    groups = _pairs_from_gold(gold, rows, lambda r: (r["type"], r.get("subtype", ""), r["id"], r.get("voice", "")))
+    specs = []
+    for k, g in groups.items():
+        (pl, pos), negs = g["pos"][0], g["neg"]
+        specs.append(ItemSpec(
+            id="/".join(x for x in k if x), task=task, part=pos["type"],
+            positive=CandSpec(require_audio(_wav(d, pos["filename"]), f"{gold}:{pl}"), pos.get("transcription") or None),
+            negatives=[CandSpec(require_audio(_wav(d, r["filename"]), f"{gold}:{ln}"), r.get("transcription") or None)
+                       for ln, r in negs],
+            meta={"subtype": pos.get("subtype"), "voice": pos.get("voice"),
+                  "zerospeech": _zerospeech_meta("syntactic", split, pos, [r for _, r in negs],
+                                                 ("id", "voice", "type", "subtype"))}))
+    return specs
+
+
+SWUGGY = Benchmark(
+    "swuggy", files="<root>/lexical/<split>/{gold.csv, <filename>.wav}; gold.csv columns id, filename, voice, "
+    "frequency, word, correct", pairing="a word and its non-word share (id, voice); part: 'inter' (word seen in "
+    "LibriSpeech) or 'oov' (frequency 0)",
+    read=lambda r: read_swuggy(r.src, r.split, r.task or "swuggy"), hf_columns=("positive", "negative"))
+SBLIMP = Benchmark(
+    "sblimp", files="<root>/syntactic/<split>/{gold.csv, <filename>.wav}; gold.csv columns id, filename, voice, "
+    "type, subtype, transcription, correct", pairing="a pair shares (type, subtype, id, voice); part: the "
+    "phenomenon (type)",
+    read=lambda r: read_sblimp(r.src, r.split, r.task or "sblimp"), hf_columns=("positive", "negative"))
+
+
+# --------------------------------------------------------------------------- official scoring
 
 BANDS = ((0, 1, "oov"), (1, 5, "1-5"), (5, 20, "6-20"), (20, 100, "21-100"), (100, math.inf, ">100"))
 METRIC = "ZeroSpeech 2021: pair scores averaged over voices per id, then over ids"
