@@ -16,10 +16,10 @@ SlamKit's preference features (its `preference_alignment_feature_extractor.py`: 
 `chosen_path`, `rejected_path` and the parts as `{"units": [...], "duration": [...]}`, also found
 nested as `{"audio_repr": ...}`) are read by the same parser.
 
-Layout (SlamKit's DPO rows): prompt = BOS + prompt tokens; each completion = its tokens + EOS.
-Where a record mixes text and speech, a modality token opens every segment whose modality differs
-from the one before it (the first prompt segment included); speech-only and text-only records carry
-none, as in pre-training. Over-long rows are truncated as TRL does: the prompt from the left (BOS
+Layout (SlamKit's DPO rows, by megatron_slm/document.py): prompt = BOS + prompt tokens; each
+completion = its tokens + EOS. Where a record mixes text and speech, a modality token opens every
+segment whose modality differs from the one before it (the first prompt segment included);
+speech-only and text-only records carry none, as in pre-training. Over-long rows are truncated as TRL does: the prompt from the left (BOS
 kept) to `max_prompt_length`, then the completions from the right, so the row fits `max_length`.
 """
 from __future__ import annotations
@@ -112,43 +112,47 @@ class PairIds:
     completions: list[np.ndarray]  # [chosen, rejected] or [response]
 
 
-def _segment_ids(segs: Sequence[Segment], vocab, mixed: bool, previous: Optional[str], where: str
-                 ) -> tuple[list[int], Optional[str]]:
-    ids: list[int] = []
+def _segments(segs: Sequence[Segment], vocab, previous: Optional[str], where: str) -> list:
+    """document.py segments of one part (text after speech gets its leading space there)."""
+    from megatron_slm import document
+
+    out = []
     for modality, content in segs:
-        if mixed and modality != previous:
-            ids.append(vocab.speech_id if modality == SPEECH else vocab.text_id)
         if modality == SPEECH:
             bad = [u for u in content if not 0 <= u < vocab.num_units]
             if bad:
                 raise PairRecordError(f"{where}: unit {bad[0]} outside [0, {vocab.num_units})", "invalid_units")
-            ids += vocab.unit_ids(content).tolist()
+            out.append(document.speech(vocab, content))
         else:
-            ids += vocab.encode_text(content)
+            out.append(document.text(vocab, content, after_speech=previous == SPEECH))
         previous = modality
-    return ids, previous
+    return out
 
 
 def layout(parts: dict[str, list[Segment]], kind: str, vocab, where: str) -> PairIds:
-    """BOS + prompt; each completion + EOS; modality tokens where the record mixes modalities."""
-    modalities = {m for segs in parts.values() for m, _ in segs}
-    mixed = len(modalities) > 1
-    names = PARTS[kind]
-    prompt, last = _segment_ids(parts["prompt"], vocab, mixed, None, f"{where}: field 'prompt'")
-    bos = [vocab.bos] if vocab.bos is not None else []
+    """The rows of megatron_slm.document's layout: BOS + prompt, then each completion + EOS, with
+    modality tokens where the record mixes modalities. The prompt is what the rows share; all that
+    follows it (a modality token that opens a completion included) is the completion."""
+    from megatron_slm import document
+
+    markers = document.Markers.of(vocab)
+    mixed = len({m for segs in parts.values() for m, _ in segs}) > 1
+    prompt_segs = _segments(parts["prompt"], vocab, None, f"{where}: field 'prompt'")
+    prompt = document.layout(prompt_segs, markers, interleaved=mixed).ids
+    last = parts["prompt"][-1][0] if parts["prompt"] else None
     completions = []
-    for name in names[1:]:
-        ids, _ = _segment_ids(parts[name], vocab, mixed, last, f"{where}: field {name!r}")
-        if not [i for i in ids if i not in (vocab.speech_id, vocab.text_id)]:
+    for name in PARTS[kind][1:]:
+        segs = _segments(parts[name], vocab, last, f"{where}: field {name!r}")
+        if not sum(len(seg.ids) for seg in segs):
             raise PairRecordError(f"{where}: field {name!r} is empty", "empty_completion")
-        completions.append(np.asarray(ids + [vocab.eod], dtype=np.int64))
+        row = document.layout(prompt_segs + segs, markers, interleaved=mixed, end=True).ids
+        completions.append(row[len(prompt):])
     if kind == PREFERENCE and np.array_equal(completions[0], completions[1]):
         raise PairRecordError(f"{where}: chosen and rejected are the same", "same_completions")
-    prompt_ids = np.asarray(bos + prompt, dtype=np.int64)
-    if len(prompt_ids) == 0:
+    if len(prompt) == 0:
         raise PairRecordError(f"{where}: field 'prompt' is empty and the tokenizer has no BOS: the first "
                               f"completion token would have no context", "missing_field")
-    return PairIds(prompt_ids, completions)
+    return PairIds(np.asarray(prompt, dtype=np.int64), completions)
 
 
 @dataclass
