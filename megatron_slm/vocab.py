@@ -12,6 +12,11 @@ Layout (SlamKit / SIMS compatible), with V = length of the base text tokenizer a
     vocab.unit_ids(np.array([3, 7]))          # -> [V+3, V+7] without any string round trip
     vocab.save("ckpt/tokenizer")              # AutoTokenizer.from_pretrained gives the same ids
 
+A multi-codebook tokenizer (a neural codec with n_q codebooks of K codes) has K x n_q units:
+codebook q owns units [q*K, (q+1)*K), so `<Un q*K+c>` = V + q*K + c is code c of codebook q and
+K=500, n_q=1 is the layout above. `UnitInventory` says how the units split (saved beside the
+tokenizer as speech_units.json; a tokenizer without it has one codebook).
+
 `SpeechVocab` also serves as the tokenizer of Megatron's dataset configs (`vocab_size`, `eod`,
 `pad`, `unique_identifiers`).
 """
@@ -22,6 +27,7 @@ import itertools
 import json
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -45,6 +51,100 @@ MODALITY_OTHER = 2
 
 class VocabError(ValueError):
     """The tokenizer cannot be used as (or does not match) the requested extended vocabulary."""
+
+
+INVENTORY_FILE = "speech_units.json"
+
+
+@dataclass(frozen=True)
+class UnitInventory:
+    """The discrete units a speech tokenizer defines: `num_codebooks` codebooks of `codebook_size`
+    codes, one token per codebook per frame (codes of a frame in codebook order). What vocabulary
+    extension, interleaving, eval, generation and the vocoder read instead of assuming one stream."""
+    codebook_size: int                 # K: codes per codebook
+    num_codebooks: int = 1             # n_q: tokens per frame
+    kind: str = "kmeans"               # which tokenizer made them (kmeans over hubert/mel features, mimi)
+    frame_rate: Optional[float] = None  # frames per second (None: not recorded)
+
+    def __post_init__(self):
+        for name in ("codebook_size", "num_codebooks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise VocabError(f"unit inventory: {name} must be a positive integer, got {value!r}")
+
+    @property
+    def num_units(self) -> int:
+        return self.codebook_size * self.num_codebooks
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.num_codebooks
+
+    def codebook_range(self, q: int) -> tuple[int, int]:
+        """Units [lo, hi) of codebook q."""
+        if not 0 <= q < self.num_codebooks:
+            raise VocabError(f"codebook {q} outside [0, {self.num_codebooks})")
+        return q * self.codebook_size, (q + 1) * self.codebook_size
+
+    def codebook_of(self, units: np.ndarray | Sequence[int]) -> np.ndarray:
+        """The codebook of each unit index."""
+        return np.asarray(units, dtype=np.int64) // self.codebook_size
+
+    def flatten(self, codes: np.ndarray) -> np.ndarray:
+        """[frames, n_q] codes (each in [0, K)) -> [frames * n_q] unit indices, frame by frame."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] != self.num_codebooks:
+            raise VocabError(f"expected [frames, {self.num_codebooks}] codes, got shape {list(codes.shape)}")
+        if codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise VocabError(f"code {int(codes[(codes < 0) | (codes >= self.codebook_size)][0])} outside "
+                             f"[0, {self.codebook_size})")
+        return (codes + np.arange(self.num_codebooks) * self.codebook_size).reshape(-1)
+
+    def unflatten(self, units: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Inverse of `flatten` for a whole number of frames in codebook order; VocabError otherwise."""
+        u = np.asarray(units, dtype=np.int64).reshape(-1)
+        n = self.num_codebooks
+        if u.size % n:
+            raise VocabError(f"{u.size} units are not a whole number of {n}-codebook frames")
+        frames = u.reshape(-1, n)
+        if frames.size and (self.codebook_of(frames) != np.arange(n)).any():
+            raise VocabError(f"units are not frames in codebook order (codebook q of a frame takes units "
+                             f"[q*{self.codebook_size}, (q+1)*{self.codebook_size}))")
+        return frames - np.arange(n) * self.codebook_size
+
+    def names(self) -> list[str]:
+        return [unit_token(k) for k in range(self.num_units)]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "codebook_size": self.codebook_size, "num_codebooks": self.num_codebooks,
+                "frame_rate": self.frame_rate, "num_units": self.num_units, "tokens_per_frame": self.tokens_per_frame}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "unit inventory") -> "UnitInventory":
+        if not isinstance(d, Mapping):
+            raise VocabError(f"{where}: expected a JSON object")
+        try:
+            return cls(codebook_size=d["codebook_size"], num_codebooks=d.get("num_codebooks", 1),
+                       kind=str(d.get("kind", "kmeans")), frame_rate=d.get("frame_rate"))
+        except KeyError as e:
+            raise VocabError(f"{where}: missing field {e.args[0]!r}") from None
+        except VocabError as e:
+            raise VocabError(f"{where}: {e}") from None
+
+    def save(self, directory: str | os.PathLike) -> None:
+        (Path(directory) / INVENTORY_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Optional["UnitInventory"]:
+        """The inventory saved beside a tokenizer, or None (a one-codebook vocabulary)."""
+        path = Path(directory) / INVENTORY_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as e:
+            raise VocabError(f"{path}: not JSON ({e})") from None
+        return cls.from_dict(data, str(path))
 
 
 def unit_token(k: int) -> str:
@@ -108,9 +208,14 @@ def _load_hf_tokenizer(path: Path):
 class SpeechVocab:
     """A base text tokenizer extended with K speech units and two modality markers."""
 
-    def __init__(self, tokenizer: Any, num_units: int, text_vocab_size: int, source: str = "") -> None:
+    def __init__(self, tokenizer: Any, num_units: int, text_vocab_size: int, source: str = "",
+                 inventory: Optional[UnitInventory] = None) -> None:
         self.tokenizer = tokenizer
         self.num_units = int(num_units)
+        self.inventory = inventory or UnitInventory(self.num_units)
+        if self.inventory.num_units != self.num_units:
+            raise VocabError(f"tokenizer {source!r}: {self.num_units} units but the unit inventory has "
+                             f"{self.inventory.num_units} ({self.inventory.num_codebooks} x {self.inventory.codebook_size})")
         self.text_vocab_size = int(text_vocab_size)
         self.source = source
         self.unit_offset = self.text_vocab_size
@@ -137,6 +242,8 @@ class SpeechVocab:
             [("class", "SpeechVocab"), ("text_vocab_sha256", self._base_sha256),
              ("text_vocab_size", self.text_vocab_size), ("num_units", self.num_units)]
         )
+        if self.inventory.num_codebooks > 1:  # absent for one codebook: HuBERT dataset caches keep their keys
+            self.unique_identifiers["num_codebooks"] = self.inventory.num_codebooks
 
     def _is_special(self, token_id: int) -> bool:
         added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
@@ -160,13 +267,30 @@ class SpeechVocab:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_pretrained(cls, tokenizer_dir: str | os.PathLike, num_units: Optional[int] = None) -> "SpeechVocab":
+    def from_pretrained(cls, tokenizer_dir: str | os.PathLike, num_units: Optional[int] = None,
+                        inventory: Optional[UnitInventory] = None) -> "SpeechVocab":
         """Load a base tokenizer (HF dir or sentencepiece .model) and extend it with `num_units`
         units (default DEFAULT_NUM_UNITS), or check an already-extended one has exactly this layout and K
-        (default: the K it holds)."""
+        (default: the K it holds). `inventory` (a tokenizer's units, e.g. from a units sidecar)
+        gives K x n_q units; an extended tokenizer's saved inventory must be the same."""
         if num_units is not None and num_units <= 0:
             raise VocabError(f"num_units must be positive, got {num_units}")
         path = Path(tokenizer_dir)
+        saved = UnitInventory.load(path) if path.is_dir() else None
+        if inventory is not None:
+            if num_units is not None and num_units != inventory.num_units:
+                raise VocabError(f"num_units={num_units} but the unit inventory has {inventory.num_units} units")
+            if saved is not None and (saved.num_codebooks, saved.codebook_size) != \
+                    (inventory.num_codebooks, inventory.codebook_size):
+                raise VocabError(f"tokenizer {str(path)!r} holds {saved.num_codebooks} codebook(s) of "
+                                 f"{saved.codebook_size} units ({INVENTORY_FILE}) but the units have "
+                                 f"{inventory.num_codebooks} of {inventory.codebook_size}")
+            num_units = inventory.num_units
+        elif saved is not None:
+            if num_units is not None and num_units != saved.num_units:
+                raise VocabError(f"tokenizer {str(path)!r} holds {saved.num_units} units "
+                                 f"({saved.num_codebooks} codebooks x {saved.codebook_size}), but num_units={num_units}")
+            inventory = saved
         tok = _load_hf_tokenizer(path)
         vocab = tok.get_vocab()
         if num_units is None:
@@ -180,7 +304,7 @@ class SpeechVocab:
             V = len(tok)
             tok.add_tokens([unit_token(k) for k in range(num_units)] + [SPEECH_TOKEN, TEXT_TOKEN])
             cls._check_layout(tok, tok.get_vocab(), V, num_units, str(path))
-        return cls(tok, num_units, V, source=str(path))
+        return cls(tok, num_units, V, source=str(path), inventory=inventory)
 
     @staticmethod
     def _check_layout(tok: Any, vocab: dict, V: int, K: int, source: str) -> None:
@@ -207,7 +331,11 @@ class SpeechVocab:
     # ------------------------------------------------------------------ ids
 
     def unit_ids(self, units: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Unit indices [n] -> ids; [frames, n_q] codes of a multi-codebook tokenizer -> ids of the
+        same shape (code c of codebook q is unit q*K + c; flatten row by row for the document order)."""
         u = np.asarray(units)
+        if u.ndim == 2:
+            return self.inventory.flatten(u).reshape(u.shape) + self.unit_offset
         if u.size and (u.min() < 0 or u.max() >= self.num_units):
             bad = u[(u < 0) | (u >= self.num_units)][0]
             raise VocabError(f"unit {int(bad)} outside [0, {self.num_units})")
@@ -283,12 +411,18 @@ class SpeechVocab:
     # ------------------------------------------------------------------ identity and saving
 
     def identity(self) -> dict:
-        return {"text_vocab_sha256": self._base_sha256, "text_vocab_size": self.text_vocab_size,
-                "num_units": self.num_units, "vocab_size": self.vocab_size}
+        out = {"text_vocab_sha256": self._base_sha256, "text_vocab_size": self.text_vocab_size,
+               "num_units": self.num_units, "vocab_size": self.vocab_size}
+        if self.inventory.num_codebooks > 1:  # one codebook: the identity models made before codecs record
+            out["num_codebooks"] = self.inventory.num_codebooks
+        return out
 
     def save(self, directory: str | os.PathLike) -> None:
         self.tokenizer.save_pretrained(str(directory))
+        if self.inventory.num_codebooks > 1:  # a one-codebook tokenizer dir stays as SlamKit's
+            self.inventory.save(directory)
 
     def __repr__(self) -> str:
-        return (f"SpeechVocab(V={self.text_vocab_size}, K={self.num_units}, vocab_size={self.vocab_size}, "
+        codebooks = f", n_q={self.inventory.num_codebooks}" if self.inventory.num_codebooks > 1 else ""
+        return (f"SpeechVocab(V={self.text_vocab_size}, K={self.num_units}{codebooks}, vocab_size={self.vocab_size}, "
                 f"eod={self.eod}, bos={self.bos}, source={self.source!r})")

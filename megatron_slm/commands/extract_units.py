@@ -1,5 +1,7 @@
-"""Turn audio into discrete speech units (features -> nearest k-means centroid -> optional
-dedup) and write one JSON record per utterance, plus the identity sidecar <out>.meta.json.
+"""Turn audio into discrete speech units and write one JSON record per utterance, plus the
+identity sidecar <out>.meta.json. --tokenizer hubert/mel (default: --extractor): features ->
+nearest k-means centroid -> optional dedup; --tokenizer mimi: the Mimi codec's first
+--num-codebooks codebooks at 12.5 Hz (24 kHz input), frames flattened in codebook order, no dedup.
 
 Runs on one process or under torchrun (each rank takes a disjoint share; rank 0 merges).
 Resumable: rerun the same command after a crash and finished utterances are skipped.
@@ -11,6 +13,8 @@ Examples:
       --extractor mel --kmeans examples/data/tiny_corpus/km_mel100.npy --out units.jsonl
   torchrun --nproc_per_node=8 tools/extract_units.py --audio-dir /data/librispeech --extractor hubert \\
       --model-dir /models/mhubert-base-25hz --layer 11 --kmeans /models/km500.npy --out units/ls.jsonl
+  python tools/extract_units.py --alignments corpus/alignments.jsonl --tokenizer mimi --model-dir /models/mimi \
+      --num-codebooks 8 --out units/mimi8.jsonl
 """
 from __future__ import annotations
 
@@ -27,15 +31,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_input_args(p)
     add_extractor_args(p)
     g = p.add_argument_group("units")
-    g.add_argument("--kmeans", required=True, help="centroids: .npy [K, D], or a pickled scikit-learn KMeans (e.g. "
-                                                   "TWIST km500) with --trust-pickle")
+    g.add_argument("--tokenizer", choices=("hubert", "mel", "mimi"), default=None,
+                   help="hubert/mel: --extractor features + --kmeans (default: the --extractor); mimi: the Mimi "
+                        "codec in --model-dir (a local HF MimiModel directory), no k-means")
+    g.add_argument("--num-codebooks", type=int, default=None,
+                   help="mimi: keep its first N codebooks (the first is semantic), N tokens per 12.5 Hz frame")
+    g.add_argument("--kmeans", help="hubert/mel: centroids: .npy [K, D], or a pickled scikit-learn KMeans (e.g. "
+                                    "TWIST km500) with --trust-pickle")
     add_trust_pickle_arg(g)
     g.add_argument("--out", required=True, help="output units JSONL (sidecar written to <out>.meta.json)")
-    g.add_argument("--no-dedup", action="store_true", help="keep one unit per frame (durations all 1)")
+    dd = g.add_mutually_exclusive_group()
+    dd.add_argument("--no-dedup", dest="dedup", action="store_false", default=None,
+                    help="keep one unit per frame (durations all 1; always so for mimi)")
+    dd.add_argument("--dedup", dest="dedup", action="store_true",
+                    help="collapse consecutive duplicates (the default for hubert/mel; refused for mimi)")
     g.add_argument("--cuts-out", default=None,
                    help="Lhotse --alignments: also write the cuts with their units in the custom field "
                         "'speech_units' (a CutSet .jsonl.gz; for a Shar input, a directory of Shar field shards)")
     args = p.parse_args(argv)
+    args.tokenizer = args.tokenizer or args.extractor
+    if args.tokenizer != "mimi" and not args.kmeans:
+        p.error(f"--tokenizer {args.tokenizer} needs --kmeans")
     if args.cuts_out and not args.alignments:
         p.error("--cuts-out writes units back into a Lhotse manifest given as --alignments")
     return args
@@ -44,16 +60,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from megatron_slm.units.extract import check_compatible_output, extract_to_jsonl
-    from megatron_slm.units.pipeline import UnitExtractor
+    from megatron_slm.units.tokenizers import build_tokenizer
 
     try:
         left_out: list = []  # input entries no decoder may open (a FIFO, a non-audio name)
         paths, ids = resolve_inputs(args, left_out)
-        ex = UnitExtractor.from_args(args.extractor, args.kmeans, args.model_dir, args.layer, args.device,
-                                     args.audio_backend, args.max_batch_seconds, args.num_threads,
-                                     collapse=not args.no_dedup, min_seconds=args.min_seconds,
-                                     max_seconds=args.max_seconds, dtype=args.dtype, streams=args.streams,
-                                     compat=args.compat, trust_pickle=args.trust_pickle)
+        ex = build_tokenizer(args.tokenizer, kmeans=args.kmeans, model_dir=args.model_dir, layer=args.layer,
+                             num_codebooks=args.num_codebooks, device=args.device, audio_backend=args.audio_backend,
+                             max_batch_seconds=args.max_batch_seconds, num_threads=args.num_threads,
+                             dedup=args.dedup, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                             dtype=args.dtype, streams=args.streams, compat=args.compat,
+                             trust_pickle=args.trust_pickle)
         check_compatible_output(args.out, ex.meta)
     except (OSError, ValueError, RuntimeError) as e:
         error(e)

@@ -38,6 +38,10 @@ class FeatureExtractor(abc.ABC):
     def identity(self) -> dict[str, Any]:
         """Everything that changes the features: units from different identities never mix."""
 
+    def weights_sha256(self) -> str | None:
+        """A hash of the model weights the features come from (None: no weights)."""
+        return None
+
 
 def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, fmin: float = 0.0, fmax: float | None = None) -> torch.Tensor:
     """[n_fft//2+1, n_mels] triangular HTK-mel filters (slaney-style area normalisation)."""
@@ -249,6 +253,11 @@ class HubertExtractor(FeatureExtractor):
                 self._gn.valid = None
         feats = out.hidden_states[self.layer]
         return feats.float(), self.num_frames(lengths - 2 * self.input_padding)
+
+    def weights_sha256(self):
+        from megatron_slm.units.weights import state_dict_sha256
+
+        return state_dict_sha256(self.model)  # the layers kept (those above `layer` make no features)
 
     def identity(self):
         out = {"name": self.name, "layer": self.layer, "frame_rate": self.frame_rate, "dim": self.dim,

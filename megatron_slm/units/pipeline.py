@@ -113,7 +113,15 @@ class UnitExtractor(FeatureStream):
         self.assign = KMeansAssigner(centroids, extractor.device)
         self.collapse = collapse
         self.meta = make_meta(extractor.identity(), int(centroids.shape[0]), centroids_sha256(centroids),
-                              os.path.abspath(kmeans_path) if kmeans_path else None, collapse, compat)
+                              os.path.abspath(kmeans_path) if kmeans_path else None, collapse, compat,
+                              weights_sha256=extractor.weights_sha256())
+
+    @property
+    def inventory(self):
+        """One codebook of K units (`vocab.UnitInventory`)."""
+        from megatron_slm.units.records import inventory
+
+        return inventory(self.meta)
 
     @classmethod
     def from_args(cls, extractor: str = "mel", kmeans: str | None = None, model_dir: str | None = None,

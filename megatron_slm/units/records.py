@@ -5,7 +5,12 @@ Record: {"id", "path", "units", "durations", "unit_seconds", "num_frames", "audi
   durations    frames per unit (run lengths; all 1 without dedup); sum == num_frames
   unit_seconds seconds per frame (1 / frame rate), so unit j starts at
                sum(durations[:j]) * unit_seconds
-Sidecar: which extractor/layer/k-means produced the units and under which convention (`compat`:
+A multi-codebook tokenizer (a codec with n_q codebooks of K codes) adds "codebooks": n_q; its
+`units` are the frames flattened in codebook order, code c of codebook q stored as unit q*K + c
+(what `vocab.UnitInventory.flatten` gives), `durations` has one entry (1) per frame. Records
+without the field have one codebook, so their JSON is unchanged.
+Sidecar: which tokenizer made the units (`tokenizer`: kind, settings, a hash of its weights;
+for k-means units also the extractor/layer/k-means) and under which convention (`compat`:
 slamkit pads the HuBERT input as SlamKit does; a sidecar without the field means none), see
 docs/units.md.
 """
@@ -50,12 +55,20 @@ class UnitRecord:
     unit_seconds: float
     num_frames: int
     audio_seconds: float
+    codebooks: int = 1  # tokens per frame (units holds num_frames * codebooks of them)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+        d = dataclasses.asdict(self)
+        if self.codebooks == 1:  # one-codebook records keep the fields they always had
+            del d["codebooks"]
+        return json.dumps(d, separators=(",", ":"))
+
+    def frames(self) -> np.ndarray:
+        """[num_frames, codebooks] unit indices of a record without dedup (one row per frame)."""
+        return np.asarray(self.units, dtype=np.int64).reshape(-1, self.codebooks)
 
     def unit_times(self) -> list[tuple[float, float]]:
-        """(start, end) seconds of each unit."""
+        """(start, end) seconds of each unit (of each frame, for several codebooks)."""
         ends = np.cumsum(self.durations) * self.unit_seconds
         starts = ends - np.asarray(self.durations) * self.unit_seconds
         return list(zip(starts.tolist(), ends.tolist()))
@@ -87,7 +100,8 @@ def parse_record(obj: Any, where: str, num_units: int | None = None) -> UnitReco
     for name in RECORD_FIELDS:
         if name not in obj:
             raise ValueError(f"{where}: missing field {name!r}")
-    rec = UnitRecord(**{f: obj[f] for f in RECORD_FIELDS})
+    rec = UnitRecord(**{f: obj[f] for f in RECORD_FIELDS}, codebooks=obj.get("codebooks", 1))
+    fields.integer(rec.codebooks, where, "codebooks", lo=1)
     fields.string(rec.id, where, "id")
     fields.string(rec.path, where, "path", empty=True)
     fields.number(rec.unit_seconds, where, "unit_seconds", above=0)
@@ -95,8 +109,9 @@ def parse_record(obj: Any, where: str, num_units: int | None = None) -> UnitReco
     fields.integer(rec.num_frames, where, "num_frames", lo=0)
     fields.integers(rec.units, where, "units", lo=0, hi=num_units)
     fields.integers(rec.durations, where, "durations", lo=1)
-    if len(rec.units) != len(rec.durations):
-        raise fields.FieldError(where, "durations", f"has {len(rec.durations)} entries but 'units' has {len(rec.units)}")
+    if len(rec.units) != len(rec.durations) * rec.codebooks:
+        per = f" x {rec.codebooks} codebooks" if rec.codebooks > 1 else ""
+        raise fields.FieldError(where, "durations", f"has {len(rec.durations)} entries{per} but 'units' has {len(rec.units)}")
     if sum(rec.durations) != rec.num_frames:
         raise fields.FieldError(where, "num_frames", f"is {rec.num_frames} but durations sum to {sum(rec.durations)}")
     return rec
@@ -114,10 +129,14 @@ def meta_path(units_path: str | os.PathLike) -> str:
 
 
 def make_meta(extractor_identity: dict, k: int, centroids_sha256: str, kmeans_path: str | None, collapse: bool,
-              compat: str = conventions.DEFAULT) -> dict:
+              compat: str = conventions.DEFAULT, weights_sha256: str | None = None) -> dict:
+    """The sidecar of k-means units; `weights_sha256`: a hash of the feature model's weights."""
     return {
         "format": META_FORMAT,
         "compat": compat,
+        "tokenizer": {"kind": extractor_identity["name"], "codebook_size": k, "num_codebooks": 1,
+                      "frame_rate": extractor_identity["frame_rate"], "weights_sha256": weights_sha256,
+                      "kmeans_sha256": centroids_sha256},
         "extractor": extractor_identity,
         "frame_rate": extractor_identity["frame_rate"],
         "unit_seconds": 1.0 / extractor_identity["frame_rate"],
@@ -126,11 +145,51 @@ def make_meta(extractor_identity: dict, k: int, centroids_sha256: str, kmeans_pa
     }
 
 
+CODEC_KINDS = ("mimi",)  # tokenizers whose units are codec codes (no k-means, no dedup)
+
+
+def make_codec_meta(tokenizer: dict, compat: str = conventions.DEFAULT) -> dict:
+    """The sidecar of codec units: `tokenizer` holds kind, codebook_size, num_codebooks,
+    frame_rate, sample_rate, weights_sha256 and (informational) the model path."""
+    return {
+        "format": META_FORMAT,
+        "compat": compat,
+        "tokenizer": tokenizer,
+        "frame_rate": tokenizer["frame_rate"],
+        "unit_seconds": 1.0 / tokenizer["frame_rate"],
+        "deduplicated": False,
+    }
+
+
+def is_codec(meta: dict) -> bool:
+    return (meta.get("tokenizer") or {}).get("kind") in CODEC_KINDS
+
+
+def inventory(meta: dict):
+    """The `vocab.UnitInventory` of a sidecar (sidecars written before codecs: one k-means codebook)."""
+    from megatron_slm.vocab import UnitInventory
+
+    tok = meta.get("tokenizer")
+    if tok is None:
+        return UnitInventory(meta["kmeans"]["k"], 1, meta["extractor"]["name"], meta.get("frame_rate"))
+    return UnitInventory(tok["codebook_size"], tok["num_codebooks"], tok["kind"], tok.get("frame_rate"))
+
+
+def num_units(meta: dict) -> int:
+    """Units in the vocabulary a sidecar's units need (K x n_q)."""
+    return inventory(meta).num_units
+
+
 def compatibility_key(meta: dict) -> dict:
     """The parts of a sidecar that must agree for two unit files to share a vocabulary. Paths
     differ between machines and the compute dtype only flips near-tie frames (float32 on one
     node, bfloat16 on another make the same unit inventory): both are informational. The
-    convention is not: padded and unpadded HuBERT inputs give different units."""
+    convention is not: padded and unpadded HuBERT inputs give different units. For k-means units
+    the key is what it was before tokenizers were recorded, so older sidecars still match; a
+    codec's key is its kind, settings and weights hash."""
+    if is_codec(meta):
+        tok = {k: v for k, v in meta["tokenizer"].items() if k not in ("model", "dtype")}
+        return {"tokenizer": tok, "deduplicated": meta["deduplicated"], "compat": conventions.recorded(meta)}
     ext = {k: v for k, v in meta["extractor"].items() if k not in ("model", "dtype")}
     return {"extractor": ext, "k": meta["kmeans"]["k"], "sha256": meta["kmeans"]["sha256"],
             "deduplicated": meta["deduplicated"], "compat": conventions.recorded(meta)}

@@ -1,0 +1,173 @@
+"""The Mimi codec behind the speech-tokenizer interface: codes equal `MimiModel.encode` per
+utterance (batched or not), extraction through tools/extract_units.py, its sidecar and inventory,
+bad input, and the hubert/mel path unchanged (the bundled units, made before tokenizers existed)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from megatron_slm.audio.decode_soundfile import load_audio
+from megatron_slm.commands import extract_units
+from megatron_slm.testing.tiny_mimi import save_tiny_mimi
+from megatron_slm.units.records import compatibility_key, iter_records, parse_record, read_meta
+from megatron_slm.vocab import UnitInventory, VocabError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(REPO, "examples", "data", "tiny_corpus")
+AUDIO = sorted(os.path.join(CORPUS, "audio", f) for f in os.listdir(os.path.join(CORPUS, "audio")))[:6]
+
+
+@pytest.fixture(scope="module")
+def mimi_dir(tmp_path_factory):
+    return save_tiny_mimi(tmp_path_factory.mktemp("mimi") / "mimi")
+
+
+@pytest.fixture(scope="module")
+def mimi_model(mimi_dir):
+    from transformers import MimiModel
+
+    return MimiModel.from_pretrained(mimi_dir, local_files_only=True).eval()
+
+
+def reference_codes(model, wave: np.ndarray, n_q: int) -> np.ndarray:
+    """[F, n_q]: `MimiModel.encode` of one utterance alone."""
+    with torch.inference_mode():
+        return model.encode(torch.from_numpy(wave)[None, None], num_quantizers=n_q).audio_codes[0].T.numpy()
+
+
+def test_padded_batch_codes_equal_per_utterance_encode(mimi_model):
+    from megatron_slm.units.mimi import MimiCodec
+
+    codec = MimiCodec(mimi_model, 4)
+    g = torch.Generator().manual_seed(0)
+    # ends inside a frame (before the longest), on a frame boundary, the longest, under one frame
+    lengths = [24000, 19200, 30000, 19201, 5000, 1000]
+    waves = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        waves[i, :n] = torch.randn(n, generator=g) * 0.1
+    codes, frames = codec(waves, torch.tensor(lengths))
+    assert frames.tolist() == [13, 10, 16, 11, 3, 1]
+    with torch.inference_mode():  # the plain padded forward, without our re-encoding of edge frames
+        plain = mimi_model.encode(waves[:, None], num_quantizers=4).audio_codes.transpose(1, 2).numpy()
+    edge_differs = False
+    for i, n in enumerate(lengths):
+        ref = reference_codes(mimi_model, waves[i, :n].numpy(), 4)
+        assert ref.shape == (int(frames[i]), 4)
+        np.testing.assert_array_equal(codes[i, : frames[i]].numpy(), ref)
+        edge_differs |= not np.array_equal(plain[i, : frames[i]], ref)
+    assert edge_differs, "the padded batch no longer changes an edge frame: the re-encoding is untested"
+
+
+@pytest.mark.parametrize("batch_seconds", [0.0, 30.0])  # one utterance per batch (CPU default), padded batches
+def test_extraction_equals_mimi_encode_at_24khz(tmp_path, mimi_dir, mimi_model, batch_seconds):
+    out = tmp_path / "mimi.jsonl"
+    rc = extract_units.main(["--file-list", str(_file_list(tmp_path)), "--tokenizer", "mimi", "--model-dir", mimi_dir,
+                             "--num-codebooks", "3", "--out", str(out), "--device", "cpu", "--audio-backend",
+                             "soundfile", "--max-batch-seconds", str(batch_seconds)])
+    assert rc == 0
+    recs = {r.id: r for r in iter_records(out)}
+    assert len(recs) == len(AUDIO)
+    meta = read_meta(out)
+    inv = UnitInventory(256, 3, "mimi", 12.5)
+    assert meta["tokenizer"]["kind"] == "mimi" and meta["deduplicated"] is False
+    assert (meta["tokenizer"]["num_codebooks"], meta["tokenizer"]["codebook_size"]) == (3, 256)
+    assert len(meta["tokenizer"]["weights_sha256"]) == 64 and meta["unit_seconds"] == 0.08
+    for path in AUDIO:
+        rec = recs[os.path.splitext(os.path.basename(path))[0]]
+        ref = reference_codes(mimi_model, load_audio(path, 24000), 3)
+        assert rec.codebooks == 3 and rec.num_frames == len(ref) and rec.durations == [1] * len(ref)
+        np.testing.assert_array_equal(inv.unflatten(rec.units), ref)
+        # each codebook its own unit range, frames in codebook order
+        assert (np.asarray(rec.units).reshape(-1, 3) // 256 == np.arange(3)).all()
+        assert abs(rec.audio_seconds - len(load_audio(path, 24000)) / 24000) < 1e-6
+
+
+def _file_list(tmp_path, paths=AUDIO):
+    lst = tmp_path / "files.txt"
+    lst.write_text("".join(p + "\n" for p in paths))
+    return lst
+
+
+def test_resume_and_a_different_codebook_count_is_refused(tmp_path, mimi_dir, capsys):
+    out = tmp_path / "u.jsonl"
+    base = ["--file-list", str(_file_list(tmp_path)), "--tokenizer", "mimi", "--model-dir", mimi_dir,
+            "--out", str(out), "--device", "cpu", "--audio-backend", "soundfile"]
+    assert extract_units.main(base + ["--num-codebooks", "2"]) == 0
+    first = out.read_text()
+    capsys.readouterr()
+    assert extract_units.main(base + ["--num-codebooks", "2"]) == 0
+    assert "0 new" in capsys.readouterr().out and out.read_text() == first
+    assert extract_units.main(base + ["--num-codebooks", "3"]) == 2
+    assert "different extractor" in capsys.readouterr().err
+
+
+def test_bad_input_named(tmp_path, mimi_dir, capsys):
+    lst = _file_list(tmp_path)
+    not_mimi = tmp_path / "hubert"
+    not_mimi.mkdir()
+    (not_mimi / "config.json").write_text(json.dumps({"model_type": "hubert"}))
+    cases = [
+        (["--model-dir", str(not_mimi), "--num-codebooks", "2"], "model_type is 'hubert', not 'mimi'"),
+        (["--model-dir", str(tmp_path / "absent"), "--num-codebooks", "2"], "not a directory"),
+        (["--model-dir", mimi_dir, "--num-codebooks", "0"], "--num-codebooks 0 out of range 1..32"),
+        (["--model-dir", mimi_dir, "--num-codebooks", "33"], "--num-codebooks 33 out of range 1..32"),
+        (["--model-dir", mimi_dir, "--num-codebooks", "2", "--dedup"], "--dedup is refused for codecs"),
+        (["--model-dir", mimi_dir], "needs --num-codebooks"),
+    ]
+    for extra, message in cases:
+        rc = extract_units.main(["--file-list", str(lst), "--tokenizer", "mimi", "--out", str(tmp_path / "x.jsonl"),
+                                 "--device", "cpu", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and "Traceback" not in err, (extra, err)
+        assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_audio_shorter_than_one_frame_is_a_counted_skip(tmp_path, mimi_dir, capsys):
+    import soundfile as sf
+
+    short = tmp_path / "short.wav"
+    sf.write(short, np.random.default_rng(0).normal(0, 0.1, 1000).astype(np.float32), 16000)  # 0.0625 s < 0.08 s
+    out = tmp_path / "u.jsonl"
+    rc = extract_units.main(["--file-list", str(_file_list(tmp_path, AUDIO[:1] + [str(short)])), "--tokenizer",
+                             "mimi", "--model-dir", mimi_dir, "--num-codebooks", "1", "--out", str(out),
+                             "--device", "cpu", "--audio-backend", "soundfile", "--min-seconds", "0"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1" in printed and "short.wav" in printed
+    assert [r.id for r in iter_records(out)] == [os.path.splitext(os.path.basename(AUDIO[0]))[0]]
+
+
+def test_codec_records_validated():
+    rec = {"id": "a", "path": "a.wav", "units": [1, 260, 7, 300], "durations": [1, 1], "unit_seconds": 0.08,
+           "num_frames": 2, "audio_seconds": 0.16, "codebooks": 2}
+    assert parse_record(rec, "u.jsonl:1").frames().tolist() == [[1, 260], [7, 300]]
+    with pytest.raises(ValueError, match="u.jsonl:1.*durations.*x 2 codebooks"):
+        parse_record({**rec, "units": [1, 260, 7]}, "u.jsonl:1")
+    with pytest.raises(ValueError, match="codebooks"):
+        parse_record({**rec, "codebooks": 0}, "u.jsonl:1")
+    with pytest.raises(VocabError, match="not frames in codebook order"):
+        UnitInventory(256, 2).unflatten([260, 1])
+
+
+def test_kmeans_units_unchanged_through_the_interface(tmp_path):
+    """The bundled units were made by main before tokenizers existed: the mel + k-means path gives
+    the same records byte for byte and a sidecar whose identity matches the old one."""
+    out = tmp_path / "mel.jsonl"
+    rc = extract_units.main(["--alignments", os.path.join(CORPUS, "alignments.jsonl"), "--tokenizer", "mel",
+                             "--kmeans", os.path.join(CORPUS, "km_mel100.npy"), "--out", str(out),
+                             "--audio-backend", "soundfile", "--device", "cpu"])
+    assert rc == 0
+    bundled = os.path.join(CORPUS, "units.jsonl")
+    old = {json.loads(line)["id"]: json.loads(line) for line in open(bundled)}
+    new = {json.loads(line)["id"]: json.loads(line) for line in open(out)}
+    for uid in old:  # paths are written relative to each output
+        assert {k: v for k, v in new[uid].items() if k != "path"} == {k: v for k, v in old[uid].items() if k != "path"}
+        assert "codebooks" not in new[uid]
+    meta = read_meta(out)
+    assert compatibility_key(meta) == compatibility_key(read_meta(bundled))
+    assert meta["tokenizer"] == {"kind": "mel", "codebook_size": 100, "num_codebooks": 1, "frame_rate": 25.0,
+                                 "weights_sha256": None, "kmeans_sha256": meta["kmeans"]["sha256"]}
