@@ -112,14 +112,14 @@ def _identity(hf_dir: Path, vocab) -> dict:
     """What the converted ids mean: this vocabulary, and the units an exported SLM recorded (a
     text LM has seen none yet). An export of another vocabulary is refused."""
     from megatron_slm.checkpoint.layout import read_identity
-    from megatron_slm.data.storage import DatasetError, check_identity
+    from megatron_slm.unit_identity import IdentityError, check_ids
 
     recorded = read_identity(hf_dir) or {}
     mine = {"vocab": vocab.identity(), "units": recorded.get("units")}
     if recorded.get("vocab"):
         try:
-            check_identity(mine, recorded, str(hf_dir / "slm_identity.json"))
-        except DatasetError as e:
+            check_ids(recorded, mine, str(hf_dir / "slm_identity.json"), "the tokenizer given")
+        except IdentityError as e:
             raise ConversionError(f"{e}: the tokenizer given is not the one this model was trained with") from None
     return mine
 

@@ -47,9 +47,9 @@ from megatron_slm.data.prepare import prepare_batch, units_record
 from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
                                        iter_line_shards)
 from megatron_slm.jsonio import loads
-from megatron_slm.data.storage import (SIDECAR_FORMAT, TEXT_KINDS, WORDS_SUFFIX, DatasetError, check_identity,
-                                       dataset_identity, dynamic_records, read_sidecar, sidecar_path, token_dtype,
-                                       write_json_atomic)
+from megatron_slm.data.storage import (SIDECAR_FORMAT, TEXT_KINDS, WORDS_SUFFIX, dataset_identity, dynamic_records,
+                                       read_sidecar, sidecar_path, token_dtype, write_json_atomic)
+from megatron_slm.unit_identity import IdentityError, check_ids
 from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
 
 
@@ -318,8 +318,9 @@ def run(job: PreprocessJob) -> dict:
         matches.append((old["identity"], sidecar_path(job.out_prefix), old["kind"]))
     for other, where, kind in matches:
         try:
-            check_identity(identity, other, where, compare_units=TEXT_KINDS[0] not in (job.kind, kind))
-        except DatasetError as e:
+            check_ids(other, identity, where, f"{job.out_prefix} (being made)",
+                      compare_units=TEXT_KINDS[0] not in (job.kind, kind))
+        except IdentityError as e:
             raise PreprocessError(str(e)) from None
 
     align = None

@@ -9,7 +9,7 @@
 
 Token ids are uint16 while the vocabulary fits (<= 65500), int32 beyond. A sidecar's identity
 is checked wherever two artifacts meet (a blend and the run's tokenizer, an output and the
-datasets it must match) by `check_identity`, the one rule with one message.
+datasets it must match) by `unit_identity.check_ids`, the one rule with one message.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from megatron_slm import conventions, jsonio
+from megatron_slm.unit_identity import IdentityError, check_ids, check_units
 from megatron_slm.data import interleave
 
 SIDECAR_FORMAT = "megatron-slm-dataset/1"
@@ -56,9 +57,6 @@ def token_dtype(vocab_size: int) -> type:
 
 # ----------------------------------------------------------------------------- identity
 
-VOCAB_KEYS = ("text_vocab_sha256", "text_vocab_size")
-
-
 def dataset_identity(vocab, units_identity: Optional[dict]) -> dict:
     """What a dataset was made with: the extended vocabulary and (speech data) the units."""
     return {"vocab": vocab.identity(), "units": units_identity}
@@ -80,22 +78,6 @@ def recorded_conventions(meta: Optional[dict], where: str) -> list[tuple[str, st
     if units:
         out.append((f"the units of {where}", conventions.recorded(units)))
     return out
-
-
-def check_identity(mine: dict, theirs: dict, where: str, compare_units: bool = True) -> None:
-    """Refuse when `theirs` (e.g. a dataset sidecar's identity) was made with another vocabulary
-    or other speech units than `mine`. K and the units only matter when both sides hold speech
-    (`compare_units`): a text dataset fits any K of the same base tokenizer."""
-    a, b = mine.get("vocab") or {}, theirs.get("vocab") or {}
-    keys = list(VOCAB_KEYS) + (["num_units"] if compare_units else [])
-    diff = [k for k in keys if b.get(k) != a.get(k)]
-    if diff:
-        raise DatasetError(f"{where} was made with a different vocabulary ("
-                           + ", ".join(f"{k} {b.get(k)!r} there vs {a.get(k)!r} here" for k in diff) + ")")
-    if compare_units and mine.get("units") and theirs.get("units"):
-        ua, ub = _units_key(mine["units"]), _units_key(theirs["units"])
-        if ua != ub:
-            raise DatasetError(f"{where} was made with different speech units ({ub} there vs {ua} here)")
 
 
 def content_hash(prefix: str) -> str:
@@ -144,9 +126,11 @@ def units_identity_of(prefixes: list[str]) -> Optional[dict]:
             units["extractor"] = {k: v for k, v in units["extractor"].items() if k != "model"}
         if found is None:
             found = (prefix, units)
-        elif {k: v for k, v in found[1].items() if k != "compat"} != {k: v for k, v in units.items() if k != "compat"}:
-            raise DatasetError(f"{sidecar_path(prefix)} and {sidecar_path(found[0])} were made with different "
-                               f"speech units ({units} vs {found[1]}): one blend needs one unit inventory")
+            continue
+        try:
+            check_units(units, found[1], sidecar_path(prefix), sidecar_path(found[0]), compare_compat=False)
+        except IdentityError as e:
+            raise DatasetError(f"{e}: one blend needs one unit inventory") from None
     return found[1] if found else None
 
 
@@ -190,8 +174,8 @@ def check_stored(prefix: str, vocab, expected_kind: str = "gpt") -> tuple[Option
     kind = meta.get("kind")
     if expected_kind not in ("gpt", kind):
         raise DatasetError(f"{prefix} holds {kind!r} documents but the blend says kind={expected_kind!r}")
-    check_identity(dataset_identity(vocab, None), meta.get("identity") or {}, sidecar_path(prefix),
-                   compare_units=kind not in TEXT_KINDS)
+    check_ids(meta.get("identity") or {}, dataset_identity(vocab, None), sidecar_path(prefix),
+              f"the tokenizer {vocab.source}", compare_units=kind not in TEXT_KINDS, error=DatasetError)
     return meta, kind
 
 

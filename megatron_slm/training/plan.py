@@ -101,7 +101,8 @@ def check_model_vocabulary(cfg: SLMConfig, arch: ModelArch, vocab, units: Option
     """The tokenizer (and the data's units) must be the ones the checkpoint's ids were made for:
     otherwise unit and marker ids land on other rows and training silently learns nonsense."""
     from megatron_slm.checkpoint.layout import has_checkpoint, read_identity
-    from megatron_slm.data.storage import DatasetError, check_identity, dataset_identity
+    from megatron_slm.data.storage import dataset_identity
+    from megatron_slm.unit_identity import IdentityError, check_ids
     from megatron_slm.models.provider import arch_source_dir
 
     c = cfg.checkpoint
@@ -111,8 +112,8 @@ def check_model_vocabulary(cfg: SLMConfig, arch: ModelArch, vocab, units: Option
     recorded = read_identity(source)
     if recorded and recorded.get("vocab"):
         try:
-            check_identity(dataset_identity(vocab, units), recorded, f"the checkpoint {source}")
-        except DatasetError as e:
+            check_ids(recorded, dataset_identity(vocab, units), f"the checkpoint {source}", "this run's tokenizer and data")
+        except IdentityError as e:
             raise ConfigError(f"data.tokenizer={vocab.source!r} (K={vocab.num_units}) does not fit: {e}") from None
     elif arch.vocab_size != vocab.vocab_size:
         raise ConfigError(f"data.tokenizer={vocab.source!r} has {vocab.vocab_size} ids (K={vocab.num_units} units) but "

@@ -1,0 +1,187 @@
+"""Post-training data: the record format, SlamKit's preference features, truncation and skips,
+named errors, the objective/data checks, SFT's loss mask and the DPO loss against TRL's."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from megatron_slm.config import ConfigError, load_config
+from megatron_slm.data.preprocess import PreprocessError
+from megatron_slm.posttrain import records
+from megatron_slm.posttrain.datasets import PairData, check_objective
+from megatron_slm.posttrain.preprocess import PairJob, run
+from megatron_slm.posttrain.storage import PairStore
+from megatron_slm.testing.synthetic_units import write_synthetic_corpus
+from megatron_slm.units.records import make_meta, read_meta, write_meta
+from megatron_slm.vocab import SpeechVocab
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "examples" / "tokenizer" / "tiny-bpe")
+K = 20
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return SpeechVocab.from_pretrained(TINY, num_units=K)
+
+
+@pytest.fixture(scope="module")
+def units_file(tmp_path_factory):
+    return write_synthetic_corpus(str(tmp_path_factory.mktemp("units")), n=2, k=K).units
+
+
+def write_records(path: Path, recs: list, units_file=None) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    if units_file:
+        write_meta(str(path), read_meta(units_file))
+    return str(path)
+
+
+def pairs(prefix, vocab):
+    store = PairStore(prefix, vocab)
+    return [store.parts(i) for i in range(len(store))]
+
+
+def same_pairs(a, b):
+    return len(a) == len(b) and all(np.array_equal(pa, pb) and all(np.array_equal(x, y) for x, y in zip(ca, cb))
+                                    for (pa, ca), (pb, cb) in zip(a, b))
+
+
+RNG = np.random.default_rng(0)
+SPEECH_RECS = [{"prompt": RNG.integers(0, K, 6).tolist(), "chosen": RNG.integers(0, K, 4).tolist(),
+                "rejected": RNG.integers(0, K, 5).tolist()} for _ in range(5)]
+
+
+def test_layout_speech_only_and_mixed(vocab):
+    parts = records.parse_record({"prompt": {"units": [1, 2]}, "chosen": {"units": [3]}, "rejected": {"units": [4, 4]}},
+                                 "preference", "x:1")
+    pair = records.layout(parts, "preference", vocab, "x:1")
+    u = vocab.unit_offset
+    assert pair.prompt.tolist() == [vocab.bos, u + 1, u + 2]  # BOS + prompt, no modality token
+    assert [c.tolist() for c in pair.completions] == [[u + 3, vocab.eod], [u + 4, u + 4, vocab.eod]]
+    mixed = records.parse_record({"prompt": "once upon", "chosen": " a time", "rejected": [{"units": [5]}]},
+                                 "preference", "x:2")
+    pair = records.layout(mixed, "preference", vocab, "x:2")
+    assert pair.prompt[:2].tolist() == [vocab.bos, vocab.text_id]
+    assert pair.completions[0][-1] == vocab.eod and vocab.text_id not in pair.completions[0]
+    assert pair.completions[1].tolist() == [vocab.speech_id, u + 5, vocab.eod]  # the switch opens the completion
+
+
+def test_truncation_is_trl_style():
+    pair = records.PairIds(np.arange(10), [np.arange(100, 108), np.arange(200, 203)])
+    cut, done = records.truncate(pair, max_length=12, max_prompt_length=4, keep_bos=True, where="")
+    assert cut.prompt.tolist() == [0, 7, 8, 9]  # BOS kept, the rest from the left
+    assert cut.completions[0].tolist() == list(range(100, 108)) and done.prompt and not done.completions
+    cut, done = records.truncate(pair, max_length=8, max_prompt_length=4, keep_bos=True, where="")
+    assert cut.completions[0].tolist() == [100, 101, 102, 103] and cut.completions[1].tolist() == [200, 201, 202]
+    assert done.completions
+
+
+def test_preprocess_counts_skips_and_truncation(tmp_path, vocab, units_file):
+    recs = SPEECH_RECS + [
+        {"prompt": [1], "chosen": [], "rejected": [2]},                    # empty completion
+        {"prompt": [1], "chosen": [3, 4], "rejected": [3, 4]},             # chosen == rejected
+        {"prompt": list(range(K)) * 3, "chosen": [1] * 40, "rejected": [2]},  # over-long: truncated, kept
+        {"prompt": [1], "chosen": [3]},                                     # no rejected
+    ]
+    recs = [{k: {"units": v} for k, v in r.items()} for r in recs]
+    src = write_records(tmp_path / "p.jsonl", recs, units_file)
+    meta = run(PairJob("preference", TINY, [src], str(tmp_path / "out"), max_length=32, progress=False))
+    assert meta["documents"] == 6
+    assert meta["skipped"]["counts"] == {"empty_completion": 1, "same_completions": 1, "missing_field": 1}
+    assert meta["truncated"] == {"prompts": 1, "completions": 1, "pairs": 1}
+    longest = max(len(p) + max(len(c) for c in cs) for p, cs in pairs(str(tmp_path / "out"), vocab))
+    assert longest <= 32
+    with pytest.raises(PreprocessError, match=r"p.jsonl:9: field 'rejected' missing \[--strict\]"):
+        run(PairJob("preference", TINY, [src], str(tmp_path / "strict"), max_length=32, strict=True, progress=False))
+
+
+def test_slamkit_features_preprocess_to_the_same_pairs(tmp_path, vocab, units_file):
+    """SlamKit's feature extractor writes prompt/chosen/rejected as {"units", "duration"} beside
+    the wav paths; its DPO rows are BOS + prompt units, each completion + EOS: our pairs."""
+    ours = [{"id": i, **{k: {"units": v} for k, v in r.items()}} for i, r in enumerate(SPEECH_RECS)]
+    theirs = [{"prompt_path": f"w/{i}_p.wav", "chosen_path": f"w/{i}_c.wav", "rejected_path": f"w/{i}_r.wav",
+               **{k: {"units": v, "duration": [2] * len(v)} for k, v in r.items()}} for i, r in enumerate(SPEECH_RECS)]
+    a = write_records(tmp_path / "ours.jsonl", ours, units_file)
+    b = write_records(tmp_path / "sk.jsonl", theirs)
+    run(PairJob("preference", TINY, [a], str(tmp_path / "a"), progress=False))
+    run(PairJob("preference", TINY, [b], str(tmp_path / "b"), units_meta=units_file, progress=False))
+    got_a, got_b = pairs(str(tmp_path / "a"), vocab), pairs(str(tmp_path / "b"), vocab)
+    assert len(got_a) == len(SPEECH_RECS) and same_pairs(got_a, got_b)
+    u = vocab.unit_offset
+    r0 = SPEECH_RECS[0]
+    assert got_b[0][0].tolist() == [vocab.bos] + [u + x for x in r0["prompt"]]
+    assert got_b[0][1][1].tolist() == [u + x for x in r0["rejected"]] + [vocab.eod]
+
+
+def test_units_identity_is_required_and_checked(tmp_path, units_file):
+    recs = [{k: {"units": v} for k, v in r.items()} for r in SPEECH_RECS]
+    bare = write_records(tmp_path / "bare.jsonl", recs)
+    with pytest.raises(PreprocessError, match="no units identity"):
+        run(PairJob("preference", TINY, [bare], str(tmp_path / "x"), progress=False))
+    made = write_records(tmp_path / "a.jsonl", recs, units_file)
+    run(PairJob("preference", TINY, [made], str(tmp_path / "a"), progress=False))
+    other = write_records(tmp_path / "b.jsonl", recs)
+    meta = read_meta(units_file)
+    write_meta(other, make_meta(meta["extractor"], K, "f" * 64, None, True))  # another k-means, same K
+    with pytest.raises(PreprocessError, match="different speech units"):
+        run(PairJob("preference", TINY, [other], str(tmp_path / "b"), match=[str(tmp_path / "a")], progress=False))
+
+
+def test_objective_and_data_kinds_must_agree():
+    blend = ["data.source=blend", "data.blend=[{path: x}]"]
+    with pytest.raises(ConfigError, match=r"data.blend\[0\] holds preference data.*train.objective=dpo"):
+        check_objective(load_config(None, blend), ["preference"])
+    with pytest.raises(ConfigError, match=r"holds interleaved data but train.objective=dpo"):
+        check_objective(load_config(None, blend + ["train.objective=dpo"]), ["interleaved"])
+    with pytest.raises(ConfigError, match="train.objective=sft needs data.source=blend"):
+        check_objective(load_config(None, ["train.objective=sft"]), [])
+    check_objective(load_config(None, blend + ["train.objective=sft"]), ["sft"])
+
+
+def test_sft_loss_ignores_prompt_targets(tmp_path, vocab, units_file):
+    """Changing a prompt token's target never changes the SFT loss; changing a response's does."""
+    from megatron_slm.training.loss import loss_func
+
+    recs = [{"prompt": {"units": r["prompt"]}, "response": {"units": r["chosen"]}} for r in SPEECH_RECS]
+    src = write_records(tmp_path / "sft.jsonl", recs, units_file)
+    run(PairJob("sft", TINY, [src], str(tmp_path / "sft"), progress=False))
+    cfg = load_config(None, ["train.objective=sft", "train.seq_length=16", "data.split=1,0,0", "data.source=blend",
+                             f"data.blend=[{{path: {tmp_path / 'sft'}, kind: sft}}]"])
+    ds = PairData.open(cfg, vocab).split_dataset("train", 4)
+    sample = ds[0]
+    prompt_len = len(PairStore(str(tmp_path / "sft"), vocab).parts(ds.record(0))[0])
+    mask = sample["loss_mask"].astype(bool)
+    assert not mask[:prompt_len - 1].any() and mask[prompt_len - 1:prompt_len + 4].all()  # response + EOS targets
+    logits = torch.randn(1, 16, vocab.vocab_size, generator=torch.Generator().manual_seed(0))
+
+    def loss(labels):
+        per_token = torch.nn.functional.cross_entropy(logits[0], torch.from_numpy(labels), reduction="none")[None]
+        total, count, _ = loss_func(torch.from_numpy(sample["loss_mask"])[None],
+                                    torch.from_numpy(sample["modality"])[None], per_token)
+        return (total / count).item()
+
+    base = loss(sample["labels"])
+    for pos, changes in ((0, False), (prompt_len - 2, False), (prompt_len - 1, True)):
+        labels = sample["labels"].copy()
+        labels[pos] = (labels[pos] + 7) % vocab.vocab_size
+        assert (loss(labels) != base) == changes, pos
+
+
+def test_dpo_loss_equals_trls_formula():
+    """Our per-pair loss and rewards against TRL 1.16's sigmoid DPO written out on the same logps
+    (the full-model comparison through DPOTrainer is tests/test_posttrain_dpo.py)."""
+    import torch.nn.functional as F
+
+    from megatron_slm.posttrain.objective import dpo_losses
+
+    g = torch.Generator().manual_seed(1)
+    c, r, rc, rr = (-torch.rand(8, generator=g, dtype=torch.float64) * 40 for _ in range(4))
+    losses, rew_c, rew_r = dpo_losses(c, r, rc, rr, beta=0.1)
+    delta = (c - rc) - (r - rr)
+    assert torch.allclose(losses, -F.logsigmoid(0.1 * delta), atol=1e-12)
+    assert torch.allclose(rew_c, 0.1 * (c - rc)) and torch.allclose(rew_r, 0.1 * (r - rr))
+    smoothed, _, _ = dpo_losses(c, r, rc, rr, beta=0.1, label_smoothing=0.2)  # conservative DPO
+    assert torch.allclose(smoothed, -0.8 * F.logsigmoid(0.1 * delta) - 0.2 * F.logsigmoid(-0.1 * delta), atol=1e-12)
