@@ -18,15 +18,22 @@ from megatron_slm.eval.backends import MegatronBackend
 from megatron_slm.eval.items import ItemError
 
 
+def load_training_benchmarks(cfg, vocab) -> list:
+    """Read and check every benchmark in cfg.eval.tasks (kept in memory for the evaluations);
+    ItemError naming the first that is missing or does not fit. The run plan calls it before step 0."""
+    if not cfg.eval.data:
+        raise ItemError("eval.tasks is set but eval.data (the directory of prepared benchmarks) is not")
+    sets = run.load_sets(run.benchmark_files(cfg.eval.data, list(cfg.eval.tasks)), cache=True)
+    identity = run.expected_unit_identity(cfg.checkpoint.save, cfg.data.tokenizer, [b.path for b in cfg.data.blend])
+    run.check_sets(sets, identity, vocab)
+    return sets
+
+
 def evaluate_in_training(models: list, cfg, vocab) -> dict[str, float]:
     """{"<task>/accuracy": float} for every task in cfg.eval.tasks (empty dict when none)."""
     tasks = list(cfg.eval.tasks or [])
     if not tasks:
         return {}
-    if not cfg.eval.data:
-        raise ItemError("eval.tasks is set but eval.data (the directory of prepared benchmarks) is not")
-    sets = run.load_sets(run.benchmark_files(cfg.eval.data, tasks), cache=True)
-    identity = run.expected_unit_identity(cfg.checkpoint.save, cfg.data.tokenizer, [b.path for b in cfg.data.blend])
-    run.check_sets(sets, identity, vocab)
+    sets = load_training_benchmarks(cfg, vocab)
     scores = run.score_sets(sets, vocab, MegatronBackend(models, vocab, padded_vocab_size=None), reduce=cfg.eval.score)
     return run.accuracies(scores)

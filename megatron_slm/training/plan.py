@@ -133,9 +133,52 @@ def recorded_units(cfg: SLMConfig) -> Optional[dict]:
     return None
 
 
+def check_checkpoint_arch(cfg: SLMConfig, arch: ModelArch) -> None:
+    """The checkpoint this run resumes or loads must hold the architecture the config asks for:
+    caught here, naming the fields, not as a shape mismatch deep in the checkpoint loader."""
+    import dataclasses
+
+    from megatron_slm.checkpoint.layout import has_checkpoint
+    from megatron_slm.config import CheckpointConfig, ModelConfig
+
+    c = cfg.checkpoint
+    source = c.save if has_checkpoint(c.save) else c.load
+    if source is None:
+        return
+    # the recorded architecture alone: no preset, no overrides, only this checkpoint to read it from
+    bare = dataclasses.replace(cfg, model=ModelConfig(), checkpoint=CheckpointConfig(load=source))
+    try:
+        recorded, _ = resolve_arch(bare)
+    except ConfigError:
+        return  # records no architecture: a plain dist checkpoint, checked when it loads
+    diff = [f"{f.name} {getattr(recorded, f.name)!r} -> {getattr(arch, f.name)!r}"
+            for f in dataclasses.fields(arch) if getattr(recorded, f.name) != getattr(arch, f.name)]
+    if diff:
+        key = "checkpoint.save" if source == c.save else "checkpoint.load"
+        raise ConfigError(f"{key}={source} holds another architecture than this config's model: "
+                          f"{'; '.join(diff)} (set model.* to the checkpoint's, or drop the preset to take it "
+                          f"from the checkpoint)")
+
+
+def check_benchmarks(cfg: SLMConfig, vocab) -> None:
+    """Every benchmark in eval.tasks exists, parses and fits the vocabulary before step 0, not at
+    the first evaluation after hours of training."""
+    from megatron_slm.eval.hook import load_training_benchmarks
+    from megatron_slm.eval.items import ItemError
+
+    try:
+        load_training_benchmarks(cfg, vocab)
+    except ItemError as e:
+        raise ConfigError(f"eval.tasks: {e}") from None
+
+
 def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> RunPlan:
+    from megatron_slm.training.relaunch import check_relaunch
+
     p, t, prec = cfg.parallel, cfg.train, cfg.precision
+    check_relaunch(cfg)  # a run dir with a checkpoint: only keys that change no result may differ
     arch, pinned = resolve_arch(cfg, vocab.vocab_size if vocab is not None else None)
+    check_checkpoint_arch(cfg, arch)
     _check(p.tp >= 1 and p.pp >= 1, "parallel.tp and parallel.pp must be >= 1")
     _check(arch.num_query_groups % p.tp == 0,
            f"parallel.tp={p.tp} does not divide num_query_groups={arch.num_query_groups}")
@@ -200,6 +243,7 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
         _check(cfg.eval.data is not None and Path(cfg.eval.data).is_dir(),
                f"eval.tasks needs eval.data to be a directory of prepared benchmarks (got {cfg.eval.data!r})")
         _check(vocab is not None, "eval.tasks needs a tokenizer (data.tokenizer)")
+        check_benchmarks(cfg, vocab)
     if cfg.checkpoint.load is not None:
         _check(Path(cfg.checkpoint.load).is_dir(), f"checkpoint.load={cfg.checkpoint.load!r} does not exist")
     padded = resolve_padded_vocab(arch, cfg, pinned)

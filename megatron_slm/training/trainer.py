@@ -33,6 +33,7 @@ from megatron_slm.training.loss import make_objective
 from megatron_slm.training.metrics import MetricsLogger
 from megatron_slm.training.optim import build_optimizer, build_scheduler, wrap_ddp
 from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
+from megatron_slm.training.relaunch import end_of_run_logged, nothing_to_do_message
 from megatron_slm.training.state import TrainState
 
 LOSS_KEYS = ("lm_loss", "speech_loss", "text_loss")
@@ -275,6 +276,17 @@ class Trainer:
         scores = evaluate_in_training(self.models, self.cfg, self.vocab)
         self.metrics.log({"eval": True, "iteration": self.iteration, **scores})
 
+    def _end_of_run_logged(self) -> bool:
+        """A relaunch of a finished run: its final validation (and scores) are in metrics.jsonl
+        already, so evaluating again would only append duplicates. Rank 0 reads, all agree."""
+        kinds = (("validation",) if self.cfg.train.eval_iters and self.valid_sets else ()) + \
+            (("eval",) if self.cfg.eval.tasks else ())
+        done = self.rank0 and layout.has_checkpoint(self.cfg.checkpoint.save) and \
+            end_of_run_logged(self.run_dir, self.iteration, kinds)
+        flag = torch.tensor([1.0 if done else 0.0], device=self.info.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def save(self) -> None:
         if not self.cfg.checkpoint.save:
             return
@@ -345,7 +357,10 @@ class Trainer:
                 stopped_early = True
                 break
             overhead = time.perf_counter() - step_end
-        if not stopped_early:
+        finished_before = start_iteration >= total and self._end_of_run_logged()
+        if finished_before:
+            self.metrics.message(nothing_to_do_message(total))
+        elif not stopped_early:
             self._log_validation()
             if cfg.eval.tasks:
                 self._run_eval_tasks()
