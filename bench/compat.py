@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from megatron_slm.config import InterleaveConfig  # noqa: E402
 from megatron_slm.data import interleave as il  # noqa: E402
+from megatron_slm.data.spans import speech_masks  # noqa: E402
 from megatron_slm.testing import slamkit_reference as ref  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -63,7 +64,7 @@ def sampler_table(docs: int) -> None:
             row = []
             for compat in ("none", "slamkit"):
                 cfg = InterleaveConfig(compat=compat, **kw)
-                row.append(stats(il.speech_masks(np.full(docs, n), np.arange(docs), cfg, 1234, 0).reshape(docs, n)))
+                row.append(stats(speech_masks(np.full(docs, n), np.arange(docs), cfg, 1234, 0).reshape(docs, n)))
             row.append(stats(reference_masks(name, n, docs, rng)))
             print(f"{name:8s} {n:5d} " + " ".join(f"{f:6.2f} / {s:5.2f}" for f, s in row))
     lengths = np.random.default_rng(1).integers(20, 51, 20000)
@@ -71,7 +72,7 @@ def sampler_table(docs: int) -> None:
     for compat in ("none", "slamkit"):
         cfg = InterleaveConfig(compat=compat)
         t0 = time.perf_counter()
-        il.speech_masks(lengths, np.arange(len(lengths)), cfg, 1, 0)
+        speech_masks(lengths, np.arange(len(lengths)), cfg, 1, 0)
         print(f"  {compat} {lengths.sum() / (time.perf_counter() - t0) / 1e6:.1f} M words/s", end="")
     t0 = time.perf_counter()
     for k in lengths[:2000]:
@@ -97,7 +98,7 @@ def corpus_table(seeds: int) -> None:
     same = spans = 0
     for compat in ("none", "slamkit"):
         cfg = InterleaveConfig(compat=compat)
-        masks = [m for s in range(seeds) for m in np.split(il.speech_masks(n, keys, cfg, s, 0), np.cumsum(n)[:-1])]
+        masks = [m for s in range(seeds) for m in np.split(speech_masks(n, keys, cfg, s, 0), np.cumsum(n)[:-1])]
         frac, span = stats(masks)
         print(f"   {compat:8s} speech fraction {frac:.2f}, mean span {span:.2f} words")
         if compat == "slamkit":  # the unit runs each rule gives these speech spans

@@ -36,6 +36,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from megatron_slm.config import InterleaveConfig  # noqa: E402
 from megatron_slm.data import interleave as il  # noqa: E402
+from megatron_slm.data.spans import speech_masks  # noqa: E402
+from megatron_slm.document import Markers, document_bos  # noqa: E402
 from megatron_slm.data import preprocess as pp  # noqa: E402
 from megatron_slm.corpus.alignments import AlignmentIndex  # noqa: E402
 from megatron_slm.corpus.canonical import parse_canonical  # noqa: E402
@@ -62,15 +64,14 @@ def parse(lines, vocab, align, compat):
 
 
 def markers(vocab, compat):
-    return il.Markers(vocab.speech_id, vocab.text_id, vocab.bos if pp.document_bos(vocab, True, compat) else None,
-                      vocab.eod)
+    return Markers.of(vocab, bos=document_bos(vocab, True, compat))
 
 
 def masks_for(utts, cfg, seed, epoch):
     """The speech masks both methods use (drawn outside the timed parts: the naive method is
     timed on making ids from a given draw only, which flatters it)."""
     n = np.array([u.num_words for u in utts])
-    return np.split(il.speech_masks(n, np.array([u.key for u in utts]), cfg, seed, epoch), np.cumsum(n)[:-1])
+    return np.split(speech_masks(n, np.array([u.key for u in utts]), cfg, seed, epoch), np.cumsum(n)[:-1])
 
 
 def ours_draw(batch, vocab, cfg, seed, epoch):

@@ -5,9 +5,12 @@ import pytest
 
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave as il
+from megatron_slm.data.draws import document_key, poisson_ppf, uniforms
+from megatron_slm.data.spans import select_speech_words, speech_masks
+from megatron_slm.document import Markers
 from megatron_slm.units.records import dedup, expand
 
-MK = il.Markers(speech=1000, text=1001, bos=1, eod=2)
+MK = Markers(speech=1000, text=1001, bos=1, eod=2)
 
 
 def _span_lengths(mask):
@@ -20,7 +23,7 @@ def test_poisson_hits_speech_fraction_and_mean_span_length():
     spans = []
     for doc in range(300):
         n = 400
-        mask = il.select_speech_words(n, doc, cfg, 7, 0)
+        mask = select_speech_words(n, doc, cfg, 7, 0)
         spoken += int(mask.sum())
         total += n
         spans += _span_lengths(mask)
@@ -31,13 +34,13 @@ def test_poisson_hits_speech_fraction_and_mean_span_length():
 def test_poisson_fraction_on_short_utterances_and_other_settings():
     for eta, lam, n in ((0.3, 10, 14), (0.5, 3, 20), (0.1, 5, 60)):
         cfg = InterleaveConfig(method="poisson", mean_span_words=lam, speech_fraction=eta, compat="none")
-        masks = il.speech_masks(np.full(2000, n), np.arange(2000), cfg, 1, 0).reshape(2000, n)
+        masks = speech_masks(np.full(2000, n), np.arange(2000), cfg, 1, 0).reshape(2000, n)
         assert abs(np.mean([m.mean() for m in masks]) - eta) <= 0.02, (eta, lam, n)
 
 
 def test_poisson_edge_fractions():
     def one(n, lam, eta, key=0):
-        return il.select_speech_words(n, key, InterleaveConfig(mean_span_words=lam, speech_fraction=eta, compat="none"), 0, 0)
+        return select_speech_words(n, key, InterleaveConfig(mean_span_words=lam, speech_fraction=eta, compat="none"), 0, 0)
 
     assert not one(10, 10, 0.0).any()
     assert one(10, 10, 1.0).all()
@@ -46,7 +49,7 @@ def test_poisson_edge_fractions():
         m = one(5, 1.0, 0.99, key)
         assert m.dtype == bool and m.size == 5 and m.sum() in (4, 5)
     # spans never touch: each drawn span stays visible as its own run
-    masks = il.speech_masks(np.full(500, 30), np.arange(500), InterleaveConfig(mean_span_words=2.0, speech_fraction=0.5, compat="none"), 0, 0)
+    masks = speech_masks(np.full(500, 30), np.arange(500), InterleaveConfig(mean_span_words=2.0, speech_fraction=0.5, compat="none"), 0, 0)
     assert all(m.sum() == sum(_span_lengths(m)) for m in masks.reshape(500, 30))
 
 
@@ -57,32 +60,32 @@ def test_batched_draws_equal_one_document_draws_in_any_batch(compat):
     n, keys = rng.integers(0, 80, 400), rng.integers(0, 2**31 - 1, 400)
     for cfg in (InterleaveConfig(compat=compat), InterleaveConfig(method="span", span_prob=0.2, span_words=3, compat=compat),
                 InterleaveConfig(method="random", word_prob=0.3, compat=compat)):
-        flat = il.speech_masks(n, keys, cfg, 11, 2)
+        flat = speech_masks(n, keys, cfg, 11, 2)
         parts = np.split(flat, np.cumsum(n)[:-1])
         perm = rng.permutation(400)
-        shuffled = np.split(il.speech_masks(n[perm], keys[perm], cfg, 11, 2), np.cumsum(n[perm])[:-1])
+        shuffled = np.split(speech_masks(n[perm], keys[perm], cfg, 11, 2), np.cumsum(n[perm])[:-1])
         for i in (0, 7, 123, 399):
-            one = il.select_speech_words(int(n[i]), int(keys[i]), cfg, 11, 2)
+            one = select_speech_words(int(n[i]), int(keys[i]), cfg, 11, 2)
             assert np.array_equal(one, parts[i]) and np.array_equal(one, shuffled[int(np.flatnonzero(perm == i)[0])])
 
 
 def test_uniforms_are_uniform_and_streams_independent():
-    u = il.uniforms(1, 0, 0, np.arange(100000), np.zeros(100000))
+    u = uniforms(1, 0, 0, np.arange(100000), np.zeros(100000))
     assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.005
     assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 9500
-    v = il.uniforms(1, 0, 1, np.arange(100000), np.zeros(100000))
+    v = uniforms(1, 0, 1, np.arange(100000), np.zeros(100000))
     assert abs(np.corrcoef(u, v)[0, 1]) < 0.01
     lam = 9.0
-    draws = il.poisson_ppf(u, lam)
+    draws = poisson_ppf(u, lam)
     assert abs(draws.mean() - lam) < 0.05 and abs(draws.var() - lam) < 0.2
 
 
 def test_span_and_random_methods():
     cfg = InterleaveConfig(method="random", word_prob=0.4, compat="none")
-    frac = il.speech_masks(np.full(200, 200), np.arange(200), cfg, 3, 0).mean()
+    frac = speech_masks(np.full(200, 200), np.arange(200), cfg, 3, 0).mean()
     assert abs(frac - 0.4) < 0.02
     cfg = InterleaveConfig(method="span", span_prob=0.05, span_words=4, compat="none")
-    mask = il.select_speech_words(5000, 0, cfg, 3, 0)
+    mask = select_speech_words(5000, 0, cfg, 3, 0)
     lengths = _span_lengths(mask)
     # spans are 4 words; two spans may touch and read as one longer span
     assert all(length % 4 == 0 or length == lengths[-1] for length in lengths) and mask.any()
@@ -91,11 +94,11 @@ def test_span_and_random_methods():
 @pytest.mark.parametrize("compat", ["none", "slamkit"])
 def test_draws_are_seeded_by_seed_epoch_key(compat):
     cfg = InterleaveConfig(compat=compat)
-    a = il.select_speech_words(100, 5, cfg, 1, 0)
-    assert np.array_equal(a, il.select_speech_words(100, 5, cfg, 1, 0))
-    others = [il.select_speech_words(100, k, cfg, s, e) for s, e, k in ((2, 0, 5), (1, 1, 5), (1, 0, 6))]
+    a = select_speech_words(100, 5, cfg, 1, 0)
+    assert np.array_equal(a, select_speech_words(100, 5, cfg, 1, 0))
+    others = [select_speech_words(100, k, cfg, s, e) for s, e, k in ((2, 0, 5), (1, 1, 5), (1, 0, 6))]
     assert all(not np.array_equal(a, o) for o in others)
-    assert il.document_key("utt-1") == il.document_key("utt-1") != il.document_key("utt-2")
+    assert document_key("utt-1") == document_key("utt-1") != document_key("utt-2")
 
 
 def _run_table_length(u, mask, keep_empty=False):
@@ -145,7 +148,7 @@ def test_assemble_modality_tokens_and_word_boundaries():
     assert _run_table_length(u, mask) == len(doc)
     # all text == the plain tokenisation; all speech == the aligned units; no BOS when None
     assert il.assemble(u, np.zeros(5, bool), MK).tolist() == [1, 1001, 10, 11, 12, 13, 14, 15, 16, 2]
-    no_bos = il.Markers(1000, 1001, None, 2)
+    no_bos = Markers(1000, 1001, None, 2)
     assert il.assemble(u, np.ones(5, bool), no_bos).tolist() == [1000, 500, 501, 502, 503, 504, 505, 2]
 
 
@@ -193,7 +196,7 @@ def test_batch_assembly_equals_one_document_assembly(method, compat):
                                rng.integers(500, 600, nu), lo, hi))
     cfg = InterleaveConfig(method=method, compat=compat)
     batch = il.PreparedBatch.from_utterances(utts)
-    for mk in (MK, il.Markers(speech=1000, text=1001, bos=None, eod=2)):
+    for mk in (MK, Markers(speech=1000, text=1001, bos=None, eod=2)):
         ids, offsets = il.assemble_batch(batch, il.draw_batch(batch, cfg, 3, 1), mk)
         assert len(offsets) == len(utts) + 1
         for i, u in enumerate(utts):

@@ -8,6 +8,7 @@ import pytest
 
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave as il
+from megatron_slm.document import Markers
 from megatron_slm.data import preprocess as pp
 from megatron_slm.corpus.alignments import AlignmentIndex
 from megatron_slm.data.prepare import prepare_interleaved
@@ -48,7 +49,7 @@ def test_static_documents_are_the_pure_interleaving(corpus, vocab, tmp_path):
     docs = _docs(tmp_path / "inter")
     assert meta["documents"] == len(docs) == 60 and not meta["skipped"]["counts"]
     align = AlignmentIndex(corpus.alignments)
-    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    mk = Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
     lines = Path(corpus.units).read_text().splitlines()
     for line, doc in zip(lines, docs):
         u, _ = prepare_interleaved(json.loads(line), "x", vocab, align, "slamkit")  # the default convention
@@ -73,7 +74,7 @@ def test_output_independent_of_workers_and_dynamic_layout(corpus, vocab, tmp_pat
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     layout, words = IndexedDataset(str(tmp_path / "dyn")), IndexedDataset(str(tmp_path / "dyn_words"))
-    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    mk = Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
     for i, static in enumerate(_docs(tmp_path / "w1")):
         w = words[i].astype(np.int64)
         n = int(w[1])
@@ -276,7 +277,7 @@ def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_pa
     # inside a string: that shard is prepared by the reference
     records[0][1]["path"] = "true_story.flac"
     lines = [json.dumps(obj).encode() for _, obj in records]
-    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    mk = Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
     for recs, raw, vectorised in ((fast, None, True), (records, None, True), (records, lines, False)):
         calls = []
         monkeypatch.setattr(prep, "reference_batch", lambda *a: (calls.append(1), real_reference(*a))[1])

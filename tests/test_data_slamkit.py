@@ -12,6 +12,9 @@ import pytest
 
 from megatron_slm.config import InterleaveConfig, load_config
 from megatron_slm.data import interleave as il
+from megatron_slm.data import ragged
+from megatron_slm.data.spans import speech_masks
+from megatron_slm.document import Markers, document_bos
 from megatron_slm.data import preprocess as pp
 from megatron_slm.data import prepare as prep
 from megatron_slm.corpus.alignments import AlignmentIndex
@@ -102,9 +105,9 @@ def test_document_equals_slamkit_string_then_tokenizer(corpus, vocab):
     masks = [rng.random(k) < rng.uniform(0.1, 0.9) for k in n]
     masks[0][:], masks[1][:] = True, False
     masks[2][:] = np.arange(n[2]) % 2 == 0  # a switch at every word: many spans without units
-    bos = pp.document_bos(vocab, True, "slamkit")
+    bos = document_bos(vocab, True, "slamkit")
     assert bos and vocab.added_specials() == ([vocab.bos], [])
-    mk = il.Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    mk = Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
     runs = il.batch_runs(batch, np.concatenate(masks), keep_empty=True)
     ids, offsets = il.assemble_batch(batch, runs, mk)
     empty_spans = 0
@@ -131,7 +134,7 @@ def test_vectorised_unit_span_rule_is_exact_at_run_end_times(T):
     n_units = rng.integers(1, 80, R)
     durations = rng.integers(1, 6, int(n_units.sum()))
     useg = np.repeat(np.arange(R), n_units)
-    ends_per = np.split(interleave_ends := il._segment_cumsum(durations, useg), np.cumsum(n_units)[:-1])
+    ends_per = np.split(interleave_ends := ragged.segment_cumsum(durations, useg), np.cumsum(n_units)[:-1])
     n_words = rng.integers(1, 30, R)
     starts, ends = [], []
     for r in range(R):
@@ -213,7 +216,7 @@ def test_static_and_dynamic_samplers_match_slamkit(corpus, vocab, tmp_path, monk
 def test_span_and_random_methods_match_slamkit(method):
     lengths = np.repeat([8, 15, 30, 60, 120], 400)
     cfg = InterleaveConfig(method=method, span_prob=0.1, span_words=10, compat="slamkit")
-    flat = il.speech_masks(lengths, np.arange(len(lengths)), cfg, 3, 1)
+    flat = speech_masks(lengths, np.arange(len(lengths)), cfg, 3, 1)
     ours = bucket_stats(np.split(flat, np.cumsum(lengths)[:-1]))
     want = bucket_stats(_reference_masks(lengths[::400], method, np.random.default_rng(2), 1500))
     _assert_close(ours, want, method)
@@ -227,7 +230,7 @@ def test_poisson_law_with_the_exact_fallback_only(monkeypatch):
     lengths = np.repeat([6, 12, 30, 70, 150], 300)
     want = bucket_stats(_reference_masks(lengths[::300], "poisson", np.random.default_rng(3), 1200))
     monkeypatch.setattr(sk, "PROPOSALS", 0)
-    flat = il.speech_masks(lengths, np.arange(len(lengths)), InterleaveConfig(compat="slamkit"), 4, 0)
+    flat = speech_masks(lengths, np.arange(len(lengths)), InterleaveConfig(compat="slamkit"), 4, 0)
     _assert_close(bucket_stats(np.split(flat, np.cumsum(lengths)[:-1])), want, "weighted only")
 
 

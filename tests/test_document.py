@@ -45,10 +45,13 @@ def test_layout_of_one_document(vocab):
     assert dl.training_document([dl.ids(dl.TEXT, [7, 8])], mk, interleaved=False).tolist() == [BOS, 7, 8, EOD]
 
 
-def test_multi_codebook_frames_flatten_frame_by_frame(vocab):
-    frames = np.array([[1, 2, 3], [4, 5, 6]])  # 2 frames of n_q=3
-    seg = dl.speech(vocab, frames)
-    assert seg.ids.tolist() == [U + 1, U + 2, U + 3, U + 4, U + 5, U + 6]
+def test_multi_codebook_frames_flatten_frame_by_frame():
+    class TwoCodebooks:  # codebook q of K=10 codes owns units [10q, 10q+10), ids from 100
+        def unit_ids(self, codes):
+            return np.asarray(codes) + np.arange(codes.shape[1]) * 10 + 100
+
+    seg = dl.speech(TwoCodebooks(), np.array([[1, 2], [3, 4], [5, 6]]))  # 3 frames of n_q=2
+    assert seg.ids.tolist() == [101, 112, 103, 114, 105, 116]
 
 
 def test_batch_form_equals_layout():

@@ -84,7 +84,8 @@ def build_datasets(out: Path) -> dict:
 def drawn_documents(out: Path) -> dict:
     """The dynamic drawer's documents of every stored document in the first epochs."""
     from megatron_slm.config import InterleaveConfig
-    from megatron_slm.data import dynamic_index, interleave
+    from megatron_slm.data import dynamic_index
+    from megatron_slm.document import Markers
     from megatron_slm.data.storage import StoredDataset
     from megatron_slm.vocab import SpeechVocab
 
@@ -92,7 +93,7 @@ def drawn_documents(out: Path) -> dict:
     hashes = {}
     for compat in ("slamkit", "none"):
         stored = StoredDataset(str(out / f"interleaved_dynamic_{compat}"), vocab, "interleaved")
-        markers = interleave.Markers(vocab.speech_id, vocab.text_id, vocab.bos if stored.meta["add_bos"] else None, vocab.eod)
+        markers = Markers(vocab.speech_id, vocab.text_id, vocab.bos if stored.meta["add_bos"] else None, vocab.eod)
         drawer = dynamic_index.Drawer(stored, InterleaveConfig(compat=compat), 1234, markers)
         docs = np.arange(len(stored))
         for epoch in range(DRAWN_EPOCHS):

@@ -16,7 +16,7 @@ from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegat
 from megatron.core.datasets.utils import Split
 
 from megatron_slm.config import ConfigError, SLMConfig
-from megatron_slm.data import interleave, storage
+from megatron_slm.data import spans, storage
 from megatron_slm.data.datasets import SLMDataset, SLMDatasetConfig
 from megatron_slm.vocab import SpeechVocab
 
@@ -38,7 +38,7 @@ def dataset_config(cfg: SLMConfig, vocab: SpeechVocab) -> SLMDatasetConfig:
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ConfigError(f"data.blend weights must be >= 0 with a positive sum, got {weights}")
     try:
-        interleave.check_config(data.interleave, prefix="data.interleave")
+        spans.check_config(data.interleave, prefix="data.interleave")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     check_conventions(prefixes, data.interleave)

@@ -24,6 +24,7 @@ import numpy as np
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.utils import Split
 
+from megatron_slm import document
 from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import dynamic_index, interleave
 from megatron_slm.data.samples import NO_PAD, make_sample
@@ -54,9 +55,7 @@ class SLMDataset(GPTDataset):
     def __init__(self, indexed_dataset: StoredDataset, dataset_path: Optional[str], indexed_indices: np.ndarray,
                  num_samples: Optional[int], index_split: Split, config: SLMDatasetConfig) -> None:
         self.vocab: SpeechVocab = config.tokenizer
-        self._markers = interleave.Markers(self.vocab.speech_id, self.vocab.text_id,
-                                           self.vocab.bos if (indexed_dataset.meta or {}).get("add_bos", True) else None,
-                                           self.vocab.eod)
+        self._markers = document.Markers.of(self.vocab, bos=(indexed_dataset.meta or {}).get("add_bos", True))
         self._drawer = dynamic_index.Drawer(indexed_dataset, config.interleave, config.random_seed, self._markers)
         with warnings.catch_warnings():  # pad == eod for Llama-style tokenizers: handled in samples.py
             warnings.filterwarnings("ignore", message=".*pad token id.*")

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from megatron_slm import document
 from megatron_slm.data import interleave
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Drawer:
     stored: object                      # storage.StoredDataset
     cfg: object                         # config.InterleaveConfig
     seed: int
-    markers: interleave.Markers
+    markers: document.Markers
 
     def draw_docs(self, docs: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
         """(lengths, run counts, run sources, run lengths, run is-speech) of `docs` in `epoch`,
@@ -86,7 +87,7 @@ class RunTable:
     """The drawn runs of every (epoch, document): samples are assembled from it."""
 
     def __init__(self, offsets: np.ndarray, src: np.ndarray, length: np.ndarray, speech: np.ndarray,
-                 stored, markers: interleave.Markers) -> None:
+                 stored, markers: document.Markers) -> None:
         self.offsets, self.src, self.length, self.speech = offsets, src, length, speech
         self.markers = markers
         self.N = len(stored)
@@ -104,7 +105,7 @@ class RunTable:
         count = np.asarray(self.offsets[virtual + 1], dtype=np.int64) - first
         runs = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
         src = np.repeat(self.doc_start[virtual % self.N], count) + self.src[runs]
-        return interleave.assemble_runs(self.layout, count, src, self.length[runs], self.speech[runs], self.markers)[0]
+        return document.assemble_runs(self.layout, count, src, self.length[runs], self.speech[runs], self.markers)[0]
 
 
 def build_indices(drawer: Drawer, indices: np.ndarray, num_samples: Optional[int], seq_length: int,

@@ -1,222 +1,30 @@
-"""Interleaving speech and text over aligned words: small pure functions.
+"""Interleaving speech and text over aligned words: prepared utterances, drawn runs, assembly.
 
-An utterance is prepared once (`prepare`): per-word text token ids (each word after the first
-with its leading space) and, per word, the range of deduplicated unit runs inside its time span.
-A draw (`select_speech_words`) marks which words are spoken; `assemble` then emits
+An utterance is prepared once (`prepare`): per-word text token ids (each word with its leading
+space, see document.first_word_spaced) and, per word, the range of deduplicated unit runs inside
+its time span (`word_unit_ranges`). A draw (spans.py: which words are spoken, counter-based so
+static preprocessing and the dynamic dataset draw the same document for the same epoch) is cut
+into maximal modality runs, and the runs are laid out as a training document by document.py:
 
-    [BOS] <text> w0 w1 <speech> u.. u.. <text> w4 ... [EOD]
+    [BOS] <text> w0 w1 <speech> u.. u.. <text> w4 ... EOD
 
-with a modality marker at the start and at every switch. Two rule sets (`compat`, see
-megatron_slm/conventions.py):
-
-  slamkit  SlamKit's, which the released SIMS models were trained on: a speech span over words
-           i..j covers the unit runs whose END time (cumsum(durations) * unit_seconds) lies in
-           [start_i, end_j] (SlamKit's bisect); SlamKit's samplers (slamkit_sampling.py); every
-           word carries its leading space; a speech span without units keeps its <speech> marker.
-  none     the runs that have at least one frame whose centre lies in [start_i, end_j]; exact-eta
-           poisson spans; the first word without a space; a unit-less speech span becomes text.
-
-Draws are seeded by (seed, epoch, document key) so static preprocessing and the dynamic dataset
-produce the same document for the same epoch.
+`PreparedBatch` / `draw_batch` / `assemble_batch` do the same for many documents at once with
+array operations; `assemble` is the one-document reference. The conventions
+(megatron_slm/conventions.py) differ here in which unit runs a span owns -- slamkit: the runs
+whose END time (cumsum(durations) * unit_seconds) lies in [start_i, end_j] (SlamKit's bisect);
+none: the runs with a frame centre inside -- and in whether a speech span without units keeps
+its marker (document.keep_empty_speech).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-import zlib
-from typing import Optional
 
 import numpy as np
 
-from megatron_slm import conventions
+from megatron_slm import conventions, document
 from megatron_slm.config import InterleaveConfig
-
-
-def document_key(utterance_id: str) -> int:
-    """A stable 31-bit key for an utterance: seeds its draws independently of file order/workers."""
-    return zlib.crc32(utterance_id.encode("utf-8")) & 0x7FFFFFFF
-
-
-# ----------------------------------------------------------------------------- random numbers
-#
-# Draws are a pure function of (seed, epoch, document key, stream, counter): a splitmix64 hash
-# turned into a uniform in [0, 1). Every document's draw is then independent of which batch,
-# worker or file position it is drawn in, and all documents of a batch are drawn with array
-# operations (a per-document Generator costs more than the whole vectorised draw).
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_U64 = (1 << 64) - 1
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def uniforms(seed: int, epoch: int, stream: int, keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
-    """float64 uniforms in [0, 1), one per (key, counter) pair, for (seed, epoch, stream)."""
-    h = np.array([int(seed) & _U64], dtype=np.uint64)
-    for v in (int(epoch) & _U64, int(stream) & _U64):
-        h = _mix64((h + _GOLDEN) ^ np.array([v], dtype=np.uint64))
-    x = _mix64(h ^ (np.asarray(keys).astype(np.uint64) * _GOLDEN))
-    x = _mix64(x + (np.asarray(counters).astype(np.uint64) + np.uint64(1)) * _GOLDEN)
-    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-@functools.lru_cache(maxsize=16)
-def _poisson_cdf(lam: float) -> np.ndarray:
-    k = np.arange(int(lam + 12.0 * math.sqrt(lam) + 20.0))
-    log_pmf = k * math.log(lam) - lam - np.array([math.lgamma(i + 1.0) for i in k])
-    return np.cumsum(np.exp(log_pmf))
-
-
-def poisson_ppf(u: np.ndarray, lam: float) -> np.ndarray:
-    """Poisson(lam) draws from uniforms by the inverse CDF (the tail past ~12 sd is cut)."""
-    if lam <= 0:
-        return np.zeros(len(u), dtype=np.int64)
-    cdf = _poisson_cdf(float(lam))
-    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1).astype(np.int64)
-
-
-# ----------------------------------------------------------------------------- segments
-
-
-def _segments(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For consecutive segments of `counts` elements: (segment of each element, its position
-    in the segment, the segments' start offsets)."""
-    counts = np.asarray(counts, dtype=np.int64)
-    starts = np.cumsum(counts) - counts
-    seg = np.repeat(np.arange(len(counts)), counts)
-    return seg, np.arange(int(counts.sum())) - starts[seg], starts
-
-
-def _segment_cumsum(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """Inclusive cumulative sum restarting at every segment (`seg` sorted)."""
-    c = np.cumsum(values)
-    first = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]]) if len(seg) else np.zeros(0, np.int64)
-    before = np.repeat(c[first] - values[first], np.diff(np.r_[first, len(seg)]))
-    return c - before
-
-
-# ----------------------------------------------------------------------------- span selection
-# Each method returns spans (document, first word, number of words), sorted by document and
-# start, non-overlapping and never adjacent; `speech_masks` turns them into word masks.
-
-
-def _poisson_spans(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, mean_span: float, fraction: float):
-    """E[#speech words] = fraction*n exactly (stochastic rounding), cut into spans of
-    1+Poisson(mean_span-1) words (the last cut to fit), placed in distinct random gaps between
-    text words (so every span stays visible) in random order."""
-    target = fraction * n
-    m = np.minimum(np.floor(target).astype(np.int64)
-                   + (uniforms(seed, epoch, 0, keys, np.zeros_like(keys)) < target - np.floor(target)), n)
-    docs = np.arange(len(n))
-    full = (m >= n) & (n > 0)
-    active = (m > 0) & (m < n)
-    # span lengths until they cover m words (at most m draws per document)
-    seg, j, _ = _segments(np.where(active, m, 0))
-    lengths = 1 + poisson_ppf(uniforms(seed, epoch, 1, keys[seg], j), max(mean_span - 1.0, 0.0))
-    cum = _segment_cumsum(lengths, seg)
-    keep = cum - lengths < m[seg]
-    seg, j, lengths, cum = seg[keep], j[keep], lengths[keep], cum[keep]
-    lengths = lengths - np.maximum(cum - m[seg], 0)
-    # k spans need k distinct gaps among the n-m+1 around text words: merge the surplus
-    gaps = n - m + 1
-    j = np.minimum(j, gaps[seg] - 1)
-    if len(seg):
-        first = np.flatnonzero(np.r_[True, (seg[1:] != seg[:-1]) | (j[1:] != j[:-1])])
-        lengths, seg, j = np.add.reduceat(lengths, first), seg[first], j[first]
-    k = np.bincount(seg, minlength=len(n))
-    # (document + u/2 sorts by document, then by u, and never rounds up into the next document)
-    lengths = lengths[np.argsort(seg + 0.5 * uniforms(seed, epoch, 2, keys[seg], j))]  # random order
-    # the k gaps with the smallest random keys, in increasing order
-    gseg, g, gstart = _segments(np.where(k > 0, gaps, 0))
-    order = np.argsort(gseg + 0.5 * uniforms(seed, epoch, 3, keys[gseg], g))
-    chosen = np.sort(order[(np.arange(len(order)) - gstart[gseg[order]]) < k[gseg[order]]])
-    slots = g[chosen]
-    # gap s = "after s text words": a span starts after its gap's text words and the earlier spans
-    starts = slots + _segment_cumsum(lengths, seg) - lengths
-    seg = np.concatenate([seg, docs[full]])
-    starts = np.concatenate([starts, np.zeros(int(full.sum()), np.int64)])
-    lengths = np.concatenate([lengths, n[full]])
-    order = np.lexsort((starts, seg))
-    return seg[order], starts[order], lengths[order]
-
-
-def _span_spans(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, prob: float, span_words: int):
-    """Each word not yet covered starts a span of `span_words` words with probability `prob`:
-    the text words before each span are Geometric(prob) draws."""
-    if prob <= 0.0:
-        return (np.zeros(0, np.int64),) * 3
-    seg, j, _ = _segments(np.where(n > 0, -(-n // span_words) + 1, 0))
-    u = uniforms(seed, epoch, 0, keys[seg], j)
-    skip = np.zeros(len(u), np.int64) if prob >= 1.0 else np.minimum(
-        np.floor(np.log1p(-u) / math.log1p(-prob)), n.max(initial=0) + 1).astype(np.int64)
-    starts = _segment_cumsum(skip + span_words, seg) - span_words
-    keep = starts < n[seg]
-    seg, starts = seg[keep], starts[keep]
-    return seg, starts, np.minimum(span_words, n[seg] - starts)
-
-
-def word_prob(cfg: InterleaveConfig) -> float:
-    """The random method's probability: as configured, else SlamKit's hard-coded 0.5 (compat
-    slamkit) or 0.3 (none)."""
-    if cfg.word_prob is not None:
-        return float(cfg.word_prob)
-    return 0.5 if cfg.compat == conventions.SLAMKIT else 0.3
-
-
-def speech_masks(n_words: np.ndarray, keys: np.ndarray, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
-    """Speech masks of many documents at once, concatenated (document d owns words
-    [sum(n[:d]), sum(n[:d+1]))). Document d's mask depends only on (seed, epoch, keys[d], n[d])."""
-    n = np.asarray(n_words, dtype=np.int64)
-    keys = np.asarray(keys, dtype=np.int64)
-    total = int(n.sum())
-    if cfg.compat == conventions.SLAMKIT:
-        from megatron_slm.data import slamkit_sampling as sk
-
-        if cfg.method == "poisson":
-            return sk.poisson_masks(n, keys, seed, epoch, cfg.mean_span_words, cfg.speech_fraction)
-        if cfg.method == "span":
-            return sk.span_masks(n, keys, seed, epoch, cfg.span_prob, cfg.span_words)
-        if cfg.method == "random":
-            return sk.random_masks(n, keys, seed, epoch, word_prob(cfg))
-        raise ValueError(f"unknown interleaving method {cfg.method!r}")
-    if cfg.method == "random":
-        seg, pos, _ = _segments(n)
-        return uniforms(seed, epoch, 0, keys[seg], pos) < word_prob(cfg)
-    if cfg.method == "poisson":
-        seg, starts, lengths = _poisson_spans(n, keys, seed, epoch, cfg.mean_span_words, cfg.speech_fraction)
-    elif cfg.method == "span":
-        seg, starts, lengths = _span_spans(n, keys, seed, epoch, cfg.span_prob, cfg.span_words)
-    else:
-        raise ValueError(f"unknown interleaving method {cfg.method!r}")
-    first = (np.cumsum(n) - n)[seg] + starts
-    edges = np.bincount(first, minlength=total + 1) - np.bincount(first + lengths, minlength=total + 1)
-    return np.cumsum(edges[:total]) > 0
-
-
-def select_speech_words(n: int, key: int, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
-    """The speech mask of one document of `n` words."""
-    return speech_masks(np.array([n]), np.array([key]), cfg, seed, epoch)
-
-
-def check_config(cfg: InterleaveConfig, prefix: str = "interleave") -> None:
-    """Raise ValueError naming the bad parameter."""
-    if cfg.compat not in conventions.CHOICES:
-        raise ValueError(f"{prefix}.compat={cfg.compat!r} must be one of {', '.join(conventions.CHOICES)}")
-    for name in ("speech_fraction", "span_prob", "word_prob"):
-        if getattr(cfg, name) is not None and not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{prefix}.{name}={getattr(cfg, name)} must be within [0, 1]")
-    if cfg.mean_span_words < 1.0:
-        raise ValueError(f"{prefix}.mean_span_words={cfg.mean_span_words} must be >= 1")
-    if cfg.span_words < 1:
-        raise ValueError(f"{prefix}.span_words={cfg.span_words} must be >= 1")
+from megatron_slm.data.ragged import segment_cumsum
+from megatron_slm.data.spans import select_speech_words, speech_masks
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -283,17 +91,9 @@ def prepare_flat(key: int, token_ids: np.ndarray, owner: np.ndarray, unit_ids: n
     return PreparedUtterance(key, np.asarray(token_ids, dtype=np.int64), offsets, np.asarray(unit_ids, dtype=np.int64), lo, hi)
 
 
-@dataclasses.dataclass(frozen=True)
-class Markers:
-    speech: int
-    text: int
-    bos: Optional[int]
-    eod: int
-
-
 def effective_runs(u: PreparedUtterance, mask: np.ndarray, keep_empty: bool = False) -> list[tuple[int, int, bool]]:
-    """Runs of the mask after turning speech spans without any unit into text (`keep_empty`:
-    SlamKit's layout, where such a span stays a <speech> marker with nothing after it)."""
+    """Runs of the mask after turning speech spans without any unit into text, unless
+    `keep_empty` (document.keep_empty_speech)."""
     segs = runs(mask)
     if keep_empty:
         return segs
@@ -306,20 +106,12 @@ def effective_runs(u: PreparedUtterance, mask: np.ndarray, keep_empty: bool = Fa
     return runs(mask)
 
 
-def assemble(u: PreparedUtterance, mask: np.ndarray, mk: Markers, keep_empty: bool = False) -> np.ndarray:
+def assemble(u: PreparedUtterance, mask: np.ndarray, mk: document.Markers, keep_empty: bool = False) -> np.ndarray:
     """One document, run by run (the reference of `assemble_batch`)."""
-    parts: list[np.ndarray] = []
-    if mk.bos is not None:
-        parts.append(np.array([mk.bos], dtype=np.int64))
-    for a, b, speech in effective_runs(u, mask, keep_empty):
-        if speech:
-            parts.append(np.array([mk.speech], dtype=np.int64))
-            parts.append(u.unit_ids[u.lo[a]:max(u.hi[b - 1], u.lo[a])])
-        else:
-            parts.append(np.array([mk.text], dtype=np.int64))
-            parts.append(u.text_ids[u.tok_offsets[a]:u.tok_offsets[b]])
-    parts.append(np.array([mk.eod], dtype=np.int64))
-    return np.concatenate(parts)
+    segments = [document.ids(document.SPEECH, u.unit_ids[u.lo[a]:max(u.hi[b - 1], u.lo[a])]) if speech
+                else document.ids(document.TEXT, u.text_ids[u.tok_offsets[a]:u.tok_offsets[b]])
+                for a, b, speech in effective_runs(u, mask, keep_empty)]
+    return document.training_document(segments, mk, interleaved=True)
 
 
 def draw(u: PreparedUtterance, cfg: InterleaveConfig, seed: int, epoch: int) -> np.ndarray:
@@ -359,7 +151,7 @@ class PreparedBatch:
         tok_counts = np.asarray(tok_counts, dtype=np.int64)
         seg = np.repeat(np.arange(len(n)), n)
         layout_starts = np.r_[0, np.cumsum(layout_lens, dtype=np.int64)]
-        tok_end = _segment_cumsum(tok_counts, seg) + layout_starts[:-1][seg]
+        tok_end = segment_cumsum(tok_counts, seg) + layout_starts[:-1][seg]
         text_len = np.bincount(seg, weights=tok_counts, minlength=len(n)).astype(np.int64)
         unit_base = (layout_starts[:-1] + text_len)[seg]
         return cls(np.asarray(keys, dtype=np.int64), np.r_[0, np.cumsum(n)], tok_end - tok_counts, tok_end,
@@ -414,43 +206,9 @@ def batch_runs(b: PreparedBatch, masks: np.ndarray, keep_empty: bool = False) ->
 
 
 def draw_batch(b: PreparedBatch, cfg: InterleaveConfig, seed: int, epoch: int) -> Runs:
-    return batch_runs(b, speech_masks(b.num_words, b.keys, cfg, seed, epoch), keep_empty=cfg.compat == conventions.SLAMKIT)
+    return batch_runs(b, speech_masks(b.num_words, b.keys, cfg, seed, epoch), keep_empty=document.keep_empty_speech(cfg.compat))
 
 
-def gather_ranges(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """concatenate(source[s:s+l] for s, l in zip(starts, lengths)) with array operations."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    out_start = np.cumsum(lengths) - lengths
-    idx = np.repeat(np.asarray(starts, dtype=np.int64) - out_start, lengths) + np.arange(int(lengths.sum()))
-    return source[idx]
-
-
-def assemble_runs(source: np.ndarray, counts: np.ndarray, src: np.ndarray, length: np.ndarray, speech: np.ndarray,
-                  mk: Markers) -> tuple[np.ndarray, np.ndarray]:
-    """(documents' ids concatenated, document offsets) of documents made of runs: document d has
-    the next counts[d] runs; run r is a marker (<speech> if speech[r] else <text>) and then
-    source[src[r]:src[r]+length[r]]; each document is [BOS] runs... EOD. `source` may be a
-    memory map: only the runs' ids are read."""
-    counts, length = np.asarray(counts, dtype=np.int64), np.asarray(length, dtype=np.int64)
-    D, has_bos = len(counts), int(mk.bos is not None)
-    run_doc = np.repeat(np.arange(D), counts)
-    doc_len = has_bos + 1 + counts + np.bincount(run_doc, weights=length, minlength=D).astype(np.int64)
-    doc_start = np.zeros(D + 1, dtype=np.int64)
-    np.cumsum(doc_len, out=doc_start[1:])
-    run_first = np.cumsum(counts) - counts                  # first run of each document
-    before = np.cumsum(length) - length                     # run tokens before each run, overall
-    local = np.arange(len(length)) - run_first[run_doc]     # runs before it in its document
-    marker_at = doc_start[:-1][run_doc] + has_bos + local + before - before[run_first][run_doc] if len(length) else run_doc
-    out = np.empty(int(doc_start[-1]), dtype=np.int64)
-    content = np.arange(int(length.sum()))
-    out[np.repeat(marker_at + 1 - before, length) + content] = source[np.repeat(np.asarray(src, dtype=np.int64) - before, length) + content]
-    out[marker_at] = np.where(speech, mk.speech, mk.text)
-    if has_bos:
-        out[doc_start[:-1]] = mk.bos
-    out[doc_start[1:] - 1] = mk.eod
-    return out, doc_start
-
-
-def assemble_batch(b: PreparedBatch, runs: Runs, mk: Markers) -> tuple[np.ndarray, np.ndarray]:
+def assemble_batch(b: PreparedBatch, runs: Runs, mk: document.Markers) -> tuple[np.ndarray, np.ndarray]:
     """`assemble` for every document of a batch at once: (ids concatenated, document offsets)."""
-    return assemble_runs(b.layout, np.diff(runs.offsets), runs.src, runs.length, runs.speech, mk)
+    return document.assemble_runs(b.layout, np.diff(runs.offsets), runs.src, runs.length, runs.speech, mk)

@@ -17,10 +17,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from megatron_slm import conventions, fields
+from megatron_slm import conventions, document, fields
 from megatron_slm.data import interleave
+from megatron_slm.data.draws import document_key
 from megatron_slm.corpus.alignments import AlignmentIndex
 from megatron_slm.corpus.words import DURATION_TOLERANCE_S, AlignmentError, validate
+from megatron_slm.data.ragged import segment_cumsum
 from megatron_slm.data.records import RecordError
 from megatron_slm.vocab import SpeechVocab
 
@@ -50,9 +52,9 @@ def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: Alignm
         al = validate(align.get(rec.id), rec.audio_seconds)
     except AlignmentError as e:
         raise RecordError(str(e), e.reason) from None
-    ids, owner = vocab.encode_words_flat(al.words, first_spaced=rule == conventions.SLAMKIT)
+    ids, owner = vocab.encode_words_flat(al.words, first_spaced=document.first_word_spaced(rule))
     lo, hi = interleave.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds, rule)
-    return interleave.prepare_flat(interleave.document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
+    return interleave.prepare_flat(document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
 
 
 class _Columns:
@@ -142,7 +144,7 @@ def _first_frame_at(times: np.ndarray, T: np.ndarray, strict: bool) -> np.ndarra
 def _word_unit_ranges(a: dict, unit_seconds: np.ndarray, rule: str = conventions.NONE) -> tuple[np.ndarray, np.ndarray]:
     """`interleave.word_unit_ranges` for all records at once: a search in record-tagged sorted keys."""
     useg, wseg = a["useg"], a["wseg"]
-    run_end = interleave._segment_cumsum(a["durations"], useg)
+    run_end = segment_cumsum(a["durations"], useg)
     run_start = run_end - a["durations"]
     T = unit_seconds[wseg]
     tag_u, tag_w = useg << 33, wseg << 33
@@ -218,7 +220,7 @@ def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab, rule
     n_words, n_units = a["n_words"][good], a["n_units"][good]
     word_starts = np.r_[0, np.cumsum(n_words)]
     words = c.words if good.all() else [w for w, k in zip(c.words, keep_w.tolist()) if k]
-    text_ids, tok_counts = vocab.encode_word_lists(words, word_starts, first_spaced=rule == conventions.SLAMKIT)
+    text_ids, tok_counts = vocab.encode_word_lists(words, word_starts, first_spaced=document.first_word_spaced(rule))
     # per document: text ids ++ unit ids
     text_len = np.add.reduceat(tok_counts, word_starts[:-1]) if len(tok_counts) else np.zeros(0, np.int64)
     layout_lens = text_len + n_units
@@ -229,5 +231,5 @@ def _fast_batch(c: _Columns, a: dict, good: np.ndarray, vocab: SpeechVocab, rule
     unit_dst = (np.repeat(doc_start + text_len - (np.cumsum(n_units) - n_units), n_units)
                 + np.arange(int(n_units.sum())))
     layout[text_dst], layout[unit_dst] = text_ids, unit_ids
-    keys = np.fromiter((interleave.document_key(uid) for uid, g in zip(c.ids, good.tolist()) if g), dtype=np.int64)
+    keys = np.fromiter((document_key(uid) for uid, g in zip(c.ids, good.tolist()) if g), dtype=np.int64)
     return interleave.PreparedBatch.from_flat(keys, n_words, tok_counts, lo[keep_w], hi[keep_w], layout, layout_lens)

@@ -38,9 +38,9 @@ from typing import Optional
 
 import numpy as np
 
-from megatron_slm import conventions
+from megatron_slm import conventions, document
 from megatron_slm.config import InterleaveConfig
-from megatron_slm.data import interleave
+from megatron_slm.data import interleave, spans
 from megatron_slm.corpus.alignments import AlignmentIndex
 from megatron_slm.corpus.words import AlignmentError
 from megatron_slm.data.prepare import prepare_batch, units_record
@@ -98,38 +98,21 @@ def _init_worker(job: PreprocessJob, align: Optional[AlignmentIndex], vocab: Spe
     _WORKER = WorkerState(job, align, vocab, tmpdir)
 
 
-def _markers(vocab: SpeechVocab, add_bos: bool) -> interleave.Markers:
-    return interleave.Markers(speech=vocab.speech_id, text=vocab.text_id, bos=vocab.bos if add_bos else None, eod=vocab.eod)
-
-
-def document_bos(vocab: SpeechVocab, add_bos: bool, rule: str) -> bool:
-    """Whether interleaved documents start with BOS: slamkit, only where the tokenizer adds one
-    (SlamKit tokenises with add_special_tokens=True); none, whenever the tokenizer has one."""
-    if not add_bos or vocab.bos is None:
-        return False
-    if rule != conventions.SLAMKIT:
-        return True
-    before, after = vocab.added_specials()
-    if before not in ([], [vocab.bos]) or after not in ([], [vocab.eod]):
-        raise PreprocessError(f"tokenizer {vocab.source}: it adds {before} before and {after} after the text; "
-                              f"compat=slamkit supports BOS before and EOS after only")
-    return before == [vocab.bos]
-
-
 def _document(obj: dict, where: str) -> tuple[np.ndarray, float]:
     """One text or speech record -> (document ids, audio seconds)."""
     job: PreprocessJob = _WORKER.job
     vocab: SpeechVocab = _WORKER.vocab
-    bos = [vocab.bos] if job.add_bos and vocab.bos is not None else []
+    markers = document.Markers.of(vocab, bos=job.add_bos)
     if job.kind == "text":
         text = obj.get(job.text_key)
         if not isinstance(text, str):
             raise RecordError(f"{where}: field {job.text_key!r} missing or not a string", "missing_text_key")
         if not text.strip():
             raise RecordError(f"{where}: field {job.text_key!r} is empty", "empty_transcript")
-        return np.asarray(bos + vocab.encode_text(text) + [vocab.eod], dtype=np.int64), 0.0
+        return document.training_document([document.text(vocab, text)], markers, interleaved=False), 0.0
     rec, units = units_record(obj, where, vocab.num_units)
-    return np.concatenate([np.asarray(bos, dtype=np.int64), vocab.unit_ids(units), [vocab.eod]]), float(rec.audio_seconds)
+    return (document.training_document([document.speech(vocab, units)], markers, interleaved=False),
+            float(rec.audio_seconds))
 
 
 def _interleave_shard(records: list[tuple[str, dict, bytes]]) -> tuple[list[int], list[np.ndarray], list, list[np.ndarray], dict, list]:
@@ -141,7 +124,7 @@ def _interleave_shard(records: list[tuple[str, dict, bytes]]) -> tuple[list[int]
     kept, batch, audio, errors = prepare_batch([(w, o) for w, o, _ in records], _WORKER.vocab, _WORKER.align,
                                                job.interleave.compat, lines=[r for _, _, r in records])
     ids, offsets = interleave.assemble_batch(batch, interleave.draw_batch(batch, job.interleave, job.seed, 0),
-                                     _markers(_WORKER.vocab, job.add_bos))
+                                     document.Markers.of(_WORKER.vocab, bos=job.add_bos))
     draws = np.split(ids, offsets[1:-1]) if kept else []
     stats = {"words": int(batch.word_starts[-1]), "audio_seconds": float(audio.sum())}
     if job.mode != "dynamic":
@@ -277,7 +260,7 @@ def run(job: PreprocessJob) -> dict:
     if job.kind not in ("interleaved", "speech", "text"):
         raise PreprocessError(f"unknown dataset kind {job.kind!r}")
     try:
-        interleave.check_config(job.interleave, prefix="--interleave")
+        spans.check_config(job.interleave, prefix="--interleave")
     except ValueError as e:
         raise PreprocessError(str(e).replace("--interleave.", "--").replace("_", "-")) from None
     if job.workers < 1 or job.shard_lines < 1:
@@ -306,7 +289,10 @@ def run(job: PreprocessJob) -> dict:
     except VocabError as e:
         raise PreprocessError(str(e)) from None
     if job.kind == "interleaved":  # what documents start with: recorded in the sidecar, used by the reader
-        job = dataclasses.replace(job, add_bos=document_bos(vocab, job.add_bos, job.interleave.compat))
+        try:
+            job = dataclasses.replace(job, add_bos=document.document_bos(vocab, job.add_bos, job.interleave.compat))
+        except document.LayoutError as e:
+            raise PreprocessError(str(e)) from None
     identity = dataset_identity(vocab, units_identity)
     separable = vocab.words_are_separable() if job.kind == "interleaved" else None
     if separable is False:

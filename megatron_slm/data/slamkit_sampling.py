@@ -13,7 +13,7 @@ are spoken:
            spoken when a start fell on it or on one of the span-1 words before it.
   random   each word spoken with probability 0.5.
 
-Draws use the counter-based uniforms of `interleave` (a document's mask depends only on seed,
+Draws use the counter-based uniforms of `draws` (a document's mask depends only on seed,
 epoch, its key and its length), so the dynamic dataset stays reproducible and independent of
 workers and batches.
 
@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from megatron_slm.data import interleave as il
+from megatron_slm.data.draws import poisson_cdf, poisson_ppf, uniforms
+from megatron_slm.data.ragged import segments
 
 # uniforms streams of these samplers (distinct from the project's own samplers' streams)
 _START, _LENGTH, _WEIGHTED_START, _WEIGHTED_LENGTH, _SPAN, _RANDOM = 20, 21, 22, 23, 24, 25
@@ -63,10 +64,10 @@ def poisson_masks(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, lam: f
         if len(stuck):
             s[stuck], end[stuck] = _weighted_draws(mask, eligible, nd[stuck], bd[stuck], kd[stuck], seed, epoch, r, lam)
         # choose [s, end); s..end (the index after the span included) become ineligible
-        seg, k, _ = il._segments(end - s)
+        seg, k, _ = segments(end - s)
         mask[bd[seg] + s[seg] + k] = True
         off = np.minimum(end, nd - 1)
-        seg, k, _ = il._segments(off - s + 1)
+        seg, k, _ = segments(off - s + 1)
         idx = bd[seg] + s[seg] + k
         left[docs] -= np.bincount(seg, weights=eligible[idx], minlength=len(docs)).astype(np.int64)
         eligible[idx] = False
@@ -87,10 +88,10 @@ def _proposed_draws(mask: np.ndarray, eligible: np.ndarray, nd: np.ndarray, bd: 
         return np.zeros(D, np.int64), np.zeros(D, np.int64), np.arange(D)
     rep = np.repeat(np.arange(D), PROPOSALS)
     counter = r * PROPOSALS + np.tile(np.arange(PROPOSALS), D)
-    s = np.minimum((il.uniforms(seed, epoch, _START, kd[rep], counter) * nd[rep]).astype(np.int64), nd[rep] - 1)
-    length = il.poisson_ppf(il.uniforms(seed, epoch, _LENGTH, kd[rep], counter), float(lam))
+    s = np.minimum((uniforms(seed, epoch, _START, kd[rep], counter) * nd[rep]).astype(np.int64), nd[rep] - 1)
+    length = poisson_ppf(uniforms(seed, epoch, _LENGTH, kd[rep], counter), float(lam))
     end = np.minimum(s + length, nd[rep])
-    seg, k, _ = il._segments(end - s)
+    seg, k, _ = segments(end - s)
     overlap = np.bincount(seg, weights=mask[bd[rep][seg] + s[seg] + k], minlength=len(rep)) > 0
     ok = (eligible[bd[rep] + s] & ~overlap).reshape(D, PROPOSALS)
     pick = np.arange(D) * PROPOSALS + np.argmax(ok, axis=1)
@@ -102,8 +103,8 @@ def _weighted_draws(mask: np.ndarray, eligible: np.ndarray, nd: np.ndarray, bd: 
     """(start, end) of one accepted draw per document, from the law of SlamKit's accepted draws:
     with g(s) the words from s to the next chosen one, start s has weight P(L <= g(s)) (1 when no
     chosen word follows) among the eligible indices, and L is Poisson(lambda) given L <= g(s)."""
-    cdf = il._poisson_cdf(float(lam)) if lam > 0 else np.ones(1)
-    seg, pos, _ = il._segments(nd)
+    cdf = poisson_cdf(float(lam)) if lam > 0 else np.ones(1)
+    seg, pos, _ = segments(nd)
     word = bd[seg] + pos
     nxt = _segment_suffix_min(np.where(mask[word], pos, nd[seg]), seg)  # next chosen position, nd if none
     accept = np.where(nxt >= nd[seg], 1.0, cdf[np.minimum(nxt - pos, len(cdf) - 1)])
@@ -112,14 +113,14 @@ def _weighted_draws(mask: np.ndarray, eligible: np.ndarray, nd: np.ndarray, bd: 
     last = np.cumsum(nd) - 1
     first = last - nd + 1
     before = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0.0)
-    u = il.uniforms(seed, epoch, _WEIGHTED_START, kd, np.full(len(kd), r))
+    u = uniforms(seed, epoch, _WEIGHTED_START, kd, np.full(len(kd), r))
     pick = np.clip(np.searchsorted(cum, before + u * (cum[last] - before), side="right"), first, last)
     bad = weight[pick] == 0  # float rounding at a document's end: step to the nearest eligible word
     if bad.any():
         pick[bad] = _nearest_positive(weight, pick[bad], first[bad], last[bad])
-    v = il.uniforms(seed, epoch, _WEIGHTED_LENGTH, kd, np.full(len(kd), r)) * accept[pick]
+    v = uniforms(seed, epoch, _WEIGHTED_LENGTH, kd, np.full(len(kd), r)) * accept[pick]
     s = pos[pick]
-    return s, np.minimum(s + il.poisson_ppf(v, float(lam)), nd)
+    return s, np.minimum(s + poisson_ppf(v, float(lam)), nd)
 
 
 def _segment_suffix_min(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
@@ -145,8 +146,8 @@ def span_masks(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, prob: flo
     """SlamKit's `span` method: a word is spoken when a start (probability `prob`) fell on it or on
     one of the `span_words - 1` words before it."""
     n = np.asarray(n, dtype=np.int64)
-    seg, pos, starts = il._segments(n)
-    start = il.uniforms(seed, epoch, _SPAN, np.asarray(keys, dtype=np.int64)[seg], pos) < prob
+    seg, pos, starts = segments(n)
+    start = uniforms(seed, epoch, _SPAN, np.asarray(keys, dtype=np.int64)[seg], pos) < prob
     flat = np.arange(len(pos))
     last = np.maximum.accumulate(np.where(start, flat, -1)) if len(pos) else flat
     return (last >= starts[seg]) & (flat - last < span_words)
@@ -154,5 +155,5 @@ def span_masks(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, prob: flo
 
 def random_masks(n: np.ndarray, keys: np.ndarray, seed: int, epoch: int, prob: float) -> np.ndarray:
     """SlamKit's `random` method: every word spoken with probability `prob` (0.5 in SlamKit)."""
-    seg, pos, _ = il._segments(np.asarray(n, dtype=np.int64))
-    return il.uniforms(seed, epoch, _RANDOM, np.asarray(keys, dtype=np.int64)[seg], pos) < prob
+    seg, pos, _ = segments(np.asarray(n, dtype=np.int64))
+    return uniforms(seed, epoch, _RANDOM, np.asarray(keys, dtype=np.int64)[seg], pos) < prob

@@ -24,6 +24,7 @@ import numpy as np
 from megatron_slm import conventions, jsonio
 from megatron_slm.unit_identity import IdentityError, check_ids, check_units
 from megatron_slm.data import interleave
+from megatron_slm.data.ragged import gather_ranges
 
 SIDECAR_FORMAT = "megatron-slm-dataset/1"
 WORDS_SUFFIX = "_words"
@@ -219,10 +220,9 @@ class StoredDataset:
         """The stored words/units of dynamic documents `docs`, as one batch."""
         docs = np.asarray(docs, dtype=np.int64)
         flat, starts, lengths = self.flat("layout")
-        layout = interleave.gather_ranges(flat, starts[docs], lengths[docs])
+        layout = gather_ranges(flat, starts[docs], lengths[docs])
         wflat, wstarts, _ = self.flat("words")
         w0 = wstarts[docs]
         keys, n = wflat[w0].astype(np.int64), wflat[w0 + 1].astype(np.int64)
-        gather = interleave.gather_ranges
-        return interleave.PreparedBatch.from_flat(keys, n, gather(wflat, w0 + 2, n), gather(wflat, w0 + 2 + n, n),
-                                                  gather(wflat, w0 + 2 + 2 * n, n), layout, lengths[docs])
+        return interleave.PreparedBatch.from_flat(keys, n, gather_ranges(wflat, w0 + 2, n), gather_ranges(wflat, w0 + 2 + n, n),
+                                                  gather_ranges(wflat, w0 + 2 + 2 * n, n), layout, lengths[docs])

@@ -1,6 +1,6 @@
 """Spoken-LM likelihood benchmarks (docs/eval.md).
 
-items       the scored-item JSONL format (+ unit identity checks)
+items       the scored-item JSONL format
 benchmarks  what each benchmark is, its reader (folder layout or HF dataset), the registry, audio -> items
 scoring     items -> token sequences -> one log-likelihood per candidate
 backends    HF causal LM, or Megatron GPTModels at any TP/PP/DP (forward-only schedule)

@@ -11,8 +11,8 @@ Line 1 is a header, every other line one item:
 A candidate carries `units` (unit indices 0..K-1, consecutive duplicates already collapsed)
 and/or `text`. Cross-modal items add a `prompt` candidate: it conditions every candidate and
 is never scored itself. `unit_identity` is the units extractor's identity (name, layer, k,
-centroid hash ...): scoring refuses items whose identity differs from the model vocabulary's,
-since unit ids from another k-means are meaningless to the model.
+centroid hash ...): scoring refuses items whose identity differs from the model vocabulary's
+(megatron_slm/unit_identity.py), since unit ids from another k-means are meaningless to the model.
 """
 from __future__ import annotations
 
@@ -167,40 +167,3 @@ def read_items(path: str | os.PathLike) -> ItemSet:
         raise ItemError(f"{path}: no items after the header")
     return ItemSet(task=str(header["task"]), items=items, unit_identity=header.get("unit_identity"),
                    path=str(path))
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def check_identity(items_identity: Optional[dict], model_identity: Optional[dict], where: str,
-                   num_units: Optional[int] = None, compare_compat: bool = True) -> None:
-    """Raise ItemError when the benchmark's units cannot be fed to this model.
-
-    Identities are the units sidecar's compatibility key (megatron_slm.units.records:
-    extractor settings, k, centroid sha256, dedup, compat convention: a key without it means
-    none). The unit count is always checked against the vocabulary; the rest when the model's own
-    units identity is known (fields both declare; the convention unless `compare_compat` is off)."""
-    if items_identity is None:
-        raise ItemError(f"{where}: the header has no unit_identity; re-run tools/prepare_eval_data.py")
-    k = items_identity.get("k")
-    if num_units is not None and k is not None and int(k) != int(num_units):
-        raise ItemError(f"{where}: units come from a k={k} extractor but the model vocabulary has "
-                        f"{num_units} units")
-    if not model_identity:
-        return
-    from megatron_slm.units.records import with_compat
-
-    mine, theirs = _flatten(with_compat(items_identity)), _flatten(with_compat(model_identity))
-    if not compare_compat:
-        mine.pop("compat")
-    diff = [key for key in mine if key in theirs and mine[key] != theirs[key]]
-    if diff:
-        detail = ", ".join(f"{key}: {mine[key]!r} here vs {theirs[key]!r} for the model" for key in diff[:4])
-        raise ItemError(f"{where}: units come from a different extractor than the model's ({detail})")

@@ -12,13 +12,13 @@ tokenizer directory, else the units recorded in the sidecars of its training dat
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from megatron_slm.eval.items import ItemError, ItemSet, check_identity, read_items
+from megatron_slm.eval.items import ItemError, ItemSet, read_items
+from megatron_slm.unit_identity import check_unit_count, check_units, read_units_sidecar
 
 UNITS_META_NAMES = ("units.meta.json", "tokenizer/units.meta.json")
 
@@ -61,7 +61,10 @@ def check_sets(sets: Sequence[tuple[str, ItemSet]], identity: Optional[dict], vo
     (e.g. a released checkpoint), says so instead of passing in silence."""
     with_units = [s for _, s in sets if has_units(s)]
     for s in with_units:
-        check_identity(s.unit_identity, identity, s.path, vocab.num_units, compare_compat=compare_compat)
+        if s.unit_identity is None:
+            raise ItemError(f"{s.path}: the header has no unit_identity; re-run tools/prepare_eval_data.py")
+        check_unit_count(s.unit_identity, vocab.num_units, s.path, f"{model} vocabulary", error=ItemError)
+        check_units(s.unit_identity, identity or None, s.path, model, compare_compat=compare_compat, error=ItemError)
     if with_units and not identity:
         print(f"warning: {model} records no unit identity: the benchmark units were checked for K={vocab.num_units} "
               f"only, not for the extractor and k-means (pass --units-meta <the training units' .meta.json>)",
@@ -113,7 +116,7 @@ def expected_unit_identity(model_dir: Optional[str], tokenizer_dir: Optional[str
     from megatron_slm.checkpoint.layout import read_identity
 
     if units_meta:
-        return read_units_identity(units_meta)
+        return read_units_sidecar(units_meta, error=ItemError)
     recorded = read_identity(model_dir) if model_dir and os.path.isdir(model_dir) else None
     if recorded and recorded.get("units"):  # a run dir, converted checkpoint or HF export that says
         return recorded["units"]
@@ -121,20 +124,9 @@ def expected_unit_identity(model_dir: Optional[str], tokenizer_dir: Optional[str
         for name in UNITS_META_NAMES if d else ():
             path = os.path.join(d, name)
             if os.path.isfile(path):
-                return read_units_identity(path)
+                return read_units_sidecar(path, error=ItemError)
     prefixes = list(dataset_prefixes) if dataset_prefixes is not None else run_dataset_prefixes(model_dir)
     return training_units_identity(prefixes)
-
-
-def read_units_identity(meta_file: str) -> dict:
-    """The compatibility key of a units sidecar file (`<units>.jsonl.meta.json`)."""
-    from megatron_slm.units.records import compatibility_key
-
-    try:
-        with open(meta_file, encoding="utf-8") as f:
-            return compatibility_key(json.load(f))
-    except (OSError, ValueError, KeyError) as e:
-        raise ItemError(f"{meta_file}: not a readable units sidecar ({e})") from None
 
 
 def training_units_identity(dataset_prefixes: Sequence[str]) -> Optional[dict]:

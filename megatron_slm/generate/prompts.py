@@ -304,18 +304,10 @@ def check_unit_identity(ps: PromptSet, model_identity: Optional[dict], num_units
     """Refuse prompts whose units come from another extractor/k-means than the model's."""
     if not ps.has_units:
         return
-    ident = ps.unit_identity
-    if ident is not None and ident.get("k") is not None and int(ident["k"]) != num_units:
-        raise GenerationError(f"{ps.source}: units come from a k={ident['k']} codebook but the model "
-                              f"vocabulary has {num_units} units")
-    if ident is None or not model_identity:
-        return
-    from megatron_slm.eval.items import ItemError, check_identity
+    from megatron_slm.unit_identity import check_unit_count, check_units
 
-    try:
-        check_identity(ident, model_identity, ps.source, num_units)
-    except ItemError as e:
-        raise GenerationError(str(e)) from None
+    check_unit_count(ps.unit_identity, num_units, ps.source, "the model vocabulary", error=GenerationError)
+    check_units(ps.unit_identity, model_identity or None, ps.source, "the model", error=GenerationError)
 
 
 def encode_prompt(prompt: Prompt, vocab, output: str) -> list[int]:

@@ -40,14 +40,10 @@ def check_vocoder(vocoder, num_units: int, model_identity: Optional[dict], where
     if vocoder.num_units != num_units:
         raise GenerationError(f"{where} {vocoder.source}: the vocoder takes K={vocoder.num_units} units but the "
                               f"model vocabulary has K={num_units}")
-    mine = getattr(vocoder, "unit_identity", None)
-    if mine and model_identity:
-        from megatron_slm.eval.items import ItemError, check_identity
+    from megatron_slm.unit_identity import check_units
 
-        try:
-            check_identity(mine, model_identity, f"{where} {vocoder.source}", num_units)
-        except ItemError as e:
-            raise GenerationError(str(e).replace("units come from", "the vocoder's units come from")) from None
+    check_units(getattr(vocoder, "unit_identity", None) or None, model_identity or None, f"{where} {vocoder.source}",
+                "the model", error=GenerationError)
 
 
 def write_wav(path: str, wav: np.ndarray, sample_rate: int) -> None:

@@ -234,9 +234,9 @@ class HiFiGANVocoder:
             speakers = [s.strip() for s in (d / "speakers.txt").read_text().splitlines() if s.strip()]
         ident = None
         if (d / "units.meta.json").is_file():
-            from megatron_slm.eval.run import read_units_identity
+            from megatron_slm.unit_identity import read_units_sidecar
 
-            ident = read_units_identity(str(d / "units.meta.json"))
+            ident = read_units_sidecar(str(d / "units.meta.json"), error=GenerationError)
         return cls(model, os.path.abspath(directory), speakers, ident, device)
 
     def speaker_index(self, speaker: Optional[str]):
