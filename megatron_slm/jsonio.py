@@ -54,3 +54,13 @@ def read_sidecar(path: str | os.PathLike, expected_format: str, missing_hint: st
     if meta.get("format") != expected_format:
         raise ValueError(f"{path}: field 'format' is {meta.get('format')!r}, expected {expected_format!r}")
     return meta
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` with `text` so a reader sees the old file or the new one, never a part."""
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -175,11 +175,11 @@ def test_megatron_tp2_pp2_matches_hf_logits(work):
 
 
 if __name__ == "__main__":  # rank body of the torchrun test above
-    from megatron_slm.convert.streaming import converter_config
+    from megatron_slm.convert.streaming import CPU_RUNTIME
     from megatron_slm.convert.verify import compare
     from megatron_slm.runtime.distributed import destroy_distributed, init_distributed
 
-    init_distributed(converter_config().runtime, tp=2, pp=2)
+    init_distributed(CPU_RUNTIME, tp=2, pp=2)
     for pair in sys.argv[1:]:
         hf_dir, mc_dir = pair.split(":")
         result = compare(hf_dir, mc_dir, seq_length=16)

@@ -176,12 +176,13 @@ def test_cuda_local_spec_config_builds_without_te_or_apex():
 
     from megatron_slm.config import load_config
     from megatron_slm.models.provider import build_transformer_config, layer_spec, resolve_arch
+    from megatron_slm.models.spec import ModelSpec
 
     cfg = load_config(REPO / "examples" / "configs" / "tiny_cpu.yaml",
                       ["runtime.device=cuda", "precision.dtype=bf16", "model.spec=auto"])
     arch, _ = resolve_arch(cfg)
-    config = build_transformer_config(arch, cfg, on_cuda=True)
-    spec = layer_spec(cfg, on_cuda=True)
+    config = build_transformer_config(ModelSpec.from_config(cfg, arch, 1024), on_cuda=True)
+    spec = layer_spec(ModelSpec.from_config(cfg, arch, 1024), on_cuda=True)
     norm = build_module(spec.submodules.input_layernorm, config=config, hidden_size=arch.hidden_size, eps=1e-5)
     assert norm.weight.shape == (arch.hidden_size,)
     assert config.bias_activation_fusion and not config.use_cpu_initialization  # the CUDA path, not the CPU one

@@ -13,8 +13,9 @@ from megatron_slm.config import load_config
 from megatron_slm.models import memory
 from megatron_slm.models.flops import param_counts
 from megatron_slm.models.memory import Layout, estimate_memory
-from megatron_slm.models.presets import PRESETS, ModelArch, padded_vocab_size
-from megatron_slm.checkpoint.layout import write_model_info
+from megatron_slm.models.arch import ModelArch, padded_vocab_size
+from megatron_slm.models.presets import PRESETS
+from megatron_slm.models.record import write_model_record
 from megatron_slm.data.storage import SIDECAR_FORMAT, sidecar_path, write_json_atomic
 from megatron_slm.training import plan as plan_module
 from megatron_slm.training.optim import warmup_steps
@@ -116,7 +117,7 @@ def test_recipe_plans_on_8_gpus(recipe, tmp_path, monkeypatch):
     write_model_info_dir = Path(cfg.model.from_)
     write_model_info_dir.mkdir(parents=True)
     # What `convert_checkpoint.py hf-to-mcore --tp <recipe tp>` records.
-    write_model_info(write_model_info_dir, arch, padded_vocab_size(arch.vocab_size, 128, cfg.parallel.tp))
+    write_model_record(write_model_info_dir, arch, padded_vocab_size(arch.vocab_size, 128, cfg.parallel.tp))
     identity = {"text_vocab_sha256": "x", "text_vocab_size": arch.vocab_size - cfg.data.num_units - 2,
                 "num_units": cfg.data.num_units, "vocab_size": arch.vocab_size}
     vocab = SimpleNamespace(vocab_size=arch.vocab_size, num_units=cfg.data.num_units, source="tok",

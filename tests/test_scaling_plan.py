@@ -5,7 +5,7 @@ import pytest
 
 from megatron_slm.config import load_config
 from megatron_slm.models.flops import param_counts
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 from megatron_slm.scaling.fit import REFERENCE_LAWS
 from megatron_slm.scaling.plan import PlanError, make_plan, write_plan
 
@@ -96,7 +96,7 @@ def test_preset_plan_counts_the_tokenizers_vocabulary(tmp_path):
 
 def test_init_from_counts_the_checkpoint_and_refuses_another_shape(tmp_path):
     from conftest import REPO
-    from megatron_slm.checkpoint.layout import write_model_info
+    from megatron_slm.models.record import write_model_record
     from megatron_slm.models.presets import PRESETS
 
     base = {**BASE, "train": {"global_batch_size": 8, "seq_length": 384},
@@ -105,14 +105,14 @@ def test_init_from_counts_the_checkpoint_and_refuses_another_shape(tmp_path):
               base_config=base, runs_dir=tmp_path / "runs", min_steps=1, init_from=str(tmp_path / "ckpt" / "{preset}"))
     for p in ("micro-2x32", "micro-2x48"):
         (tmp_path / "ckpt" / p).mkdir(parents=True)
-        write_model_info(tmp_path / "ckpt" / p, PRESETS[p].replace(vocab_size=614), 640)
+        write_model_record(tmp_path / "ckpt" / p, PRESETS[p].replace(vocab_size=614), 640)
     plan = make_plan(**kw)
     assert [r.config["model"] for r in plan.runs] == [{"from": str(tmp_path / "ckpt" / p)}
                                                       for p in ("micro-2x32", "micro-2x48")]
     # a checkpoint converted from another model under this name would mislabel its runs
-    write_model_info(tmp_path / "ckpt" / "micro-2x48", PRESETS["micro-3x64"].replace(vocab_size=614), 640)
+    write_model_record(tmp_path / "ckpt" / "micro-2x48", PRESETS["micro-3x64"].replace(vocab_size=614), 640)
     with pytest.raises(PlanError, match=r"micro-2x48.*num_layers 3 != 2.*hidden_size 64 != 48"):
         make_plan(**kw)
-    write_model_info(tmp_path / "ckpt" / "micro-2x48", PRESETS["micro-2x48"].replace(vocab_size=1126), 1152)
+    write_model_record(tmp_path / "ckpt" / "micro-2x48", PRESETS["micro-2x48"].replace(vocab_size=1126), 1152)
     with pytest.raises(PlanError, match="vocab_size 1126 != 614"):
         make_plan(**kw)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, TINY_CPU, _env, read_metrics, run_python
 from megatron_slm.checkpoint import layout
+from megatron_slm.models import record
 from megatron_slm.config import ConfigError, load_config
 
 PRETRAIN = REPO / "pretrain_slm.py"
@@ -111,7 +112,7 @@ def test_a_tokenizer_with_another_K_is_refused_before_the_model_is_built(convert
 
 
 def test_exports_and_run_dirs_record_what_their_ids_mean(converted, tmp_path):
-    recorded = layout.read_identity(converted / "ckpt")
+    recorded = record.read_identity(converted / "ckpt")
     assert recorded["vocab"]["num_units"] == 100 and recorded["units"] is None  # a text LM has no units yet
     run = tmp_path / "run"
     rel = os.path.relpath(converted / "ckpt", tmp_path)
@@ -121,9 +122,9 @@ def test_exports_and_run_dirs_record_what_their_ids_mean(converted, tmp_path):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"]["from"] == str((converted / "ckpt").resolve())  # absolute: readable from anywhere
     assert cfg["checkpoint"]["save"] == str(run.resolve())
-    assert layout.read_identity(run)["vocab"] == recorded["vocab"]
+    assert record.read_identity(run)["vocab"] == recorded["vocab"]
     run_python([CONVERT, "mcore-to-hf", "--mcore-dir", run, "--out", tmp_path / "hf"], cwd=tmp_path)
-    assert layout.read_identity(tmp_path / "hf")["vocab"] == recorded["vocab"]
+    assert record.read_identity(tmp_path / "hf")["vocab"] == recorded["vocab"]
 
 
 def test_eval_refuses_benchmark_units_from_another_kmeans_of_the_same_K(tmp_path):
@@ -138,7 +139,7 @@ def test_eval_refuses_benchmark_units_from_another_kmeans_of_the_same_K(tmp_path
     write_items(tmp_path / "t.jsonl", "t", items, theirs)
     model = tmp_path / "hf"
     model.mkdir()
-    layout.write_identity(model, {"vocab": vocab.identity(), "units": ours})
+    record.write_identity(model, {"vocab": vocab.identity(), "units": ours})
     sets = eval_run.load_sets([("t", str(tmp_path / "t.jsonl"))])
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()

@@ -23,9 +23,11 @@ import torch
 import torch.distributed as dist
 
 from megatron_slm.config import ConfigError
-from megatron_slm.models.presets import ModelArch
-from megatron_slm.checkpoint.layout import (LATEST, STATE, atomic_write, intact_checkpoints_hint, iter_dir, latest_iteration,
-                                           read_state, write_model_info)
+from megatron_slm.models.arch import ModelArch
+from megatron_slm.checkpoint.layout import (LATEST, STATE, intact_checkpoints_hint, iter_dir, latest_iteration,
+                                           read_state)
+from megatron_slm.jsonio import atomic_write
+from megatron_slm.models.record import write_model_record
 
 # The distributed optimizer's state format that reshards across TP, PP and DP.
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
@@ -287,7 +289,7 @@ def save_model_checkpoint(models: list, save_dir: str | Path, arch: ModelArch, p
     """Weights only, as a run directory the trainer loads (`model.from` / `checkpoint.load`)."""
     if _rank() == 0:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        write_model_info(save_dir, arch, padded_vocab_size, identity)
+        write_model_record(save_dir, arch, padded_vocab_size, identity)
     Checkpointer().save(save_dir, iteration, models, state=dict(extra_state or {}, consumed_samples=0,
                                                                 consumed_tokens=0),
                         sharded_strategy=sharded_strategy)

@@ -1,7 +1,7 @@
 """The run directory: where a training run or a converted checkpoint lives on disk.
 
-    <dir>/slm_model.json                      architecture, padded vocabulary, and what the model's ids
-                                              mean: {"vocab": SpeechVocab.identity(), "units": units key}
+    <dir>/slm_model.json                      architecture, padded vocabulary, what the ids mean
+                                              (read and written by megatron_slm/models/record.py)
     <dir>/config.yaml                         the resolved run config (training runs)
     <dir>/tokenizer/                          the extended tokenizer
     <dir>/iter_0000100/                       a dist checkpoint + slm_state.json (see dist.py)
@@ -11,20 +11,14 @@ Plain files and JSON only: reading a directory's description never imports torch
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
 from megatron_slm.config import ConfigError
-from megatron_slm.models.presets import ModelArch
 
 LATEST = "latest_checkpointed_iteration.txt"
 STATE = "slm_state.json"
-MODEL_INFO_FILE = "slm_model.json"
-# an exported HF model's record of the same identity (HF dirs have no slm_model.json)
-IDENTITY_FILE = "slm_identity.json"
 
 
 def iter_dir(root: str | Path, iteration: int) -> Path:
@@ -76,52 +70,3 @@ def read_state(root: str | Path, iteration: Optional[int] = None) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path} is missing: incomplete checkpoint")
     return json.loads(path.read_text())
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def read_model_info(directory: str | Path) -> tuple[ModelArch, Optional[int]]:
-    """The architecture (and padded vocabulary) recorded in a run or converted checkpoint dir."""
-    path = Path(directory) / MODEL_INFO_FILE
-    if not path.is_file():
-        raise ConfigError(f"{directory}: no {MODEL_INFO_FILE} (not a megatron-slm checkpoint directory)")
-    try:
-        info = json.loads(path.read_text())
-        return ModelArch(**info["arch"]), info.get("padded_vocab_size")
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: unreadable model description ({e})") from None
-
-
-def write_model_info(directory: str | Path, arch: ModelArch, padded_vocab: int, identity: Optional[dict] = None) -> None:
-    """`identity`: {"vocab": ..., "units": ...} -- what the token ids mean (units None when no speech
-    data has been seen, e.g. a freshly converted text LM)."""
-    info = {"arch": dataclasses.asdict(arch), "padded_vocab_size": padded_vocab}
-    if identity is not None:
-        info["identity"] = identity
-    atomic_write(Path(directory) / MODEL_INFO_FILE, json.dumps(info, indent=2))
-
-
-def read_identity(directory: str | Path) -> Optional[dict]:
-    """The vocabulary/units identity a run, converted checkpoint or HF export records, or None."""
-    for name, key in ((MODEL_INFO_FILE, "identity"), (IDENTITY_FILE, None)):
-        path = Path(directory) / name
-        if path.is_file():
-            try:
-                info = json.loads(path.read_text())
-            except ValueError as e:
-                raise ConfigError(f"{path}: unreadable ({e})") from None
-            identity = info.get(key) if key else info
-            if identity:
-                return identity
-    return None
-
-
-def write_identity(directory: str | Path, identity: dict) -> None:
-    atomic_write(Path(directory) / IDENTITY_FILE, json.dumps(identity, indent=2))

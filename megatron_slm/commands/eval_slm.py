@@ -141,13 +141,15 @@ def _generative(args: argparse.Namespace, tasks: list[str], backend, vocab, iden
 
 def _backend(args: argparse.Namespace, vocab, progress: bool):
     """The model to score with: Megatron at --tp/--pp (data parallel over the other ranks) or HF."""
-    from megatron_slm.eval.backends import HFBackend, MegatronBackend, load_megatron
+    from megatron_slm.eval.backends import HFBackend, MegatronBackend
 
     kw = dict(restrict=args.restrict, max_tokens=args.batch_tokens, max_batch=args.batch_size, progress=progress,
               compat=args.compat)
     if args.mcore_dir:
-        models, _, padded = load_megatron(args.mcore_dir, args.tp, args.pp, args.iteration, args.dtype)
-        return MegatronBackend(models, vocab, padded, **kw)
+        from megatron_slm.checkpoint.inference import load_for_inference
+
+        loaded = load_for_inference(args.mcore_dir, args.tp, args.pp, args.iteration, args.dtype)
+        return MegatronBackend(loaded.models, vocab, loaded.padded_vocab_size, **kw)
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

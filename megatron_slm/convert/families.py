@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 
 Transform = Literal["copy", "vocab", "qkv", "gate_up"]
 

@@ -24,8 +24,9 @@ from megatron_slm.convert.hf_io import HFReader, check_output, staged_output_dir
 from megatron_slm.convert.streaming import (
     DTYPE_NAMES, SliceRegistry, StreamingSaveStrategy, megatron_process, meta_models)
 from megatron_slm.convert.vocab_extension import VocabPlan, empty_matrix, init_new_rows
-from megatron_slm.models.presets import ModelArch, padded_vocab_size
+from megatron_slm.models.arch import ModelArch, padded_vocab_size
 from megatron_slm.models.provider import TORCH_DTYPES
+from megatron_slm.models.spec import layout_problem
 
 @dataclass
 class ConversionSummary:
@@ -50,13 +51,10 @@ class ConversionSummary:
 
 
 def check_layout(arch: ModelArch, tp: int, pp: int, where: str) -> None:
-    """The model must split evenly over TP (heads, query groups, MLP) and PP (layers)."""
-    for what, n, flag, by in (("num_attention_heads", arch.num_attention_heads, "--tp", tp),
-                              ("num_key_value_heads (query groups)", arch.num_query_groups, "--tp", tp),
-                              ("intermediate_size", arch.ffn_hidden_size, "--tp", tp),
-                              ("num_hidden_layers", arch.num_layers, "--pp", pp)):
-        if by < 1 or n % by:
-            raise ConversionError(f"{where}: {what}={n} does not divide by {flag} {by}")
+    """The model must split evenly over TP and PP (one clear line naming the setting otherwise)."""
+    problem = layout_problem(arch, tp, pp)
+    if problem:
+        raise ConversionError(f"{where}: {problem}")
 
 
 def _dtype_from_config(config: dict, reader: HFReader) -> str:
@@ -68,13 +66,13 @@ def _dtype_from_config(config: dict, reader: HFReader) -> str:
 
 
 def _vocab_plan(hf_dir: Path, tokenizer_dir: Path, rows: int, num_units: Optional[int], init: str, seed: int,
-                divisible_by: int, tp: int) -> tuple[VocabPlan, bool, object]:
+                divisible_by: int, tp: int, inventory=None) -> tuple[VocabPlan, bool, object]:
     from transformers import AutoTokenizer
 
     from megatron_slm.vocab import SpeechVocab, VocabError, unit_token
 
     try:
-        vocab = SpeechVocab.from_pretrained(tokenizer_dir, num_units=num_units)
+        vocab = SpeechVocab.from_pretrained(tokenizer_dir, num_units=num_units, inventory=inventory)
         base = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     except VocabError as e:
         raise ConversionError(str(e)) from None
@@ -111,7 +109,7 @@ def check_layer_count(reader: HFReader, num_layers: int, where: str) -> None:
 def _identity(hf_dir: Path, vocab) -> dict:
     """What the converted ids mean: this vocabulary, and the units an exported SLM recorded (a
     text LM has seen none yet). An export of another vocabulary is refused."""
-    from megatron_slm.checkpoint.layout import read_identity
+    from megatron_slm.models.record import read_identity
     from megatron_slm.unit_identity import IdentityError, check_ids
 
     recorded = read_identity(hf_dir) or {}
@@ -127,7 +125,9 @@ def _identity(hf_dir: Path, vocab) -> dict:
 def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1, num_units: Optional[int] = None,
                         init: str = "mean", dtype: Optional[str] = None, tokenizer_dir: Optional[str | Path] = None,
                         make_vocab_size_divisible_by: int = 128, seed: int = 1234, force: bool = False,
-                        progress: bool = True) -> ConversionSummary:
+                        progress: bool = True, inventory=None) -> ConversionSummary:
+    """`inventory`: the units' `vocab.UnitInventory` (from a units sidecar: K x n_q units, each
+    codebook its own id range); None: `num_units` units in one codebook."""
     from megatron_slm.checkpoint.dist import save_model_checkpoint
 
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
     rows = reader.shapes[embed_name][0]
     check_layer_count(reader, hf_arch.num_layers, str(hf_dir / "config.json"))
     plan, already, vocab = _vocab_plan(hf_dir, Path(tokenizer_dir or hf_dir), rows, num_units, init, seed,
-                                       make_vocab_size_divisible_by, tp)
+                                       make_vocab_size_divisible_by, tp, inventory)
     arch = hf_arch.replace(vocab_size=plan.vocab_size)
     dtype = dtype or _dtype_from_config(config, reader)
     torch_dtype = TORCH_DTYPES[dtype]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from megatron_slm.convert.families import TensorMap
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 
 
 def _qkv_split_sizes(arch: ModelArch) -> tuple[int, int, int]:

@@ -19,20 +19,13 @@ from typing import Callable, Iterator
 
 import torch
 
-from megatron_slm.config import SLMConfig
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.config import RuntimeConfig
+from megatron_slm.models.arch import ModelArch
+from megatron_slm.models.spec import ModelSpec
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-def converter_config(dtype: str = "fp32", tp: int = 1, pp: int = 1) -> SLMConfig:
-    """Run config for building a model outside training: local spec, given dtype and layout."""
-    cfg = SLMConfig()
-    cfg.model.spec = "local"
-    cfg.precision.dtype = dtype
-    cfg.parallel.tp, cfg.parallel.pp = tp, pp
-    cfg.runtime.device, cfg.runtime.backend = "cpu", "gloo"
-    return cfg
+# Conversion and verification run on the CPU over gloo, whatever accelerator the machine has.
+CPU_RUNTIME = RuntimeConfig(device="cpu", backend="gloo")
 
 
 @contextlib.contextmanager
@@ -40,7 +33,7 @@ def megatron_process(tp: int = 1, pp: int = 1) -> Iterator[None]:
     """Process groups for Megatron (a group of one unless launched by torchrun)."""
     from megatron_slm.runtime.distributed import destroy_distributed, init_distributed
 
-    init_distributed(converter_config().runtime, tp=tp, pp=pp)
+    init_distributed(CPU_RUNTIME, tp=tp, pp=pp)
     try:
         yield
     finally:
@@ -52,7 +45,7 @@ def meta_models(arch: ModelArch, padded_vocab: int, dtype: str = "fp32") -> list
     from megatron_slm.models.provider import build_gpt_models
 
     with torch.device("meta"):
-        models = build_gpt_models(arch, converter_config(dtype), padded_vocab)
+        models = build_gpt_models(ModelSpec.for_inference(arch, padded_vocab, dtype=dtype, layer_spec="local"))
     return models
 
 

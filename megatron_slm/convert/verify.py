@@ -78,23 +78,21 @@ def compare(hf_dir: str | Path, mcore_dir: str | Path, iteration: Optional[int] 
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
+    from megatron_slm.checkpoint.inference import load_for_inference
+    from megatron_slm.config import ConfigError
     from megatron_slm.convert.mcore_to_hf import resolve_checkpoint
-    from megatron_slm.convert.streaming import converter_config
-    from megatron_slm.models.provider import build_gpt_models
-    from megatron_slm.checkpoint.dist import load_model_checkpoint
+    from megatron_slm.convert.streaming import CPU_RUNTIME
 
     hf_dir, mcore_dir = Path(hf_dir), Path(mcore_dir)
     tp, pp = ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size()
-    arch, padded, iteration, _ = resolve_checkpoint(mcore_dir, iteration)
-    if padded % tp:
-        raise ConversionError(f"{mcore_dir}: padded vocabulary {padded} does not divide by --tp {tp}")
+    arch, _, iteration, _ = resolve_checkpoint(mcore_dir, iteration)
     if not (hf_dir / "config.json").is_file():
         raise ConversionError(f"{hf_dir}: no config.json (not a Hugging Face model directory)")
     n_vocab = _compared_vocab(hf_dir, arch.vocab_size)
-    models = build_gpt_models(arch, converter_config("fp32", tp, pp), padded)
-    for m in models:
-        m.eval()
-    load_model_checkpoint(models, mcore_dir, iteration)
+    try:
+        models = load_for_inference(mcore_dir, tp, pp, iteration, dtype="fp32", runtime=CPU_RUNTIME).models
+    except ConfigError as e:
+        raise ConversionError(str(e)) from None
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, n_vocab, (batch_size, seq_length), generator=gen)
     logits = _megatron_logits(models, tokens)
@@ -116,10 +114,10 @@ def verify(hf_dir: str | Path, mcore_dir: str | Path, iteration: Optional[int] =
     """Call on every rank of a TP*PP job (or in a plain process for TP=PP=1)."""
     import torch.distributed as dist
 
-    from megatron_slm.convert.streaming import converter_config
+    from megatron_slm.convert.streaming import CPU_RUNTIME
     from megatron_slm.runtime.distributed import destroy_distributed, init_distributed
 
-    init_distributed(converter_config().runtime, tp=tp, pp=pp)
+    init_distributed(CPU_RUNTIME, tp=tp, pp=pp)
     try:
         if dist.get_world_size() != tp * pp:
             raise ConversionError(f"verify needs exactly TP*PP = {tp * pp} processes, got {dist.get_world_size()}")

@@ -174,26 +174,3 @@ class MegatronBackend:
         mask4 = torch.triu(torch.ones(L, L, dtype=torch.bool), 1).expand(b, 1, L, L).contiguous() if on_cpu else None
         mv = lambda t: t.to(device) if t is not None else None  # noqa: E731
         return rows, mv(tokens), mv(pos), mv(mask4), mv(targets), mv(smask)
-
-
-def load_megatron(mcore_dir: str, tp: int = 1, pp: int = 1, iteration: Optional[int] = None,
-                  dtype: Optional[str] = None, seed: int = 1234):
-    """Initialise the process groups and load a megatron-slm run/converted checkpoint dir.
-
-    Returns (models, arch, padded_vocab_size). The architecture comes from <dir>/slm_model.json;
-    TP/PP may differ from the layout it was saved with (dist checkpoints reshard on load)."""
-    from megatron_slm.config import SLMConfig
-    from megatron_slm.checkpoint.layout import read_model_info
-    from megatron_slm.models.provider import build_gpt_models, resolve_padded_vocab
-    from megatron_slm.runtime.distributed import init_distributed
-    from megatron_slm.checkpoint.dist import load_model_checkpoint
-
-    info = init_distributed(tp=tp, pp=pp, seed=seed)
-    arch, padded = read_model_info(mcore_dir)
-    cfg = SLMConfig()
-    cfg.parallel.tp, cfg.parallel.pp = tp, pp
-    cfg.precision.dtype = dtype or ("bf16" if info.is_cuda else "fp32")
-    padded = resolve_padded_vocab(arch, cfg, padded)
-    models = build_gpt_models(arch, cfg, padded, on_cuda=info.is_cuda)
-    load_model_checkpoint(models, mcore_dir, iteration=iteration)
-    return models, arch, padded

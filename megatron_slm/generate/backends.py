@@ -196,13 +196,11 @@ class MegatronSource:
 
 def check_parallel_layout(arch, tp: int, pp: int, world: int, where: str) -> None:
     """TP/PP must split the model and the job: one clear message otherwise."""
-    from megatron_slm.convert.families import ConversionError
-    from megatron_slm.convert.hf_to_mcore import check_layout
+    from megatron_slm.models.spec import layout_problem
 
-    try:
-        check_layout(arch, tp, pp, where)
-    except ConversionError as e:
-        raise GenerationError(str(e)) from None
+    problem = layout_problem(arch, tp, pp)
+    if problem:
+        raise GenerationError(f"{where}: {problem}")
     if world % (tp * pp):
         raise GenerationError(f"{world} processes cannot hold --tp {tp} x --pp {pp} = {tp * pp} model-parallel ranks "
                               "(launch a multiple of tp*pp processes with torchrun)")
@@ -211,13 +209,13 @@ def check_parallel_layout(arch, tp: int, pp: int, world: int, where: str) -> Non
 def load_megatron_source(mcore_dir: str, vocab, tp: int = 1, pp: int = 1, iteration: Optional[int] = None,
                          dtype: Optional[str] = None) -> MegatronSource:
     """Initialise the process groups (TP x PP x DP over the launched ranks) and load the checkpoint."""
-    from megatron_slm.checkpoint.layout import read_model_info
-    from megatron_slm.eval.backends import load_megatron
+    from megatron_slm.checkpoint.inference import load_for_inference
+    from megatron_slm.models.record import read_model_record
 
-    arch, _ = read_model_info(mcore_dir)
+    arch = read_model_record(mcore_dir).arch
     check_parallel_layout(arch, tp, pp, int(os.environ.get("WORLD_SIZE", "1")), mcore_dir)
-    models, arch, padded = load_megatron(mcore_dir, tp, pp, iteration, dtype)
     if arch.vocab_size < vocab.vocab_size:
         raise GenerationError(f"{mcore_dir}: the model has {arch.vocab_size} vocabulary rows but the tokenizer "
                               f"has {vocab.vocab_size} ids")
-    return MegatronSource(models, vocab, padded, arch.max_position_embeddings)
+    loaded = load_for_inference(mcore_dir, tp, pp, iteration, dtype)
+    return MegatronSource(loaded.models, vocab, loaded.padded_vocab_size, arch.max_position_embeddings)

@@ -258,9 +258,9 @@ def source_for(backend, vocab, mcore_dir: Optional[str] = None):
 
     if isinstance(backend, HFBackend):
         return HFSource(backend.model, vocab)
-    from megatron_slm.checkpoint.layout import read_model_info
+    from megatron_slm.models.record import read_model_record
 
-    arch, _ = read_model_info(mcore_dir)
+    arch = read_model_record(mcore_dir).arch
     return MegatronSource(backend.models, vocab, int(backend.allowed.shape[0]), arch.max_position_embeddings)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 
 
 @dataclass(frozen=True)

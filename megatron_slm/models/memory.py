@@ -13,7 +13,7 @@ from typing import Optional
 
 from megatron_slm.config import SLMConfig
 from megatron_slm.models.flops import param_counts
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 
 GIB = 2**30
 DEFAULT_OVERHEAD_GIB = 2.0
@@ -207,12 +207,13 @@ def config_arch(cfg: SLMConfig, preset: Optional[str] = None) -> tuple[ModelArch
     from pathlib import Path
 
     from megatron_slm.config import ConfigError
-    from megatron_slm.models.presets import PRESETS, padded_vocab_size, trained_arch
-    from megatron_slm.checkpoint.layout import MODEL_INFO_FILE
+    from megatron_slm.models.arch import padded_vocab_size
+    from megatron_slm.models.presets import PRESETS, trained_arch
+    from megatron_slm.models.record import has_model_record
     from megatron_slm.models.provider import arch_source_dir, resolve_arch, resolve_padded_vocab
 
     source = arch_source_dir(cfg)
-    if preset is not None and (source is None or not (Path(source) / MODEL_INFO_FILE).is_file()):
+    if preset is not None and not has_model_record(source):
         if preset not in PRESETS:
             raise ConfigError(f"--preset {preset!r} is not a known preset ({', '.join(sorted(PRESETS))})")
         arch = trained_arch(preset, cfg)

@@ -1,54 +1,15 @@
-"""Model architectures: the shapes we train, as plain data.
+"""Model presets: the shapes we train, as plain data (the type is `models/arch.py`).
 
-`ModelArch` is the one description of a Llama-family decoder that the model provider, the
-checkpoint converter, the FLOPs/parameter counter and the scaling planner all read. Presets
-carry the public shapes of the base models SIMS continues from; their `vocab_size` is the
-base text vocabulary (the HF tokenizer length) -- speech units are added on top by
+Presets carry the public shapes of the base models SIMS continues from; their `vocab_size` is
+the base text vocabulary (the HF tokenizer length) -- speech units are added on top by
 `ModelArch.with_speech_units` (SlamKit id layout, see `megatron_slm.vocab`).
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Optional
 
+from megatron_slm.models.arch import ModelArch
 from megatron_slm.vocab import DEFAULT_NUM_UNITS
-
-
-@dataclass(frozen=True)
-class ModelArch:
-    family: str  # "llama" | "qwen2" | "mistral": decides the HF mapping, not the math
-    num_layers: int
-    hidden_size: int
-    ffn_hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-    vocab_size: int  # unpadded number of token ids the model embeds
-    kv_channels: Optional[int] = None  # head dim; None = hidden_size / num_attention_heads
-    max_position_embeddings: int = 131072
-    rotary_base: float = 500000.0
-    rope_scaling: bool = False  # Llama-3 frequency scaling (factor below)
-    rope_scaling_factor: float = 32.0
-    qkv_bias: bool = False  # Qwen2
-    tie_embeddings: bool = True
-    norm_epsilon: float = 1e-5
-
-    @property
-    def head_dim(self) -> int:
-        return self.kv_channels or self.hidden_size // self.num_attention_heads
-
-    def with_speech_units(self, num_units: int) -> "ModelArch":
-        """The same shape with `num_units` unit tokens plus <speech> and <text> appended."""
-        return dataclasses.replace(self, vocab_size=self.vocab_size + num_units + 2)
-
-    def replace(self, **changes) -> "ModelArch":
-        return dataclasses.replace(self, **changes)
-
-
-def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
-    """Megatron pads the embedding so every TP rank holds an equal slice of a nice size."""
-    multiple = divisible_by * tp
-    return -(-vocab_size // multiple) * multiple
 
 
 _LLAMA32 = dict(family="llama", vocab_size=128256, rotary_base=500000.0, rope_scaling=True,

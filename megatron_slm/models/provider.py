@@ -1,8 +1,9 @@
-"""`ModelArch` + run config -> Megatron-Core `GPTModel`s for this rank.
+"""`ModelSpec` -> Megatron-Core `GPTModel`s for this rank; a run config -> its architecture.
 
-One function builds the model for training, conversion, verification and evaluation, so every
-path runs the same module. Llama-family decoders: RMSNorm, SwiGLU, GQA, RoPE (optionally with
-Llama-3 frequency scaling), optional q/k/v bias (Qwen2), tied or untied embeddings.
+One function builds the model for training, conversion, verification, evaluation and
+generation, so every path runs the same module. Llama-family decoders: RMSNorm, SwiGLU, GQA,
+RoPE (optionally with Llama-3 frequency scaling), optional q/k/v bias (Qwen2), tied or untied
+embeddings.
 
 Layer spec: Transformer Engine when it imports and the run is on CUDA (required for FP8 and
 sequence parallelism), Megatron's local spec otherwise (the CPU path).
@@ -10,15 +11,16 @@ sequence parallelism), Megatron's local spec otherwise (the CPU path).
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from megatron_slm.config import ConfigError, SLMConfig
-from megatron_slm.checkpoint.layout import MODEL_INFO_FILE, read_model_info
-from megatron_slm.models.presets import ModelArch, get_preset, padded_vocab_size
+from megatron_slm.models.arch import ModelArch, padded_vocab_for_layout
+from megatron_slm.models.presets import get_preset
+from megatron_slm.models.record import has_model_record, read_model_record
+from megatron_slm.models.spec import ModelSpec
 
 _ARCH_OVERRIDES = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
                    "num_query_groups", "kv_channels", "vocab_size", "max_position_embeddings",
@@ -36,7 +38,7 @@ def arch_source_dir(cfg: SLMConfig) -> Optional[str]:
         return cfg.model.from_
     if cfg.model.preset is None:
         for candidate in (cfg.checkpoint.save, cfg.checkpoint.load):
-            if candidate and (Path(candidate) / MODEL_INFO_FILE).is_file():
+            if has_model_record(candidate):
                 return candidate
     return None
 
@@ -46,7 +48,8 @@ def resolve_arch(cfg: SLMConfig, vocab_size: Optional[int] = None) -> tuple[Mode
     pinned_padding = None
     source = arch_source_dir(cfg)
     if source is not None:
-        arch, pinned_padding = read_model_info(source)
+        record = read_model_record(source)
+        arch, pinned_padding = record.arch, record.padded_vocab_size
     elif cfg.model.preset is not None:
         try:
             arch = get_preset(cfg.model.preset)
@@ -65,16 +68,9 @@ def resolve_arch(cfg: SLMConfig, vocab_size: Optional[int] = None) -> tuple[Mode
 
 
 def resolve_padded_vocab(arch: ModelArch, cfg: SLMConfig, existing: Optional[int] = None) -> int:
-    """Pad to make_vocab_size_divisible_by x TP; a checkpoint's padding is kept when it still
-    divides by that multiple (so weights load unchanged across layouts)."""
-    multiple = cfg.model.make_vocab_size_divisible_by * cfg.parallel.tp
-    if existing is not None:
-        if existing % multiple == 0 and existing >= arch.vocab_size:
-            return existing
-        raise ConfigError(f"the checkpoint's padded vocabulary {existing} does not divide by "
-                          f"model.make_vocab_size_divisible_by x parallel.tp = {multiple}; convert it "
-                          f"again with --tp {cfg.parallel.tp}")
-    return padded_vocab_size(arch.vocab_size, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp)
+    """Pad to make_vocab_size_divisible_by x TP; a checkpoint's padding is kept when it is such a
+    multiple, else the weights are re-padded on load (see `padded_vocab_for_layout`)."""
+    return padded_vocab_for_layout(arch.vocab_size, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp, existing)
 
 
 def _fused_softmax_built() -> bool:
@@ -82,10 +78,11 @@ def _fused_softmax_built() -> bool:
                for m in ("scaled_masked_softmax_cuda", "scaled_upper_triang_masked_softmax_cuda"))
 
 
-def use_te_spec(cfg: SLMConfig, on_cuda: bool) -> bool:
-    if cfg.model.spec == "te":
+def use_te_spec(layer_spec: str, on_cuda: bool) -> bool:
+    """`layer_spec` "te" | "local" | "auto" (TE when on CUDA and installed)."""
+    if layer_spec == "te":
         return True
-    if cfg.model.spec == "local":
+    if layer_spec == "local":
         return False
     return on_cuda and te_available()
 
@@ -93,22 +90,18 @@ def use_te_spec(cfg: SLMConfig, on_cuda: bool) -> bool:
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def params_dtype(cfg: SLMConfig) -> torch.dtype:
-    return TORCH_DTYPES[cfg.precision.dtype]
-
-
-def build_transformer_config(arch: ModelArch, cfg: SLMConfig, on_cuda: bool):
+def build_transformer_config(spec: ModelSpec, on_cuda: bool):
     from megatron.core.transformer import TransformerConfig
 
-    p, prec = cfg.parallel, cfg.precision
-    dtype = params_dtype(cfg)
-    te_spec = use_te_spec(cfg, on_cuda)
+    arch, p, prec = spec.arch, spec.layout, spec.precision
+    dtype = TORCH_DTYPES[prec.dtype]
+    te_spec = use_te_spec(spec.layer_spec, on_cuda)
     kwargs = dict(
         num_layers=arch.num_layers, hidden_size=arch.hidden_size, ffn_hidden_size=arch.ffn_hidden_size,
         num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
         kv_channels=arch.head_dim, normalization="RMSNorm", layernorm_epsilon=arch.norm_epsilon,
         gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False, add_qkv_bias=arch.qkv_bias,
-        hidden_dropout=0.0, attention_dropout=0.0, init_method_std=cfg.model.init_method_std,
+        hidden_dropout=0.0, attention_dropout=0.0, init_method_std=spec.init_method_std,
         tensor_model_parallel_size=p.tp, pipeline_model_parallel_size=p.pp,
         virtual_pipeline_model_parallel_size=p.vpp, sequence_parallel=p.sequence_parallel,
         params_dtype=dtype, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
@@ -126,41 +119,42 @@ def build_transformer_config(arch: ModelArch, cfg: SLMConfig, on_cuda: bool):
         bias_dropout_fusion=on_cuda, apply_rope_fusion=False, gradient_accumulation_fusion=False,
         cross_entropy_loss_fusion=False,
     )
-    if cfg.model.recompute != "none":
-        kwargs.update(recompute_granularity=cfg.model.recompute)
-        if cfg.model.recompute == "full":
+    if spec.recompute != "none":
+        kwargs.update(recompute_granularity=spec.recompute)
+        if spec.recompute == "full":
             kwargs.update(recompute_method="uniform", recompute_num_layers=1)
     if prec.fp8:
         kwargs.update(fp8=prec.fp8, fp8_recipe=prec.fp8_recipe, fp8_amax_history_len=prec.fp8_amax_history_len,
                       fp8_amax_compute_algo=prec.fp8_amax_compute_algo, fp8_param=prec.fp8_param)
-    if on_cuda and cfg.model.attention_backend != "auto":
+    if on_cuda and spec.attention_backend != "auto":
         from megatron.core.transformer.enums import AttnBackend
 
-        kwargs["attention_backend"] = AttnBackend[cfg.model.attention_backend]
+        kwargs["attention_backend"] = AttnBackend[spec.attention_backend]
     return TransformerConfig(**kwargs)
 
 
-def layer_spec(cfg: SLMConfig, on_cuda: bool):
+def layer_spec(spec: ModelSpec, on_cuda: bool):
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
-    if use_te_spec(cfg, on_cuda):
-        return specs.get_gpt_layer_with_transformer_engine_spec(fp8=cfg.precision.fp8)
+    if use_te_spec(spec.layer_spec, on_cuda):
+        return specs.get_gpt_layer_with_transformer_engine_spec(fp8=spec.precision.fp8)
     return specs.get_gpt_layer_local_spec(normalization="RMSNorm")
 
 
-def build_gpt_models(arch: ModelArch, cfg: SLMConfig, padded_vocab: int, on_cuda: bool = False) -> list:
+def build_gpt_models(spec: ModelSpec, on_cuda: bool = False) -> list:
     """The GPTModel chunks this rank holds (one, or vpp with interleaved pipelining)."""
     from megatron.core import parallel_state as ps
     from megatron.core.models.gpt import GPTModel
 
-    config = build_transformer_config(arch, cfg, on_cuda)
-    spec = layer_spec(cfg, on_cuda)
-    vpp = cfg.parallel.vpp or 1
+    arch = spec.arch
+    config = build_transformer_config(spec, on_cuda)
+    layers = layer_spec(spec, on_cuda)
+    vpp = spec.layout.vpp
     models = []
-    for stage in range(vpp):
-        vp_stage = stage if cfg.parallel.vpp else None
+    for stage in range(vpp or 1):
+        vp_stage = stage if vpp else None
         model = GPTModel(
-            config=config, transformer_layer_spec=spec, vocab_size=padded_vocab,
+            config=config, transformer_layer_spec=layers, vocab_size=spec.padded_vocab_size,
             max_sequence_length=arch.max_position_embeddings,
             pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),

@@ -26,7 +26,7 @@ import yaml
 
 from megatron_slm.config import ConfigError, from_dict
 from megatron_slm.models.flops import param_counts, training_flops_per_token
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 
 RUN_FILES = ("config.yaml", "slm_model.json", "metrics.jsonl")
 
@@ -35,20 +35,13 @@ class RunSkipped(Exception):
     """This directory is not a usable finished run; str() is the reason."""
 
 
-def _read_arch(path: Path) -> ModelArch:
+def _read_arch(run_dir: Path) -> ModelArch:
+    from megatron_slm.models.record import read_model_record
+
     try:
-        data = json.loads(path.read_text())
-        arch = data["arch"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise RunSkipped(f"{path.name}: not a JSON object with an 'arch' field ({e})") from None
-    fields = {f.name for f in dataclasses.fields(ModelArch)}
-    unknown = set(arch) - fields
-    if unknown:
-        raise RunSkipped(f"{path.name}: unknown arch field(s) {', '.join(sorted(unknown))}")
-    try:
-        return ModelArch(**arch)
-    except TypeError as e:
-        raise RunSkipped(f"{path.name}: {e}") from None
+        return read_model_record(run_dir).arch
+    except ConfigError as e:
+        raise RunSkipped(str(e)) from None
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict], list[dict]]:
@@ -85,7 +78,7 @@ def collect_run(run_dir: str | Path, include_incomplete: bool = False) -> dict:
         cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     except (ConfigError, yaml.YAMLError) as e:
         raise RunSkipped(f"config.yaml: {e}") from None
-    arch = _read_arch(run_dir / "slm_model.json")
+    arch = _read_arch(run_dir)
     train, valid, evals = read_metrics(run_dir / "metrics.jsonl")
     if not valid:
         raise RunSkipped(f"metrics.jsonl has no validation line ({len(train)} training lines)")

@@ -30,7 +30,8 @@ import yaml
 
 from megatron_slm.config import ConfigError, apply_override, from_dict
 from megatron_slm.models.flops import param_counts
-from megatron_slm.models.presets import FAMILIES, PRESETS, ModelArch, trained_arch
+from megatron_slm.models.arch import ModelArch
+from megatron_slm.models.presets import FAMILIES, PRESETS, trained_arch
 from megatron_slm.scaling.fit import LossLaw
 
 SHAPE_KEYS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "kv_channels")
@@ -144,13 +145,13 @@ def _tokenizer_vocab_size(template) -> Optional[int]:
 def _init_arch(init_from: str, preset: str, planned: ModelArch) -> ModelArch:
     """A run that starts from a converted checkpoint trains *its* architecture: count that one,
     and refuse a checkpoint whose shape is not the preset's (its runs would be mislabelled)."""
-    from megatron_slm.checkpoint.layout import MODEL_INFO_FILE, read_model_info
+    from megatron_slm.models.record import has_model_record, read_model_record
 
     source = Path(init_from.format(preset=preset))
-    if not (source / MODEL_INFO_FILE).is_file():
+    if not has_model_record(source):
         return planned  # not converted yet: the preset's shape is the plan
     try:
-        arch, _ = read_model_info(source)
+        arch = read_model_record(source).arch
     except ConfigError as e:
         raise PlanError(f"--init-from: {e}") from None
     differ = [f"{k} {getattr(arch, k)} != {getattr(planned, k)}" for k in (*SHAPE_KEYS[:-1], "vocab_size")

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Optional
 
 from megatron_slm.config import ConfigError, SLMConfig
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 from megatron_slm.models.provider import resolve_arch, resolve_padded_vocab, te_available, use_te_spec
+from megatron_slm.models.spec import ModelSpec
 
 
 @dataclass
@@ -28,6 +29,11 @@ class RunPlan:
     tokenizer_dir: Optional[str]
     on_cuda: bool
     units: Optional[dict] = None  # the speech units of the blend (what unit ids mean), when known
+
+    @property
+    def model(self) -> ModelSpec:
+        """What the model builder needs of this run (architecture, layout, precision, layer spec)."""
+        return ModelSpec.from_config(self.cfg, self.arch, self.padded_vocab)
 
     @property
     def tokens_per_step(self) -> int:
@@ -100,7 +106,8 @@ def check_blend(cfg: SLMConfig, vocab) -> Optional[dict]:
 def check_model_vocabulary(cfg: SLMConfig, arch: ModelArch, vocab, units: Optional[dict]) -> None:
     """The tokenizer (and the data's units) must be the ones the checkpoint's ids were made for:
     otherwise unit and marker ids land on other rows and training silently learns nonsense."""
-    from megatron_slm.checkpoint.layout import has_checkpoint, read_identity
+    from megatron_slm.checkpoint.layout import has_checkpoint
+    from megatron_slm.models.record import read_identity
     from megatron_slm.data.storage import dataset_identity
     from megatron_slm.unit_identity import IdentityError, check_ids
     from megatron_slm.models.provider import arch_source_dir
@@ -122,7 +129,7 @@ def check_model_vocabulary(cfg: SLMConfig, arch: ModelArch, vocab, units: Option
 
 def recorded_units(cfg: SLMConfig) -> Optional[dict]:
     """The units the run's starting checkpoint already records (kept when this blend has no speech)."""
-    from megatron_slm.checkpoint.layout import read_identity
+    from megatron_slm.models.record import read_identity
     from megatron_slm.models.provider import arch_source_dir
 
     for source in (cfg.checkpoint.save, cfg.checkpoint.load, arch_source_dir(cfg)):
@@ -217,7 +224,7 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
         _check(on_cuda and te_available(), "parallel.sequence_parallel needs CUDA and Transformer Engine")
     if cfg.model.spec == "te":
         _check(te_available() and on_cuda, "model.spec=te needs Transformer Engine and a CUDA GPU")
-    if not cfg.data.attention_across_documents and use_te_spec(cfg, on_cuda):
+    if not cfg.data.attention_across_documents and use_te_spec(cfg.model.spec, on_cuda):
         # The TE layer spec applies its own causal mask and ignores a dense per-sample mask;
         # blocking needs packed (THD) sequences, which this trainer does not build yet.
         raise ConfigError("data.attention_across_documents=false is not supported on the Transformer Engine "

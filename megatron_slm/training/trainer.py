@@ -22,7 +22,7 @@ from megatron_slm.console import quiet_cpu_warnings
 from megatron_slm.models.flops import peak_tflops_for, training_flops_per_token
 from megatron_slm.checkpoint import layout
 from megatron_slm.checkpoint.lock import RunLock
-from megatron_slm.checkpoint.layout import write_model_info
+from megatron_slm.models.record import write_model_record
 from megatron_slm.models.provider import build_gpt_models
 from megatron_slm.runtime.distributed import (choose_device, init_distributed, print_rank0, rank_from_env,
                                               world_size_from_env)
@@ -65,7 +65,7 @@ class Trainer:
         self.dp_rank, self.dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
         self.is_last_stage = ps.is_pipeline_last_stage(ignore_virtual=True)
 
-        self.models = build_gpt_models(self.plan.arch, cfg, self.plan.padded_vocab, on_cuda=on_cuda)
+        self.models = build_gpt_models(self.plan.model, on_cuda=on_cuda)
         self.ddp_models = wrap_ddp(self.models, cfg)
         self.optimizer = build_optimizer(self.ddp_models, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.plan.total_steps)
@@ -125,7 +125,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(absolute_paths(self.cfg).to_dict(), sort_keys=False))
         identity = {"vocab": self.vocab.identity(), "units": self.plan.units} if self.vocab is not None else None
-        write_model_info(self.run_dir, self.plan.arch, self.plan.padded_vocab, identity)
+        write_model_record(self.run_dir, self.plan.arch, self.plan.padded_vocab, identity)
         if self.vocab is not None and not (self.run_dir / "tokenizer").exists():
             self.vocab.save(self.run_dir / "tokenizer")
 
