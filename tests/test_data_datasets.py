@@ -137,7 +137,8 @@ def test_labels_loss_masks_and_document_attention(data, vocab):
 
 def test_mismatched_data_is_refused(data, vocab, tmp_path):
     other = SpeechVocab.from_pretrained(TINY, num_units=30)
-    with pytest.raises(DatasetError, match=r"static.meta.json was made with a different vocabulary.*num_units 20 there vs 30 here"):
+    with pytest.raises(DatasetError, match=r"static.meta.json and the tokenizer .* were made with a different vocabulary "
+                                           r"\(num_units 20 in .*static.meta.json vs 30 in the tokenizer"):
         build_datasets(_cfg(data, [("static", 1, "interleaved")]), other, 10, 1, 1)
     with pytest.raises(DatasetError, match="holds 'speech' documents but the blend says kind='text'"):
         build_datasets(_cfg(data, [("speech", 1, "text")]), vocab, 10, 1, 1)

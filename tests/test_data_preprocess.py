@@ -170,11 +170,11 @@ def test_identity_mismatches_are_refused(corpus, vocab, tmp_path):
     other = write_synthetic_corpus(str(tmp_path / "c2"), n=4, k=20, seed=1,
                                    meta={**json.loads(Path(corpus.units + ".meta.json").read_text()),
                                          "kmeans": {"k": 20, "sha256": "1" * 64, "path": None}})
-    with pytest.raises(pp.PreprocessError, match="different speech units"):
+    with pytest.raises(pp.PreprocessError, match="hold units from a different extractor/k-means .*sha256"):
         pp.run(pp.PreprocessJob(kind="speech", tokenizer=TINY, out_prefix=str(tmp_path / "b"), inputs=[other.units],
                                 match=[str(tmp_path / "ok")], progress=False))
     # re-writing an existing dataset with other units is refused too
-    with pytest.raises(pp.PreprocessError, match="ok.meta.json was made with different speech units"):
+    with pytest.raises(pp.PreprocessError, match="ok.meta.json and .*ok .being made. hold units from a different extractor"):
         pp.run(pp.PreprocessJob(kind="speech", tokenizer=TINY, out_prefix=str(tmp_path / "ok"), inputs=[other.units],
                                 progress=False))
     with pytest.raises(pp.PreprocessError, match="not an extended vocabulary"):

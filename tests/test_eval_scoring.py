@@ -3,13 +3,16 @@ acceptance check that a model trained on a corpus prefers its real utterances ov
 ones while a random model is at chance."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from megatron_slm.eval.backends import HFBackend
-from megatron_slm.eval.items import Candidate, Item, ItemError, check_identity, read_items, write_items
+from megatron_slm.eval.items import Candidate, Item, ItemError, read_items, write_items
 from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
+from megatron_slm.eval.run import check_sets
 from megatron_slm.eval.report import bootstrap_ci, summarize, table
 from megatron_slm.eval.scoring import ItemScore, encode_candidate, make_batches, score_items
 from megatron_slm.vocab import SpeechVocab
@@ -102,11 +105,11 @@ def test_item_file_round_trip_and_identity(tmp_path, shuffle_items, vocab):
     back = read_items(path)
     assert back.unit_identity == ident and [i.id for i in back.items] == [i.id for i in shuffle_items[:3]]
     assert back.items[0].positive.units == shuffle_items[0].positive.units
-    check_identity(back.unit_identity, ident, str(path), vocab.num_units)
+    check_sets([("ws", back)], ident, vocab)
     with pytest.raises(ItemError, match="k=100 extractor but the model vocabulary has 500"):
-        check_identity(back.unit_identity, None, str(path), 500)
-    with pytest.raises(ItemError, match="sha256"):
-        check_identity(back.unit_identity, dict(ident, sha256="other"), str(path), 100)
+        check_sets([("ws", back)], None, SimpleNamespace(num_units=500))
+    with pytest.raises(ItemError, match="sha256 'abc' in .*ws.jsonl vs 'other' in the model"):
+        check_sets([("ws", back)], dict(ident, sha256="other"), vocab)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(path.read_text().replace('"negatives": [', '"negatives": [], "x": [', 1))
     with pytest.raises(ItemError, match=r"bad.jsonl:2: field .negatives."):

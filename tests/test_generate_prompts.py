@@ -108,7 +108,7 @@ def test_bad_prompts_are_refused(vocab, tmp_path):
     other = dict(ps.unit_identity, sha256="0" * 64)
     with pytest.raises(GenerationError, match="different extractor.*sha256"):
         check_unit_identity(ps, other, K)
-    with pytest.raises(GenerationError, match="k=100 codebook but the model vocabulary has 500 units"):
+    with pytest.raises(GenerationError, match="k=100 extractor but the model vocabulary has 500 units"):
         check_unit_identity(ps, None, 500)
     check_unit_identity(ps, ps.unit_identity, K)
     with pytest.raises(GenerationError, match="no prompt with id 'nope'"):

@@ -138,11 +138,11 @@ def test_hifigan_refuses_mismatched_and_broken_directories(hifigan_dir, tmp_path
     check_vocoder(voc, 100, None)
     meta = json.loads((CORPUS / "units.jsonl.meta.json").read_text())
     (tmp_path / "units.meta.json").write_text(json.dumps(meta))
-    from megatron_slm.eval.run import read_units_identity
+    from megatron_slm.unit_identity import read_units_sidecar
 
-    voc.unit_identity = read_units_identity(str(tmp_path / "units.meta.json"))
+    voc.unit_identity = read_units_sidecar(str(tmp_path / "units.meta.json"))
     other = dict(voc.unit_identity, sha256="0" * 64)
-    with pytest.raises(GenerationError, match="vocoder's units come from a different extractor"):
+    with pytest.raises(GenerationError, match="--vocoder .* and the model hold units from a different extractor"):
         check_vocoder(voc, 100, other)
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megatron_slm.data.storage import DatasetError, check_identity, dataset_identity
+from megatron_slm.data.storage import dataset_identity
+from megatron_slm.unit_identity import IdentityError, check_ids
 from megatron_slm.vocab import MODALITY_OTHER, MODALITY_SPEECH, MODALITY_TEXT, SpeechVocab, VocabError
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tokenizer" / "tiny-bpe"
@@ -74,10 +75,11 @@ def test_save_reload_same_ids_and_identity(vocab, tmp_path):
         SpeechVocab.from_pretrained(tmp_path, num_units=200)
     assert reloaded.identity() == vocab.identity()  # a saved extended tokenizer is the same vocabulary
     mine = dataset_identity(vocab, None)
-    check_identity(mine, dataset_identity(reloaded, None), "x")
-    with pytest.raises(DatasetError, match="data/foo.json was made with a different vocabulary .num_units 500 there"):
-        check_identity(mine, {"vocab": {**vocab.identity(), "num_units": 500}}, "data/foo.json")
-    check_identity(mine, {"vocab": {**vocab.identity(), "num_units": 500}}, "text data", compare_units=False)
+    check_ids(dataset_identity(reloaded, None), mine, "x", "the tokenizer")
+    with pytest.raises(IdentityError, match="data/foo.json and the tokenizer were made with a different vocabulary "
+                                            r"\(num_units 500 in data/foo.json vs 100 in the tokenizer\)"):
+        check_ids({"vocab": {**vocab.identity(), "num_units": 500}}, mine, "data/foo.json", "the tokenizer")
+    check_ids({"vocab": {**vocab.identity(), "num_units": 500}}, mine, "text data", "the tokenizer", compare_units=False)
 
 
 def test_wrong_layout_is_refused(tmp_path):

@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "pads the vocabulary to 128 x TP); the checkpoint itself loads with any TP/PP")
     a.add_argument("--pp", type=int, default=1, help="pipeline parallel size you will train with (checks layers)")
     a.add_argument("--num-units", type=int, default=None,
-                   help=f"speech units K (default: the K an already-extended tokenizer holds, else {DEFAULT_NUM_UNITS})")
+                   help=f"k-means speech units K (default: the K an already-extended tokenizer holds, else "
+                        f"{DEFAULT_NUM_UNITS})")
+    a.add_argument("--units-meta", default=None,
+                   help="the sidecar of the units you will train on (units/x.jsonl.meta.json, or the units file): "
+                        "its tokenizer's K x n_q units, each codebook its own id range after the text ids")
     a.add_argument("--init", choices=("mean", "normal", "zero"), default="mean",
                    help="new rows: mean of the text rows (default), normal with their std, or zero")
     a.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="stored dtype (default: the HF model's)")
@@ -92,10 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hf-to-mcore":
             from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
 
+            inventory = None
+            if args.units_meta:
+                from megatron_slm.units.records import read_inventory
+
+                try:
+                    inventory = read_inventory(args.units_meta)
+                except (OSError, ValueError) as e:
+                    raise ConversionError(f"--units-meta {e}") from None
             summary = convert_hf_to_mcore(args.hf_dir, args.out, tp=args.tp, pp=args.pp, num_units=args.num_units,
                                           init=args.init, dtype=args.dtype, tokenizer_dir=args.tokenizer,
                                           make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
-                                          seed=args.seed, force=args.force)
+                                          seed=args.seed, force=args.force, inventory=inventory)
             print("\n".join(summary.lines()))
             return 0
         if args.command == "mcore-to-hf":

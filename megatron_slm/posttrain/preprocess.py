@@ -23,11 +23,12 @@ import numpy as np
 from megatron_slm import conventions
 from megatron_slm.data.preprocess import PreprocessError, _load_match, _units_identity
 from megatron_slm.data.records import SkipLog
-from megatron_slm.data.storage import (SIDECAR_FORMAT, DatasetError, check_identity, dataset_identity, read_sidecar,
-                                       sidecar_path, token_dtype, write_json_atomic)
+from megatron_slm.data.storage import (SIDECAR_FORMAT, DatasetError, dataset_identity, read_sidecar, sidecar_path,
+                                       token_dtype, write_json_atomic)
 from megatron_slm.jsonio import iter_jsonl
 from megatron_slm.posttrain import records
 from megatron_slm.posttrain.storage import ROLES_SUFFIX, PairWriter
+from megatron_slm.unit_identity import IdentityError, check_ids
 from megatron_slm.vocab import SpeechVocab, VocabError
 
 
@@ -110,10 +111,10 @@ def run(job: PairJob) -> dict:
         matches.append((old["identity"], sidecar_path(job.out_prefix), old["kind"]))
     for other, where, _kind in matches:
         try:
-            check_identity(identity, other, where, compare_units=speech)
-        except DatasetError as e:
+            check_ids(other, identity, where, f"{job.out_prefix} (being made)", compare_units=speech)
+        except IdentityError as e:
             raise PreprocessError(f"{e} (the records' units come from {units_identity['sidecar']})"
-                                  if units_identity and "speech units" in str(e) else str(e)) from None
+                                  if units_identity and "different extractor" in str(e) else str(e)) from None
 
     from tqdm import tqdm
 

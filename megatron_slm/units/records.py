@@ -175,6 +175,20 @@ def inventory(meta: dict):
     return UnitInventory(tok["codebook_size"], tok["num_codebooks"], tok["kind"], tok.get("frame_rate"))
 
 
+def read_inventory(path: str | os.PathLike):
+    """The `vocab.UnitInventory` of a units file or of its sidecar (`<units>.meta.json`); errors
+    name the sidecar."""
+    path = os.fspath(path)
+    units = path[: -len(".meta.json")] if path.endswith(".meta.json") else path
+    meta = read_meta(units)
+    try:
+        return inventory(meta)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{meta_path(units)}: no unit inventory (field {e} missing or malformed)") from None
+    except ValueError as e:
+        raise ValueError(f"{meta_path(units)}: {e}") from None
+
+
 def num_units(meta: dict) -> int:
     """Units in the vocabulary a sidecar's units need (K x n_q)."""
     return inventory(meta).num_units
