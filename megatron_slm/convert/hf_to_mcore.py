@@ -24,8 +24,9 @@ from megatron_slm.convert.hf_io import HFReader, check_output, staged_output_dir
 from megatron_slm.convert.streaming import (
     DTYPE_NAMES, SliceRegistry, StreamingSaveStrategy, megatron_process, meta_models)
 from megatron_slm.convert.vocab_extension import VocabPlan, empty_matrix, init_new_rows
-from megatron_slm.models.presets import ModelArch, padded_vocab_size
+from megatron_slm.models.arch import ModelArch, padded_vocab_size
 from megatron_slm.models.provider import TORCH_DTYPES
+from megatron_slm.models.spec import layout_problem
 
 @dataclass
 class ConversionSummary:
@@ -50,13 +51,10 @@ class ConversionSummary:
 
 
 def check_layout(arch: ModelArch, tp: int, pp: int, where: str) -> None:
-    """The model must split evenly over TP (heads, query groups, MLP) and PP (layers)."""
-    for what, n, flag, by in (("num_attention_heads", arch.num_attention_heads, "--tp", tp),
-                              ("num_key_value_heads (query groups)", arch.num_query_groups, "--tp", tp),
-                              ("intermediate_size", arch.ffn_hidden_size, "--tp", tp),
-                              ("num_hidden_layers", arch.num_layers, "--pp", pp)):
-        if by < 1 or n % by:
-            raise ConversionError(f"{where}: {what}={n} does not divide by {flag} {by}")
+    """The model must split evenly over TP and PP (one clear line naming the setting otherwise)."""
+    problem = layout_problem(arch, tp, pp)
+    if problem:
+        raise ConversionError(f"{where}: {problem}")
 
 
 def _dtype_from_config(config: dict, reader: HFReader) -> str:
@@ -111,15 +109,15 @@ def check_layer_count(reader: HFReader, num_layers: int, where: str) -> None:
 def _identity(hf_dir: Path, vocab) -> dict:
     """What the converted ids mean: this vocabulary, and the units an exported SLM recorded (a
     text LM has seen none yet). An export of another vocabulary is refused."""
-    from megatron_slm.checkpoint.layout import read_identity
-    from megatron_slm.data.storage import DatasetError, check_identity
+    from megatron_slm.models.record import read_identity
+    from megatron_slm.unit_identity import IdentityError, check_ids
 
     recorded = read_identity(hf_dir) or {}
     mine = {"vocab": vocab.identity(), "units": recorded.get("units")}
     if recorded.get("vocab"):
         try:
-            check_identity(mine, recorded, str(hf_dir / "slm_identity.json"))
-        except DatasetError as e:
+            check_ids(recorded, mine, str(hf_dir / "slm_identity.json"), "the tokenizer given")
+        except IdentityError as e:
             raise ConversionError(f"{e}: the tokenizer given is not the one this model was trained with") from None
     return mine
 

@@ -22,7 +22,7 @@ from megatron_slm.convert.streaming import (
     SliceRegistry, load_params, megatron_process, meta_models, stored_dtype)
 from megatron_slm.convert.vocab_extension import trim_rows
 from megatron_slm.config import ConfigError
-from megatron_slm.models.presets import ModelArch
+from megatron_slm.models.arch import ModelArch
 from megatron_slm.models.provider import TORCH_DTYPES
 
 @dataclass
@@ -55,10 +55,12 @@ def parse_size(text: str) -> int:
 
 
 def resolve_checkpoint(mcore_dir: Path, iteration: Optional[int]) -> tuple[ModelArch, int, int, Path]:
-    from megatron_slm.checkpoint.layout import iter_dir, latest_iteration, read_model_info
+    from megatron_slm.checkpoint.layout import iter_dir, latest_iteration
+    from megatron_slm.models.record import read_model_record
 
     try:
-        arch, padded = read_model_info(mcore_dir)
+        record = read_model_record(mcore_dir)
+        arch, padded = record.arch, record.padded_vocab_size
         iteration = latest_iteration(mcore_dir) if iteration is None else iteration
     except ConfigError as e:
         raise ConversionError(str(e)) from None
@@ -76,7 +78,7 @@ def convert_mcore_to_hf(mcore_dir: str | Path, out: str | Path, iteration: Optio
     from transformers import AutoTokenizer
 
     from megatron_slm.vocab import UnitInventory
-    from megatron_slm.checkpoint.layout import read_identity, write_identity
+    from megatron_slm.models.record import read_identity, write_identity
 
     t0 = time.perf_counter()
     mcore_dir = Path(mcore_dir)
