@@ -28,8 +28,8 @@ RULES = [
 ]
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(REPO).with_suffix("")
+def module_name(path: Path, root: Path = REPO) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -64,6 +64,122 @@ def test_the_rules_catch_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from megatron_slm.training.trainer import Trainer\n")
     assert "megatron_slm.training.trainer" in imports_of(bad)
+
+
+# The layers of the package, lowest first: a package or top-level module may import its own layer
+# and the ones below, never one above. Every top-level name under megatron_slm/ must be placed here.
+LAYERS = [
+    ("conventions", "vocab", "fields", "jsonio", "console", "batching", "outputs", "config"),
+    ("audio",),  # sources, probing, decoders, the screen of decoded audio
+    ("corpus", "align"),  # word alignments of every format, the story corpus, speech synthesis, the aligner
+    ("units", "unit_identity", "document"),  # features, k-means, extraction; unit identity; the document layout
+    ("data",),  # interleaving, preprocessing, datasets
+    ("runtime", "models"),  # the model builder and the slm_model.json record
+    ("checkpoint",),  # the run directory, loading for inference
+    ("convert", "eval", "generate", "scaling"),
+    ("training", "posttrain"),
+    ("cli", "train", "testing", "commands"),  # entry points and test helpers
+]
+
+# Known violations that are being removed: each entry names who removes it; the list only shrinks.
+KNOWN_UPWARD: set[str] = set()
+KNOWN_CYCLES: set[tuple[str, ...]] = {
+    # H7: the post-training hooks in training/ and posttrain/ import each other
+    ("megatron_slm.posttrain.datasets", "megatron_slm.training.plan"),
+    ("megatron_slm.posttrain.objective", "megatron_slm.training.loss"),
+}
+
+
+def import_graph(root: Path = REPO) -> dict[str, set[str]]:
+    """module -> the package modules it imports (module- and function-level), each name resolved to
+    the longest module that exists (`from a.b import f` is an import of a.b)."""
+    files = {module_name(p, root): p for p in (root / "megatron_slm").rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in files.items():
+        targets = {resolve(i) for i in imports_of(path) if i.startswith("megatron_slm.")}
+        graph[name] = {t for t in targets if t and t not in (name, "megatron_slm")}
+    return graph
+
+
+def top_level(module: str) -> str:
+    return module.split(".")[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> set[str]:
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    unplaced = {top_level(m) for m in graph if m != "megatron_slm"} - set(layer)
+    assert not unplaced, f"add {sorted(unplaced)} to LAYERS in tests/test_layout.py"
+    return {f"{m} imports {t}" for m, targets in graph.items() if m != "megatron_slm"
+            for t in targets if layer[top_level(t)] > layer[top_level(m)]}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:
+    """The modules of each import cycle (strongly connected components of more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = set()
+
+    def visit(v: str) -> None:  # Tarjan's algorithm; the graph is a few hundred modules deep at most
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.add(tuple(sorted(component)))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_package_imports_a_layer_above_it():
+    found = upward_imports(import_graph())
+    assert not found - KNOWN_UPWARD, "\n".join(sorted(found - KNOWN_UPWARD))
+    assert not KNOWN_UPWARD - found, f"fixed, remove from KNOWN_UPWARD: {sorted(KNOWN_UPWARD - found)}"
+
+
+def test_no_import_cycles_between_modules():
+    found = import_cycles(import_graph())
+    assert not found - KNOWN_CYCLES, "\n".join(" <-> ".join(c) for c in sorted(found - KNOWN_CYCLES))
+    assert not KNOWN_CYCLES - found, f"fixed, remove from KNOWN_CYCLES: {sorted(KNOWN_CYCLES - found)}"
+
+
+def test_the_layer_and_cycle_checks_catch_a_violation(tmp_path):
+    """A tree with one upward import and one cycle closed by a function-level import."""
+    files = {
+        "__init__.py": "",
+        "vocab.py": "",
+        "data/__init__.py": "",
+        "data/a.py": "from megatron_slm import vocab\nfrom megatron_slm.data.b import g\n",
+        "data/b.py": "def g():\n    from megatron_slm.data.a import f\n",
+        "data/c.py": "from megatron_slm.training.trainer import Trainer\n",
+        "training/__init__.py": "",
+        "training/trainer.py": "from megatron_slm.data.c import x\n",
+    }
+    for rel, text in files.items():
+        path = tmp_path / "megatron_slm" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    graph = import_graph(tmp_path)
+    assert upward_imports(graph) == {"megatron_slm.data.c imports megatron_slm.training.trainer"}
+    assert import_cycles(graph) == {("megatron_slm.data.a", "megatron_slm.data.b"),
+                                    ("megatron_slm.data.c", "megatron_slm.training.trainer")}
 
 
 def test_entry_points_are_thin():
