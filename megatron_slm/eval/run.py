@@ -113,7 +113,7 @@ def expected_unit_identity(model_dir: Optional[str], tokenizer_dir: Optional[str
                            dataset_prefixes: Optional[Sequence[str]] = None,
                            units_meta: Optional[str] = None) -> Optional[dict]:
     """The unit identity the model was trained with, or None when nothing records it."""
-    from megatron_slm.checkpoint.layout import read_identity
+    from megatron_slm.models.record import read_identity
 
     if units_meta:
         return read_units_sidecar(units_meta, error=ItemError)
