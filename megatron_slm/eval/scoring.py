@@ -30,6 +30,7 @@ from typing import Literal, Optional, Protocol, Sequence
 import numpy as np
 import torch
 
+from megatron_slm import document
 from megatron_slm.batching import length_buckets
 from megatron_slm.eval.items import Candidate, Item, ItemError
 
@@ -56,35 +57,32 @@ class Backend(Protocol):
 # --------------------------------------------------------------------------- encoding
 
 
-def _segment(cand: Candidate, vocab, prefer: Prefer, where: str) -> tuple[str, list[int]]:
-    """The candidate's modality and token ids (units win over text unless prefer='text')."""
+def _segment(cand: Candidate, vocab, prefer: Prefer, where: str, loss: bool = True) -> document.Segment:
+    """The candidate as one segment (units win over text unless prefer='text')."""
     use_units = cand.units is not None and (prefer == "units" or cand.text is None)
     if use_units:
         if max(cand.units) >= vocab.num_units:
             raise ItemError(f"{where}: unit {max(cand.units)} >= the vocabulary's {vocab.num_units} units")
-        return "speech", vocab.unit_ids(np.asarray(cand.units, dtype=np.int64)).tolist()
-    ids = vocab.encode_text(cand.text)
-    if not ids:
+        return document.speech(vocab, cand.units, loss)
+    seg = document.text(vocab, cand.text, loss=loss)
+    if not len(seg.ids):
         raise ItemError(f"{where}: text {cand.text!r} encodes to no tokens")
-    return "text", ids
+    return seg
 
 
 def encode_candidate(cand: Candidate, prompt: Optional[Candidate], vocab, prefer: Prefer = "units",
                      where: str = "item") -> EncodedSeq:
+    """BOS, the prompt (not scored), the candidate (scored), laid out by document.py: markers only
+    when the prompt and the candidate differ in modality."""
     if vocab.bos is None:
         raise ItemError("the tokenizer has no BOS token; the SIMS recipe scores every candidate after BOS")
-    mod, ids = _segment(cand, vocab, prefer, where)
-    if prompt is None:
-        return EncodedSeq(np.asarray([vocab.bos, *ids], dtype=np.int64), 1, where)
-    pmod, pids = _segment(prompt, vocab, prefer, where + ".prompt")
-    if pmod == mod:  # one modality: a plain continuation, no markers
-        return EncodedSeq(np.asarray([vocab.bos, *pids, *ids], dtype=np.int64), 1 + len(pids), where)
-    if mod == "text" and not cand.text[:1].isspace():
-        # interleaved documents keep each word's leading space at a speech->text switch
-        ids = vocab.encode_text(" " + cand.text)
-    marker = {"speech": vocab.speech_id, "text": vocab.text_id}
-    toks = [vocab.bos, marker[pmod], *pids, marker[mod], *ids]
-    return EncodedSeq(np.asarray(toks, dtype=np.int64), len(toks) - len(ids), where)
+    segments = [_segment(cand, vocab, prefer, where)]
+    if prompt is not None:
+        segments.insert(0, _segment(prompt, vocab, prefer, where + ".prompt", loss=False))
+        if segments[0].modality == document.SPEECH and segments[1].modality == document.TEXT:
+            segments[1] = document.text(vocab, cand.text, after_speech=True)  # its leading space, as in training
+    doc = document.layout(segments, document.Markers.of(vocab))
+    return EncodedSeq(doc.ids, doc.first_scored, where)
 
 
 def encode_items(items: Sequence[Item], vocab, prefer: Prefer = "units") -> tuple[list[EncodedSeq], list[tuple[int, int]]]:

@@ -38,6 +38,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from megatron_slm import document
 from megatron_slm.data.records import RecordError, SkipLog, decode_json_line, iter_lines
 from megatron_slm.generate.sampling import GenerationError
 
@@ -311,14 +312,11 @@ def check_unit_identity(ps: PromptSet, model_identity: Optional[dict], num_units
 
 
 def encode_prompt(prompt: Prompt, vocab, output: str) -> list[int]:
-    """Token ids of `prompt` laid out like a training document (see the module docstring)."""
+    """Token ids of `prompt` laid out like a training document by document.py (see the module
+    docstring); `output` ("speech", "text" or "any") is the modality of the continuation."""
     if not prompt.segments:
         raise GenerationError(f"{prompt.where}: prompt {prompt.id!r} is empty (no segments)")
-    marker = {SPEECH: vocab.speech_id, TEXT: vocab.text_id}
-    mods = prompt.modalities
-    plain = len(set(mods)) == 1 and output in (mods[0], "any")
-    ids: list[int] = [] if vocab.bos is None else [int(vocab.bos)]
-    prev = None
+    segments: list[document.Segment] = []
     for i, seg in enumerate(prompt.segments):
         if seg.modality == SPEECH:
             if not seg.units:
@@ -327,21 +325,16 @@ def encode_prompt(prompt: Prompt, vocab, output: str) -> list[int]:
             if bad:
                 raise GenerationError(f"{prompt.where}: prompt {prompt.id!r} segments[{i}].units holds unit {bad[0]}, "
                                       f"outside [0, {vocab.num_units}) of the model's vocabulary")
-            seg_ids = vocab.unit_ids(np.asarray(seg.units, dtype=np.int64)).tolist()
+            segments.append(document.speech(vocab, seg.units))
         else:
             if not seg.text.strip():
                 raise GenerationError(_empty(prompt, i, "has an empty text"))
-            text = seg.text if prev != SPEECH or seg.text[:1].isspace() else " " + seg.text
-            seg_ids = vocab.encode_text(text)
-            if not seg_ids:
+            after_speech = bool(segments) and segments[-1].modality == document.SPEECH
+            segments.append(document.text(vocab, seg.text, after_speech=after_speech))
+            if not len(segments[-1].ids):
                 raise GenerationError(_empty(prompt, i, f"text {seg.text!r} encodes to no tokens"))
-        if not plain and seg.modality != prev:
-            ids.append(marker[seg.modality])
-        ids += seg_ids
-        prev = seg.modality
-    if not plain and output != "any" and output != prev:
-        ids.append(marker[output])
-    return ids
+    doc = document.layout(segments, document.Markers.of(vocab), next_modality=None if output == "any" else output)
+    return doc.ids.tolist()
 
 
 def _empty(prompt: Prompt, i: int, what: str) -> str:
