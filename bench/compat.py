@@ -151,7 +151,7 @@ def scoring_table() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from megatron_slm.eval.backends import HFBackend
+    from megatron_slm.eval.likelihood import HFBackend
     from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
     from megatron_slm.eval.scoring import score_items
     from megatron_slm.vocab import SpeechVocab

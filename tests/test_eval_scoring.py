@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_slm.eval.backends import HFBackend
+from megatron_slm.eval.likelihood import HFBackend
 from megatron_slm.eval.items import Candidate, Item, ItemError, read_items, write_items
 from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
 from megatron_slm.eval.run import check_sets

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from megatron_slm.commands.eval_slm import main as eval_main
-from megatron_slm.generate.metrics import (TextLMScorer, WhisperASR, auto_bleu, summarize_generation,
+from megatron_slm.eval.generative import (TextLMScorer, WhisperASR, auto_bleu, summarize_generation,
                                            word_tokenizer)
 from megatron_slm.generate.sampling import GenerationError
 from megatron_slm.testing.tiny_slm import CORPUS, TOKENIZER, make_tiny_slm

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_slm.eval.benchmarks import zerospeech
     from megatron_slm.eval.items import ItemError
     from megatron_slm.eval.report import summarize, table, write_item_scores, write_report
-    from megatron_slm.generate.metrics import is_generative_task
+    from megatron_slm.eval.generative import is_generative_task
     from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
 
     model_dir = args.mcore_dir or args.hf_dir
@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generative(args: argparse.Namespace, tasks: list[str], backend, vocab, identity, progress: bool):
-    """GenPPL / Auto-BLEU tasks on the same model (megatron_slm.generate.metrics)."""
+    """GenPPL / Auto-BLEU tasks on the same model (megatron_slm.eval.generative)."""
     if not tasks:
         return {}, []
     from megatron_slm.commands.generate import generative_settings, sampling_config
-    from megatron_slm.generate.metrics import evaluate_generative
+    from megatron_slm.eval.generative import evaluate_generative
 
     info = {"backend": "megatron" if args.mcore_dir else "hf", "dir": os.path.abspath(args.mcore_dir or args.hf_dir),
             "vocab": vocab.identity()}
@@ -141,7 +141,7 @@ def _generative(args: argparse.Namespace, tasks: list[str], backend, vocab, iden
 
 def _backend(args: argparse.Namespace, vocab, progress: bool):
     """The model to score with: Megatron at --tp/--pp (data parallel over the other ranks) or HF."""
-    from megatron_slm.eval.backends import HFBackend, MegatronBackend
+    from megatron_slm.eval.likelihood import HFBackend, MegatronBackend
 
     kw = dict(restrict=args.restrict, max_tokens=args.batch_tokens, max_batch=args.batch_size, progress=progress,
               compat=args.compat)

@@ -69,7 +69,7 @@ def add_generative_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def generative_settings(args):
-    from megatron_slm.generate.metrics import GenerativeSettings
+    from megatron_slm.eval.generative import GenerativeSettings
 
     return GenerativeSettings(asr_model=args.asr_model, ppl_model=args.ppl_model, vocoder=args.vocoder,
                               prompt_seconds=args.prompt_seconds, alignments=args.alignments,

@@ -14,7 +14,7 @@ train/eval mode is restored afterwards. The scoring is `eval/run.py`'s, as in to
 from __future__ import annotations
 
 from megatron_slm.eval import run
-from megatron_slm.eval.backends import MegatronBackend
+from megatron_slm.eval.likelihood import MegatronBackend
 from megatron_slm.eval.items import ItemError
 
 

@@ -18,7 +18,7 @@ convention `compat` (megatron_slm/conventions.py):
 
 Targets are never masked by id (SlamKit drops targets equal to its pad id 0, a real token).
 
-Backends (megatron_slm.eval.backends) implement `score(seqs) -> np.ndarray[n, 2]` of
+Backends (megatron_slm.eval.likelihood) implement `score(seqs) -> np.ndarray[n, 2]` of
 (sum of log-probabilities, scored token count) per sequence.
 """
 from __future__ import annotations

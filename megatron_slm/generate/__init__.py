@@ -6,5 +6,5 @@ decode    the decoding loop shared by the backends (prefill, one token per step,
 backends  HFSource (KV cache) and MegatronSource (Megatron-Core's KV cache, forward-only schedule, any TP/PP)
 runner    batching, data-parallel rounds, output rows
 vocoders  unit HiFi-GAN (textlesslib format) and codebook-mel Griffin-Lim
-metrics   GenPPL (Whisper transcript -> text-LM perplexity) and Auto-BLEU, as eval tasks
+(GenPPL and Auto-BLEU of continuations are eval tasks: megatron_slm/eval/generative.py)
 """

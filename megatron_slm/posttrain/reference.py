@@ -4,7 +4,7 @@
 
 Computed once, before the first step, by the run's own model (still holding the starting
 weights) at the run's TP/PP/DP, through the same scoring path as evaluation
-(eval.backends.MegatronBackend: forward-only pipeline schedule, softmax over the real vocabulary).
+(eval.likelihood.MegatronBackend: forward-only pipeline schedule, softmax over the real vocabulary).
 A DPO step then needs one policy forward/backward per sequence and no second model in memory.
 
 Stored under <run dir>/reference/<key>.npz, the key hashing the reference's identity (the sha256
@@ -74,7 +74,7 @@ def encoded_rows(data, records: np.ndarray):
 
 def compute_reference(models, vocab, data, padded_vocab: int, progress: bool = False) -> np.ndarray:
     """[records, 2] sums of log p over each completion's tokens, by `models` (collective)."""
-    from megatron_slm.eval.backends import MegatronBackend
+    from megatron_slm.eval.likelihood import MegatronBackend
 
     records = np.arange(len(data))
     scores = MegatronBackend(models, vocab, padded_vocab_size=padded_vocab, progress=progress).score(

@@ -252,8 +252,8 @@ def _speech_file(path: str) -> bool:
 
 
 def source_for(backend, vocab, mcore_dir: Optional[str] = None):
-    """A generation source over the model a scoring backend (eval.backends) already holds."""
-    from megatron_slm.eval.backends import HFBackend
+    """A generation source over the model a scoring backend (eval/likelihood.py) already holds."""
+    from megatron_slm.eval.likelihood import HFBackend
     from megatron_slm.generate.backends import HFSource, MegatronSource
 
     if isinstance(backend, HFBackend):
