@@ -1,6 +1,7 @@
 """HF -> Megatron -> HF with tiny random models: bit-identical weights, new rows per --init,
 the extended tokenizer, transformers loading/generation, already-extended imports, bad input,
-and (one torchrun job, TP=2 x PP=2) Megatron logits equal to the HF model's."""
+and (one torchrun job, TP=2 x PP=2) Megatron logits equal to the HF model's. Families: Llama
+(tied, untied, Llama-3 RoPE scaling), Qwen2 (q/k/v bias), Qwen3 (q/k norm, head_dim != hidden/heads)."""
 import json
 import os
 import subprocess
@@ -29,6 +30,11 @@ MODELS = {  # name -> (model_type, config, init)
     # Qwen-like: the embedding has unused rows beyond the tokenizer (600 > 512)
     "qwen2_tied": ("qwen2", dict(vocab_size=600, tie_word_embeddings=True, rope_theta=1e6,
                                  max_position_embeddings=512), "normal"),
+    # Qwen3: per-head q/k RMSNorm and a head dim (24) that is not hidden/heads (16)
+    "qwen3_tied": ("qwen3", dict(vocab_size=V, tie_word_embeddings=True, head_dim=24, rope_theta=1e6,
+                                 max_position_embeddings=512), "mean"),
+    "qwen3_untied": ("qwen3", dict(vocab_size=V, tie_word_embeddings=False, head_dim=24, rope_theta=1e6,
+                                   max_position_embeddings=512), "mean"),
 }
 
 

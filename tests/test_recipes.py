@@ -21,7 +21,8 @@ from megatron_slm.training import plan as plan_module
 from megatron_slm.training.optim import warmup_steps
 
 RECIPES = sorted((REPO / "examples" / "configs").glob("sims_*.yaml"))
-MODELS = ("llama3.2-1b", "llama3.2-3b", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b")
+MODELS = ("llama3.2-1b", "llama3.2-3b", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b",
+          "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
 
 # h=64, F=128, 4 query heads of d=16, 2 KV groups, 4 layers, tied embeddings, vocab 1000 -> 1024.
 SMALL = ModelArch(family="llama", num_layers=4, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
@@ -100,7 +101,7 @@ def _load_tool(name: str):
 
 
 def test_recipes_and_table_are_generated_and_current(capsys):
-    assert len(RECIPES) == 12
+    assert len(RECIPES) == 2 * len(MODELS)
     assert {p.stem for p in RECIPES} == {f"sims_{m}_{g}" for m in MODELS for g in ("a100", "h100")}
     assert _load_tool("make_recipes").main(["--check"]) == 0, capsys.readouterr().err
     table = (REPO / "docs" / "recipes.md").read_text()

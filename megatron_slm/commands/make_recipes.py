@@ -35,7 +35,9 @@ GLOBAL_BATCH = 256  # sequences of 2048 tokens: 0.5M tokens per step
 TOKEN_BUDGET = 20e9
 BLEND = (("text", 0.2024), ("interleaved", 0.5433), ("speech", 0.2543))
 HF_NAMES = {"llama3.2-1b": "Llama-3.2-1B", "llama3.2-3b": "Llama-3.2-3B", "qwen2.5-0.5b": "Qwen2.5-0.5B",
-            "qwen2.5-1.5b": "Qwen2.5-1.5B", "qwen2.5-3b": "Qwen2.5-3B", "qwen2.5-7b": "Qwen2.5-7B"}
+            "qwen2.5-1.5b": "Qwen2.5-1.5B", "qwen2.5-3b": "Qwen2.5-3B", "qwen2.5-7b": "Qwen2.5-7B",
+            "qwen3-0.6b": "Qwen3-0.6B-Base", "qwen3-1.7b": "Qwen3-1.7B-Base", "qwen3-4b": "Qwen3-4B-Base",
+            "qwen3-8b": "Qwen3-8B-Base"}
 GPUS = {"a100": ("A100-80GB", "bf16"), "h100": ("H100-80GB", "fp8")}
 
 
@@ -60,6 +62,10 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
     ("llama3.2-3b", "a100"): Layout(mbs=4), ("llama3.2-3b", "h100"): Layout(mbs=4),
     ("qwen2.5-3b", "a100"): Layout(mbs=2), ("qwen2.5-3b", "h100"): Layout(mbs=4),
     ("qwen2.5-7b", "a100"): Layout(tp=2, mbs=2), ("qwen2.5-7b", "h100"): Layout(tp=2, mbs=2),
+    ("qwen3-0.6b", "a100"): Layout(mbs=8), ("qwen3-0.6b", "h100"): Layout(mbs=8),
+    ("qwen3-1.7b", "a100"): Layout(mbs=4), ("qwen3-1.7b", "h100"): Layout(mbs=4),
+    ("qwen3-4b", "a100"): Layout(mbs=2), ("qwen3-4b", "h100"): Layout(mbs=2),
+    ("qwen3-8b", "a100"): Layout(tp=2, mbs=2), ("qwen3-8b", "h100"): Layout(tp=2, mbs=2),
 }
 
 

@@ -32,7 +32,7 @@ class TensorMap:
     mcore: str  # Megatron parameter name in the TP=1/PP=1 model ("{i}" = layer)
     hf: tuple[str, ...]  # HF tensor names, in the order the transform concatenates them
     how: Transform = "copy"
-    when: Optional[str] = None  # only when this `ModelArch` flag holds ("qkv_bias", "untied")
+    when: Optional[str] = None  # only when this `ModelArch` flag holds ("qkv_bias", "qk_norm", "untied")
 
     def applies(self, arch: ModelArch) -> bool:
         if self.when is None:
@@ -48,6 +48,7 @@ class Family:
     model_types: tuple[str, ...]  # HF config "model_type" values
     hf_architecture: str  # HF class written into exported configs
     qkv_bias: bool
+    qk_norm: bool
     model_tensors: tuple[TensorMap, ...]  # outside the layers
     layer_tensors: tuple[TensorMap, ...]  # per decoder layer
     # HF config settings our model cannot express: key -> accepted values (absent key = fine)
@@ -82,6 +83,9 @@ _LAYER_TENSORS = (
     TensorMap(_M + "self_attention.linear_qkv.bias",
               (_L + "self_attn.q_proj.bias", _L + "self_attn.k_proj.bias", _L + "self_attn.v_proj.bias"), "qkv",
               when="qkv_bias"),
+    # Per-head RMSNorm on queries and keys (Qwen3); the TE layer spec names them the same.
+    TensorMap(_M + "self_attention.q_layernorm.weight", (_L + "self_attn.q_norm.weight",), when="qk_norm"),
+    TensorMap(_M + "self_attention.k_layernorm.weight", (_L + "self_attn.k_norm.weight",), when="qk_norm"),
     TensorMap(_M + "self_attention.linear_proj.weight", (_L + "self_attn.o_proj.weight",)),
     TensorMap(_M + "pre_mlp_layernorm.weight", (_L + "post_attention_layernorm.weight",)),
     TensorMap(_M + "mlp.linear_fc1.weight", (_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"), "gate_up"),
@@ -91,13 +95,17 @@ _NO_BIAS = (("attention_bias", (False, None)), ("mlp_bias", (False, None)))
 _SILU = (("hidden_act", ("silu",)),)
 
 FAMILIES: dict[str, Family] = {
-    "llama": Family("llama", ("llama",), "LlamaForCausalLM", qkv_bias=False,
+    "llama": Family("llama", ("llama",), "LlamaForCausalLM", qkv_bias=False, qk_norm=False,
                     model_tensors=_MODEL_TENSORS, layer_tensors=_LAYER_TENSORS, required=_SILU + _NO_BIAS),
-    "qwen2": Family("qwen2", ("qwen2",), "Qwen2ForCausalLM", qkv_bias=True,
+    "qwen2": Family("qwen2", ("qwen2",), "Qwen2ForCausalLM", qkv_bias=True, qk_norm=False,
                     model_tensors=_MODEL_TENSORS, layer_tensors=_LAYER_TENSORS,
                     required=_SILU + (("use_sliding_window", (False, None)),),
                     export_extra=(("use_sliding_window", False),)),
-    "mistral": Family("mistral", ("mistral",), "MistralForCausalLM", qkv_bias=False,
+    "qwen3": Family("qwen3", ("qwen3",), "Qwen3ForCausalLM", qkv_bias=False, qk_norm=True,
+                    model_tensors=_MODEL_TENSORS, layer_tensors=_LAYER_TENSORS,
+                    required=_SILU + _NO_BIAS[:1] + (("use_sliding_window", (False, None)),),
+                    export_extra=(("use_sliding_window", False), ("attention_bias", False))),
+    "mistral": Family("mistral", ("mistral",), "MistralForCausalLM", qkv_bias=False, qk_norm=False,
                       model_tensors=_MODEL_TENSORS, layer_tensors=_LAYER_TENSORS, required=_SILU,
                       export_extra=(("sliding_window", None),)),
 }
@@ -195,6 +203,7 @@ def arch_from_hf_config(config: dict, where: str = "config.json") -> tuple[Famil
         rope_scaling=rope_scaling,
         rope_scaling_factor=factor,
         qkv_bias=family.qkv_bias,
+        qk_norm=family.qk_norm,
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
         norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
     )

@@ -67,6 +67,9 @@ def resolve_checkpoint(mcore_dir: Path, iteration: Optional[int]) -> tuple[Model
     path = iter_dir(mcore_dir, iteration)
     if not (path / "metadata.json").is_file():
         raise ConversionError(f"{path}: not a complete dist checkpoint (no metadata.json)")
+    from megatron_slm.checkpoint.dist import stored_vocab_rows
+
+    padded = stored_vocab_rows(path) or padded  # the rows saved (the record may be a later layout's)
     if padded is None:
         raise ConversionError(f"{mcore_dir}/slm_model.json has no padded_vocab_size")
     return arch, padded, iteration, path

@@ -13,7 +13,7 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class ModelArch:
-    family: str  # "llama" | "qwen2" | "mistral": decides the HF mapping, not the math
+    family: str  # "llama" | "qwen2" | "qwen3" | "mistral": decides the HF mapping, not the math
     num_layers: int
     hidden_size: int
     ffn_hidden_size: int
@@ -26,6 +26,7 @@ class ModelArch:
     rope_scaling: bool = False  # Llama-3 frequency scaling (factor below)
     rope_scaling_factor: float = 32.0
     qkv_bias: bool = False  # Qwen2
+    qk_norm: bool = False  # Qwen3: RMSNorm over each query and key head (Megatron qk_layernorm)
     tie_embeddings: bool = True
     norm_epsilon: float = 1e-5
 

@@ -40,6 +40,8 @@ def param_counts(arch: ModelArch) -> ParamCounts:
     per_layer = _layer_linear_params(arch) + 2 * arch.hidden_size  # + two RMSNorm weights
     if arch.qkv_bias:
         per_layer += (arch.num_attention_heads + 2 * arch.num_query_groups) * d
+    if arch.qk_norm:
+        per_layer += 2 * d  # one RMSNorm weight shared by all query heads, one by all key heads
     body = arch.num_layers * per_layer + arch.hidden_size  # + final norm
     embedding = arch.vocab_size * arch.hidden_size * (1 if arch.tie_embeddings else 2)
     return ParamCounts(total=body + embedding, non_embedding=body, embedding=embedding)

@@ -17,6 +17,9 @@ _LLAMA32 = dict(family="llama", vocab_size=128256, rotary_base=500000.0, rope_sc
                 max_position_embeddings=131072)
 _QWEN25 = dict(family="qwen2", vocab_size=151665, rotary_base=1000000.0, qkv_bias=True,
                norm_epsilon=1e-6, max_position_embeddings=32768)
+# Qwen3 (dense): q/k RMSNorm, head dim 128 whatever the width; tokenizer 151669 ids, embedding 151936 rows
+_QWEN3 = dict(family="qwen3", vocab_size=151669, rotary_base=1000000.0, qk_norm=True, kv_channels=128,
+              norm_epsilon=1e-6, max_position_embeddings=40960)
 
 PRESETS: dict[str, ModelArch] = {
     # Tiny shapes for CPU tests and the demo; vocab sized for the bundled tokenizer + units.
@@ -51,12 +54,21 @@ PRESETS: dict[str, ModelArch] = {
     "qwen2.5-7b": ModelArch(num_layers=28, hidden_size=3584, ffn_hidden_size=18944,
                             num_attention_heads=28, num_query_groups=4, tie_embeddings=False,
                             **_QWEN25),
+    "qwen3-0.6b": ModelArch(num_layers=28, hidden_size=1024, ffn_hidden_size=3072, num_attention_heads=16,
+                            num_query_groups=8, tie_embeddings=True, **_QWEN3),
+    "qwen3-1.7b": ModelArch(num_layers=28, hidden_size=2048, ffn_hidden_size=6144, num_attention_heads=16,
+                            num_query_groups=8, tie_embeddings=True, **_QWEN3),
+    "qwen3-4b": ModelArch(num_layers=36, hidden_size=2560, ffn_hidden_size=9728, num_attention_heads=32,
+                          num_query_groups=8, tie_embeddings=True, **_QWEN3),
+    "qwen3-8b": ModelArch(num_layers=36, hidden_size=4096, ffn_hidden_size=12288, num_attention_heads=32,
+                          num_query_groups=8, tie_embeddings=False, **_QWEN3),
 }
 
 # Families for the scaling planner: the sizes an isoFLOP sweep may choose from.
 FAMILIES: dict[str, list[str]] = {
     "llama3.2": ["llama3.2-1b", "llama3.2-3b"],
     "qwen2.5": ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b"],
+    "qwen3": ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b"],
     # 17k..1.1M parameters with the bundled 512-token tokenizer and 100 units: sweeps on a laptop
     "micro": ["micro-2x16", "micro-2x32", "micro-2x48", "micro-3x64", "micro-4x80", "micro-4x96", "micro-5x112",
               "micro-6x128"],

@@ -2,8 +2,8 @@
 
 One function builds the model for training, conversion, verification, evaluation and
 generation, so every path runs the same module. Llama-family decoders: RMSNorm, SwiGLU, GQA,
-RoPE (optionally with Llama-3 frequency scaling), optional q/k/v bias (Qwen2), tied or untied
-embeddings.
+RoPE (optionally with Llama-3 frequency scaling), optional q/k/v bias (Qwen2), optional per-head
+q/k RMSNorm and a head dim other than hidden/heads (Qwen3), tied or untied embeddings.
 
 Layer spec: Transformer Engine when it imports and the run is on CUDA (required for FP8 and
 sequence parallelism), Megatron's local spec otherwise (the CPU path).
@@ -101,6 +101,7 @@ def build_transformer_config(spec: ModelSpec, on_cuda: bool):
         num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
         kv_channels=arch.head_dim, normalization="RMSNorm", layernorm_epsilon=arch.norm_epsilon,
         gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False, add_qkv_bias=arch.qkv_bias,
+        qk_layernorm=arch.qk_norm,
         hidden_dropout=0.0, attention_dropout=0.0, init_method_std=spec.init_method_std,
         tensor_model_parallel_size=p.tp, pipeline_model_parallel_size=p.pp,
         virtual_pipeline_model_parallel_size=p.vpp, sequence_parallel=p.sequence_parallel,
@@ -137,8 +138,8 @@ def layer_spec(spec: ModelSpec, on_cuda: bool):
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     if use_te_spec(spec.layer_spec, on_cuda):
-        return specs.get_gpt_layer_with_transformer_engine_spec(fp8=spec.precision.fp8)
-    return specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+        return specs.get_gpt_layer_with_transformer_engine_spec(fp8=spec.precision.fp8, qk_layernorm=spec.arch.qk_norm)
+    return specs.get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=spec.arch.qk_norm)
 
 
 def build_gpt_models(spec: ModelSpec, on_cuda: bool = False) -> list:
