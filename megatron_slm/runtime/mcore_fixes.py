@@ -15,6 +15,7 @@ def apply() -> None:
         return
     _APPLIED = True
     _distributed_optimizer_step_on_load()
+    _zero_optimizer_step_on_load()
     _checkpoint_results_queue_by_fork()
 
 
@@ -51,6 +52,32 @@ def _distributed_optimizer_step_on_load() -> None:
                 state["step"] = state["step"].clone()
 
     DistributedOptimizer.load_state_dict = load_state_dict
+
+
+def _zero_optimizer_step_on_load() -> None:
+    """megatron-core 0.16, regular (non-distributed) optimizers with torch's Adam.
+
+    `sharded_state_dict` records the shared step only `if step:`, so a checkpoint saved before the
+    first update (step 0: train.iters=0, or fp16 steps skipped on overflow) has none, and torch's
+    Adam then raises KeyError 'step' on load. A missing shared step is that zero."""
+    from megatron.core.optimizer.optimizer import Float16OptimizerWithFloat16Params, FP32Optimizer
+
+    def patch(cls, key):
+        original = cls.load_state_dict
+
+        def load_state_dict(self, state_dict):
+            inner = state_dict.get(key, state_dict.get("optimizer_state_dict")) if key else state_dict
+            states = inner.get("state", {}) if isinstance(inner, dict) else {}
+            if "common_step" not in states and isinstance(self.optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+                for param_state in states.values():
+                    if isinstance(param_state, dict) and param_state and "step" not in param_state:
+                        param_state["step"] = torch.zeros((), dtype=torch.float32)
+            return original(self, state_dict)
+
+        cls.load_state_dict = load_state_dict
+
+    patch(Float16OptimizerWithFloat16Params, "optimizer")
+    patch(FP32Optimizer, None)
 
 
 def _checkpoint_results_queue_by_fork() -> None:

@@ -64,3 +64,23 @@ def build_scheduler(optimizer, cfg: SLMConfig, total_steps: int):
         use_checkpoint_opt_param_scheduler=True, override_opt_param_scheduler=False,
         wsd_decay_steps=int(o.wsd_decay_fraction * decay_steps) if o.decay_style == "wsd" else None,
         lr_wsd_decay_style=o.wsd_decay_style if o.decay_style == "wsd" else None)
+
+
+def materialize_optimizer_state(optimizer) -> None:
+    """Create the moments of an optimizer that has not stepped yet, exactly as its first step
+    would (zeros, step 0). A checkpoint saved before the first update (train.iters=0, or fp16
+    whose first steps all overflow) then holds every key a load expects, and the distributed
+    optimizer, which reads one step count from its states, can save at all."""
+    import torch
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner, init = getattr(opt, "optimizer", None), getattr(opt, "init_state_fn", None)
+        if inner is None or init is None or len(inner.state) > 0:
+            continue
+        init(inner, getattr(opt, "config", None))
+        if isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):  # torch keeps the step per parameter
+            for group in inner.param_groups:
+                on_device = group.get("fused") or group.get("capturable")
+                for p in group["params"]:
+                    inner.state[p].setdefault("step", torch.zeros((), dtype=torch.float32,
+                                                                  device=p.device if on_device else "cpu"))

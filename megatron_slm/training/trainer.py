@@ -31,7 +31,7 @@ from megatron_slm.training import preemption
 from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
 from megatron_slm.training.loss import make_objective
 from megatron_slm.training.metrics import MetricsLogger
-from megatron_slm.training.optim import build_optimizer, build_scheduler, wrap_ddp
+from megatron_slm.training.optim import build_optimizer, build_scheduler, materialize_optimizer_state, wrap_ddp
 from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
 from megatron_slm.training.relaunch import end_of_run_logged, nothing_to_do_message
 from megatron_slm.training.state import TrainState
@@ -291,6 +291,7 @@ class Trainer:
         if not self.cfg.checkpoint.save:
             return
         state = {**self.state.state_dict(), "config": self.cfg.to_dict()}
+        materialize_optimizer_state(self.optimizer)  # no update yet: save the state the first step would make
         seconds = self.checkpointer.save(self.cfg.checkpoint.save, self.iteration, self.models, self.optimizer,
                                          self.scheduler, state, keep_last=self.cfg.checkpoint.keep_last)
         self.metrics.message(f"[checkpoint] saved iteration {self.iteration} to "
