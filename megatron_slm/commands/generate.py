@@ -57,7 +57,8 @@ def add_generative_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generative tasks (genppl, autobleu, genppl_text, autobleu_text; docs/generate.md)")
     g.add_argument("--asr-model", default=None, help="local Whisper directory that transcribes speech continuations")
     g.add_argument("--ppl-model", default=None, help="local causal text LM directory for GenPPL (SlamKit: Llama-3.2-1B)")
-    g.add_argument("--vocoder", default=None, help="unit HiFi-GAN directory, or a units JSONL of log-mel units (Griffin-Lim)")
+    g.add_argument("--vocoder", default=None, help="unit HiFi-GAN directory, a Mimi model directory (Mimi units), or a "
+                                                   "units JSONL of log-mel units (Griffin-Lim)")
     g.add_argument("--prompt-seconds", type=float, default=3.0, help="speech prompts: first N seconds (default 3, SlamKit's)")
     g.add_argument("--alignments", default=None, help="word alignments, to cut speech prompts at a word end")
     g.add_argument("--asr-language", default="en", help="Whisper language (multilingual checkpoints; default en)")
@@ -124,8 +125,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--out", required=True, help="output JSONL (one row per prompt)")
     o.add_argument("--resume", action="store_true", help="keep the rows already in --out and generate the rest")
     o.add_argument("--force", action="store_true", help="replace --out if it exists")
-    o.add_argument("--vocoder", default=None, help="unit HiFi-GAN directory, or a units JSONL of log-mel units "
-                                                   "(Griffin-Lim); writes a WAV per speech continuation")
+    o.add_argument("--vocoder", default=None, help="unit HiFi-GAN directory, a Mimi model directory (Mimi units), or "
+                                                   "a units JSONL of log-mel units (Griffin-Lim); writes a WAV per "
+                                                   "speech continuation")
     o.add_argument("--wav-dir", default=None, help="where the WAVs go (default: <out>_wav/)")
     o.add_argument("--wav-with-prompt", action="store_true", help="WAVs hold the speech prompt, then the continuation")
     o.add_argument("--speaker", default=None, help="multi-speaker HiFi-GAN: speaker index or name")
@@ -268,7 +270,7 @@ def _run(args) -> int:
     if args.vocoder:
         if args.output_modality == "text":
             raise GenerationError("--vocoder turns speech into audio, but --output-modality is text")
-        vocoder = load_vocoder(args.vocoder)
+        vocoder = load_vocoder(args.vocoder, inventory=vocab.inventory)
         check_vocoder(vocoder, vocab.num_units, model_identity or ps.unit_identity)
         wav_dir = args.wav_dir or os.path.splitext(args.out)[0] + "_wav"
     source, model_info = build_source(args, vocab)

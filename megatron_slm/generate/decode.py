@@ -12,6 +12,8 @@ hands the ids to every rank, so all ranks take the same decisions (stop, continu
 
 Each row stops on its own (EOS, a modality switch, max_new_tokens, or the model's context);
 finished rows keep feeding a pad id until the whole batch is done, and their outputs are cut.
+With multi-codebook speech (`policy.frame`) each row's place in its frame picks its mask, and a
+row that runs out of length inside a frame drops that partial frame: outputs end on whole frames.
 """
 from __future__ import annotations
 
@@ -67,13 +69,15 @@ def decode(src: LogitsSource, prompts: Sequence[Sequence[int]], prompt_keys: Seq
             seen[r, torch.as_tensor(list(p), dtype=torch.long)] = True
     out: list[list[int]] = [[] for _ in range(b)]
     stop: list[Optional[str]] = [None] * b
+    frame = policy.frame
+    phases = [frame.phase_after(p) for p in prompts] if frame is not None else None
     logits = src.begin(prompts, steps)
     try:
         for _ in range(steps):
             ids = None
             if src.samples:
                 active = [g if stop[r] is None else None for r, g in enumerate(gens)]
-                ids = next_tokens(logits, policy, cfg, active, seen)
+                ids = next_tokens(logits, policy, cfg, active, seen, phases)
             ids = src.agree(ids, b)
             for r in range(b):
                 if stop[r] is not None:
@@ -84,8 +88,12 @@ def decode(src: LogitsSource, prompts: Sequence[Sequence[int]], prompt_keys: Seq
                     stop[r] = reason
                     continue
                 out[r].append(tok)
+                if phases is not None:
+                    phases[r] = frame.next_phase(phases[r], tok)
                 if len(out[r]) >= budget[r]:
                     stop[r] = STOP_LENGTH if budget[r] == cfg.max_new_tokens else STOP_CONTEXT
+                    if phases is not None and phases[r]:  # never end inside a frame
+                        del out[r][max(0, len(out[r]) - phases[r]):]
             if all(s is not None for s in stop):
                 break
             feed = torch.tensor([int(ids[r]) if stop[r] is None else src.pad_id for r in range(b)], dtype=torch.long)

@@ -10,6 +10,12 @@ it) never take probability mass. When one modality is asked for, the other modal
 stays drawable as a *stop* token: a model that wants to switch modality ends its continuation
 there (it is not emitted). EOS always stops.
 
+With a multi-codebook tokenizer (a codec: n_q units per frame, codebook q its own id range) the
+mask also keeps frames whole and in codebook order (`FrameRule`): after the codebook-q unit of a
+frame only a codebook-(q+1) unit may follow, so nothing else (a stop, text, another marker) can
+come out mid-frame; at a frame boundary only codebook 0 opens the next frame. The decoding loop
+tracks each row's place in its frame and drops a partial last frame when the length runs out.
+
 Each prompt draws from its own `torch.Generator`, seeded from (seed, prompt id): a prompt's sample
 does not depend on which other prompts share its batch, on the batch size, on data-parallel
 sharding, or on the backend's batching.
@@ -17,6 +23,7 @@ sharding, or on the backend's batching.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Optional, Sequence
 
@@ -45,6 +52,9 @@ class GenerationError(ValueError):
     """Bad generation input or settings; the message names the prompt/file and the field."""
 
 
+MAX_SCALE = 1e4  # beyond this a temperature is uniform sampling and a penalty a ban: both only overflow
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = PRESETS["slamkit"]["temperature"]
@@ -62,6 +72,12 @@ class SamplingConfig:
         return cls(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
 
     def __post_init__(self):
+        # finite and bounded: an overflowing temperature or penalty turns the masked logits (-inf) into
+        # NaN, and the modality mask stops holding (text in speech rows)
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > MAX_SCALE:
+                raise GenerationError(f"{name} must be a finite number within +-{MAX_SCALE:g} (got {value})")
         if not self.greedy and not self.temperature > 0:
             raise GenerationError(f"temperature must be > 0 (got {self.temperature}); use --greedy for argmax decoding")
         if self.top_k < 0:
@@ -84,13 +100,58 @@ class SamplingConfig:
         return replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class FrameRule:
+    """Speech units come in frames of `num_codebooks` ids, codebook q taking ids
+    unit_offset + [q*K, (q+1)*K)."""
+    unit_offset: int
+    codebook_size: int
+    num_codebooks: int
+
+    def codebook(self, token: int) -> Optional[int]:
+        """The codebook of a unit id, None for any other id."""
+        q = (int(token) - self.unit_offset) // self.codebook_size
+        return q if int(token) >= self.unit_offset and q < self.num_codebooks else None
+
+    def phase_after(self, ids: Sequence[int]) -> int:
+        """How many units of an unfinished frame end `ids` (0: it ends on a frame boundary):
+        the trailing run of unit ids, modulo n_q."""
+        run = 0
+        for tok in reversed(list(ids)):
+            if self.codebook(tok) is None:
+                break
+            run += 1
+        return run % self.num_codebooks
+
+    def next_phase(self, phase: int, token: int) -> int:
+        return (phase + 1) % self.num_codebooks if self.codebook(token) is not None else 0
+
+    def masks(self, allowed: torch.Tensor) -> torch.Tensor:
+        """[n_q, rows]: what may be drawn at each place in a frame."""
+        ids = torch.arange(allowed.shape[0])
+        q = torch.div(ids - self.unit_offset, self.codebook_size, rounding_mode="floor")
+        unit = (ids >= self.unit_offset) & (q < self.num_codebooks)
+        rows = [allowed & ~(unit & (q != 0))]  # a frame boundary: codebook 0 or a non-unit id
+        rows += [allowed & unit & (q == k) for k in range(1, self.num_codebooks)]
+        return torch.stack(rows)
+
+
 @dataclass
 class TokenPolicy:
-    """What may be drawn (`allowed`, bool [rows]) and which drawn ids end a continuation."""
+    """What may be drawn (`allowed`, bool [rows]) and which drawn ids end a continuation;
+    `frame`: the frame rule of multi-codebook speech (None: one unit per frame)."""
 
     allowed: torch.Tensor
     stops: dict[int, str]
     output: str
+    frame: Optional[FrameRule] = None
+    frame_allowed: Optional[torch.Tensor] = None  # [n_q, rows]: `allowed` at each place in a frame
+
+    def allowed_rows(self, phases: Optional[Sequence[int]]) -> torch.Tensor:
+        """[rows], or [b, rows] for rows at `phases` (their places in a frame)."""
+        if self.frame is None or phases is None:
+            return self.allowed
+        return self.frame_allowed[torch.as_tensor(list(phases), dtype=torch.long)]
 
     @classmethod
     def for_output(cls, vocab, rows: int, output: str, stop_at_switch: bool = True) -> "TokenPolicy":
@@ -115,7 +176,12 @@ class TokenPolicy:
                 stops[int(other)] = STOP_SWITCH
         for i in stops:
             allowed[i] = True
-        return cls(torch.from_numpy(allowed), stops, output)
+        allowed = torch.from_numpy(allowed)
+        inv = getattr(vocab, "inventory", None)
+        if inv is None or inv.num_codebooks == 1:
+            return cls(allowed, stops, output)
+        frame = FrameRule(vocab.unit_offset, inv.codebook_size, inv.num_codebooks)
+        return cls(allowed, stops, output, frame, frame.masks(allowed))
 
     def stop_reason(self, token: int) -> Optional[str]:
         return self.stops.get(int(token))
@@ -128,14 +194,16 @@ def prompt_generator(seed: int, prompt_id: str) -> torch.Generator:
 
 
 def mask_logits(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
-                seen: Optional[torch.Tensor] = None) -> torch.Tensor:
+                seen: Optional[torch.Tensor] = None, phases: Optional[Sequence[int]] = None) -> torch.Tensor:
     """float32 [b, V] logits with disallowed ids at -inf and the repetition penalty applied
-    (HF's rule: a seen id's positive logit is divided by the penalty, a negative one multiplied)."""
+    (HF's rule: a seen id's positive logit is divided by the penalty, a negative one multiplied).
+    `phases`: each row's place in its frame (multi-codebook speech)."""
     x = logits.float()
     V = x.shape[-1]
-    allow = policy.allowed[:V].to(x.device)
-    if allow.shape[0] < V:  # more rows than the policy knows: padding, never drawn
-        allow = torch.cat([allow, torch.zeros(V - allow.shape[0], dtype=torch.bool, device=x.device)])
+    allow = policy.allowed_rows(phases)[..., :V].to(x.device)
+    if allow.shape[-1] < V:  # more rows than the policy knows: padding, never drawn
+        pad = torch.zeros(*allow.shape[:-1], V - allow.shape[-1], dtype=torch.bool, device=x.device)
+        allow = torch.cat([allow, pad], dim=-1)
     if seen is not None and cfg.repetition_penalty != 1.0:
         p = cfg.repetition_penalty
         penalised = torch.where(x > 0, x / p, x * p)
@@ -167,10 +235,12 @@ def filtered_probs(x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
 
 
 def next_tokens(logits: torch.Tensor, policy: TokenPolicy, cfg: SamplingConfig,
-                generators: Sequence[torch.Generator], seen: Optional[torch.Tensor] = None) -> torch.Tensor:
+                generators: Sequence[torch.Generator], seen: Optional[torch.Tensor] = None,
+                phases: Optional[Sequence[int]] = None) -> torch.Tensor:
     """One id per row of `logits` [b, V]; row r draws from `generators[r]` (a row whose generator
-    is None -- a finished one -- takes the argmax and consumes no randomness)."""
-    x = mask_logits(logits, policy, cfg, seen)
+    is None -- a finished one -- takes the argmax and consumes no randomness). `phases`: each
+    row's place in its frame (multi-codebook speech)."""
+    x = mask_logits(logits, policy, cfg, seen, phases)
     if cfg.greedy or all(g is None for g in generators):
         return x.argmax(dim=-1).cpu()
     probs, ids = candidates(x, cfg)

@@ -4,6 +4,8 @@
               checkpoint and its JSON config (optional duration predictor, speakers)
   griffinlim  log-mel units (the `mel` extractor): codebook centroids as log-mel frames,
               inverted with NNLS + Griffin-Lim; made from a units file or its sidecar
+  mimi        Mimi units: the codec's own decoder (a MimiModel directory, the one the units
+              were extracted with), whole frames -> 24 kHz
 
     vocoder = load_vocoder("/models/hifigan_mhubert_25hz")      # or "corpus/units.jsonl"
     check_vocoder(vocoder, vocab.num_units, model_unit_identity, where="--vocoder")
@@ -21,8 +23,13 @@ import numpy as np
 from megatron_slm.generate.sampling import GenerationError
 
 
-def load_vocoder(path: str, device: str = "cpu"):
-    """A directory -> unit HiFi-GAN; a units JSONL or its .meta.json -> codebook Griffin-Lim."""
+def load_vocoder(path: str, device: str = "cpu", inventory=None):
+    """A directory -> unit HiFi-GAN, or the Mimi decoder when it holds a MimiModel (taking the
+    model's `inventory`: how many codebooks); a units JSONL or its .meta.json -> codebook Griffin-Lim."""
+    if os.path.isdir(path) and _is_mimi_dir(path):
+        from megatron_slm.generate.vocoders.mimi import MimiVocoder
+
+        return MimiVocoder.from_dir(path, inventory.num_codebooks if inventory is not None else None, device)
     if os.path.isdir(path):
         from megatron_slm.generate.vocoders.hifigan import HiFiGANVocoder
 
@@ -35,15 +42,25 @@ def load_vocoder(path: str, device: str = "cpu"):
                           "units file (.jsonl with its .meta.json sidecar) of log-mel units for Griffin-Lim")
 
 
+def _is_mimi_dir(path: str) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("model_type") == "mimi"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_vocoder(vocoder, num_units: int, model_identity: Optional[dict], where: str = "--vocoder") -> None:
-    """Refuse a vocoder made for another codebook than the model's units."""
+    """Refuse a vocoder made for another codebook (or codec) than the model's units."""
     if vocoder.num_units != num_units:
         raise GenerationError(f"{where} {vocoder.source}: the vocoder takes K={vocoder.num_units} units but the "
                               f"model vocabulary has K={num_units}")
     from megatron_slm.unit_identity import check_units
 
     check_units(getattr(vocoder, "unit_identity", None) or None, model_identity or None, f"{where} {vocoder.source}",
-                "the model", error=GenerationError)
+                "the model", compare_compat=getattr(vocoder, "compares_convention", True), error=GenerationError)
 
 
 def write_wav(path: str, wav: np.ndarray, sample_rate: int) -> None:
