@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from tqdm import tqdm
 
-    from megatron_slm.corpus.synth import EspeakSynth, PauseConfig, iter_alignments, read_utterances, synthesize
+    from megatron_slm.corpus.canonical import iter_alignments
+    from megatron_slm.corpus.synth import EspeakSynth, PauseConfig, read_utterances, synthesize
 
     try:
         utts = read_utterances(args.text)[: args.limit]

@@ -14,11 +14,8 @@ import subprocess
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-
-from megatron_slm.jsonio import iter_jsonl
 
 _SYNTH_CHARS = re.compile(r"[^\w']+")
 
@@ -163,14 +160,3 @@ def synthesize(utt: Utterance, synth: EspeakSynth, pauses: PauseConfig = PauseCo
     if peak > 0.99:  # keep headroom for 16-bit FLAC
         audio *= 0.99 / peak
     return audio, words
-
-
-def iter_alignments(path: str | os.PathLike) -> Iterator[dict]:
-    """Records of an alignments.jsonl (one JSON object per line), with file:line on errors."""
-    for where, rec in iter_jsonl(path):
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-        for field in ("id", "audio", "text", "words"):
-            if field not in rec:
-                raise ValueError(f"{where}: missing field {field!r}")
-        yield rec

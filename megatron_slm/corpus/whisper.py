@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from megatron_slm.corpus.words import Alignment, AlignmentError, from_word_dicts
 
+
 def parse_whisper(obj: object, uid: str, where: str) -> Alignment:
     if not isinstance(obj, dict):
         raise AlignmentError(f"{where}: expected a JSON object")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from megatron_slm.corpus.synth import iter_alignments
+from megatron_slm.corpus.canonical import iter_alignments
 
 
 def corpus_cuts(alignments: str, with_words: bool = True) -> list:

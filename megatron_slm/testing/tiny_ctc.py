@@ -69,7 +69,7 @@ def fit_to_alignments(model_dir: str | os.PathLike, alignments: str, steps: int 
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
     from megatron_slm.audio.decode_soundfile import load_audio
-    from megatron_slm.corpus.synth import iter_alignments
+    from megatron_slm.corpus.canonical import iter_alignments
 
     torch.manual_seed(seed)
     model = Wav2Vec2ForCTC.from_pretrained(model_dir)
