@@ -107,7 +107,7 @@ def test_a_tokenizer_with_another_K_is_refused_before_the_model_is_built(convert
     proc = train([f"model.from={converted / 'ckpt'}", f"data.tokenizer={tmp_path / 'tok50'}", "data.num_units=50",
                   "train.iters=1"], tmp_path, check=False)
     line = one_error_line(proc)
-    assert "K=50" in line and "num_units 100 there vs 50 here" in line, line
+    assert "K=50" in line and "num_units 100 in the checkpoint" in line and "vs 50 in this run's tokenizer" in line, line
     assert "[train]" not in proc.stdout  # refused by the plan, before any model existed
 
 

@@ -63,7 +63,7 @@ def check_sets(sets: Sequence[tuple[str, ItemSet]], identity: Optional[dict], vo
     for s in with_units:
         if s.unit_identity is None:
             raise ItemError(f"{s.path}: the header has no unit_identity; re-run tools/prepare_eval_data.py")
-        check_unit_count(s.unit_identity, vocab.num_units, s.path, f"{model} vocabulary", error=ItemError)
+        check_unit_count(s.unit_identity, vocab.num_units, s.path, "the model vocabulary", error=ItemError)
         check_units(s.unit_identity, identity or None, s.path, model, compare_compat=compare_compat, error=ItemError)
     if with_units and not identity:
         print(f"warning: {model} records no unit identity: the benchmark units were checked for K={vocab.num_units} "
