@@ -22,6 +22,7 @@ KNOWN_HARMLESS = (
     (r".*`load_state_dict` is deprecated and will be removed", FutureWarning),
     (r".*`save_state_dict` is deprecated and will be removed", FutureWarning),
     (r".*torch\.distributed\.reduce_op.* is deprecated", FutureWarning),
+    (r".*`torch\.distributed\.all_gather_into_tensor` is deprecated", FutureWarning),  # raised for megatron-core's gather
     (r".*pad token id.*", UserWarning),
     (r"full scope is deprecated", UserWarning),  # megatron-core's own default for cuda_graph_scope  # Megatron's GPTDataset without a pad token: we mask by position
 )
