@@ -1,4 +1,4 @@
-"""Shared test plumbing: GPU marker handling and a helper to launch real torchrun jobs."""
+"""Shared test plumbing: the repository paths tests use, GPU marker handling, helpers to launch real torchrun jobs."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# The repository's files the tests use, declared once.
 REPO = Path(__file__).resolve().parent.parent
-TINY_CPU = REPO / "examples" / "configs" / "tiny_cpu.yaml"
+TINY_CPU = REPO / "examples" / "configs" / "tiny_cpu.yaml"  # the 2-layer CPU training config
+CORPUS = REPO / "examples" / "data" / "tiny_corpus"  # bundled audio, alignments, units, k-means
+TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"  # the bundled tiny BPE tokenizer
+PRETRAIN = REPO / "pretrain_slm.py"
+CONVERT = REPO / "tools" / "convert_checkpoint.py"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,7 +12,8 @@ from megatron_slm.audio.decode_soundfile import load_audio
 from megatron_slm.audio.loader import AudioLoader, bucket_batches
 from megatron_slm.audio.probe import AudioItem, probe
 
-CORPUS = os.path.join(os.path.dirname(__file__), "..", "examples", "data", "tiny_corpus")
+from conftest import CORPUS
+
 SRC = os.path.join(CORPUS, "audio", "s01_01.flac")
 needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="nvidia-dali not installed")
 

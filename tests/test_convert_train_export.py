@@ -6,10 +6,9 @@ import json
 import pytest
 import torch
 
-from conftest import REPO, TINY_CPU, read_metrics, run_python, run_torchrun
+from conftest import REPO, TINY_CPU, TOKENIZER, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 
 
 def test_train_from_converted_then_export_matches_validation_loss(tmp_path):

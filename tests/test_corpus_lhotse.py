@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CORPUS, TOKENIZER
+
 lhotse = pytest.importorskip("lhotse")
 
 from megatron_slm.commands import extract_units, preprocess_data  # noqa: E402
@@ -23,12 +25,9 @@ from megatron_slm.audio.decode_soundfile import load_audio  # noqa: E402
 from megatron_slm.audio.sources import AudioSource  # noqa: E402
 from megatron_slm.units.records import iter_records  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "examples" / "data" / "tiny_corpus"
 ALIGN = str(CORPUS / "alignments.jsonl")
 UNITS = str(CORPUS / "units.jsonl")
 KM = str(CORPUS / "km_mel100.npy")
-TOK = str(ROOT / "examples" / "tokenizer" / "tiny-bpe")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def _units(path):
 
 
 def _interleaved(units, alignments, prefix, *extra):
-    assert preprocess_data.main(["interleaved", "--tokenizer", TOK, "--units", str(units), "--alignments",
+    assert preprocess_data.main(["interleaved", "--tokenizer", str(TOKENIZER), "--units", str(units), "--alignments",
                                  str(alignments), "--out-prefix", str(prefix), "--quiet", *extra]) == 0
     return json.loads(Path(f"{prefix}.meta.json").read_text())
 

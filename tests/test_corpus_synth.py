@@ -10,8 +10,9 @@ import soundfile as sf
 
 from megatron_slm.corpus.synth import read_utterances, split_words
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
 import synthesize_corpus  # noqa: E402
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")

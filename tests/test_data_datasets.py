@@ -1,7 +1,6 @@
 """Training datasets built through BlendedMegatronDatasetBuilder: static == dynamic at a fixed
 epoch, fresh draws per epoch, blend proportions, labels/loss masks/attention at document
 boundaries, and refusal of mismatched data."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,8 @@ from megatron_slm.data.datasets import DatasetError, SLMDataset
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.vocab import MODALITY_SPEECH, MODALITY_TEXT, SpeechVocab
 
-TINY = str(Path(__file__).resolve().parents[1] / "examples" / "tokenizer" / "tiny-bpe")
+from conftest import TOKENIZER
+
 SEED = 77
 
 
@@ -26,19 +26,19 @@ def process_group(gloo_group):
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     corpus = write_synthetic_corpus(str(root), n=120, k=20, seed=11)
-    base = dict(tokenizer=TINY, inputs=[corpus.units], alignments=corpus.alignments, seed=SEED, progress=False, shard_lines=64)
+    base = dict(tokenizer=str(TOKENIZER), inputs=[corpus.units], alignments=corpus.alignments, seed=SEED, progress=False, shard_lines=64)
     pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=str(root / "static"), **base))
     pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=str(root / "dynamic"), mode="dynamic", **base))
     pp.run(pp.PreprocessJob(kind="speech", out_prefix=str(root / "speech"), **{**base, "alignments": None}))
     text = root / "text.jsonl"
     text.write_text("".join(f'{{"text": "Story {i}: the little dog ran to the park and found a red ball."}}\n' for i in range(80)))
-    pp.run(pp.PreprocessJob(kind="text", out_prefix=str(root / "text"), tokenizer=TINY, inputs=[str(text)], progress=False))
+    pp.run(pp.PreprocessJob(kind="text", out_prefix=str(root / "text"), tokenizer=str(TOKENIZER), inputs=[str(text)], progress=False))
     return root
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    return SpeechVocab.from_pretrained(TINY, num_units=20)
+    return SpeechVocab.from_pretrained(str(TOKENIZER), num_units=20)
 
 
 def _cfg(root, blend, *overrides):
@@ -136,7 +136,7 @@ def test_labels_loss_masks_and_document_attention(data, vocab):
 
 
 def test_mismatched_data_is_refused(data, vocab, tmp_path):
-    other = SpeechVocab.from_pretrained(TINY, num_units=30)
+    other = SpeechVocab.from_pretrained(str(TOKENIZER), num_units=30)
     with pytest.raises(DatasetError, match=r"static.meta.json and the tokenizer .* were made with a different vocabulary "
                                            r"\(num_units 20 in .*static.meta.json vs 30 in the tokenizer"):
         build_datasets(_cfg(data, [("static", 1, "interleaved")]), other, 10, 1, 1)

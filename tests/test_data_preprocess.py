@@ -16,13 +16,12 @@ from megatron_slm.data.storage import content_hash
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.vocab import SpeechVocab
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "examples" / "tokenizer" / "tiny-bpe")
+from conftest import REPO, TOKENIZER
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    return SpeechVocab.from_pretrained(TINY, num_units=20)
+    return SpeechVocab.from_pretrained(str(TOKENIZER), num_units=20)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def corpus(tmp_path_factory):
 
 
 def _job(corpus, out, **kw):
-    args = dict(kind="interleaved", tokenizer=TINY, out_prefix=str(out), inputs=[corpus.units],
+    args = dict(kind="interleaved", tokenizer=str(TOKENIZER), out_prefix=str(out), inputs=[corpus.units],
                 alignments=corpus.alignments, shard_lines=16, progress=False)
     args.update(kw)
     return pp.PreprocessJob(**args)
@@ -114,7 +113,7 @@ def test_speech_and_text_kinds(corpus, vocab, tmp_path):
     text = tmp_path / "t.jsonl"
     text.write_text(json.dumps({"body": "Once upon a time."}) + "\n" + json.dumps({"body": ""}) + "\n"
                     + json.dumps({"other": 1}) + "\n")
-    meta = pp.run(pp.PreprocessJob(kind="text", tokenizer=TINY, out_prefix=str(tmp_path / "text"),
+    meta = pp.run(pp.PreprocessJob(kind="text", tokenizer=str(TOKENIZER), out_prefix=str(tmp_path / "text"),
                                    inputs=[str(text)], text_key="body", progress=False))
     assert _docs(tmp_path / "text")[0].tolist() == [vocab.bos] + vocab.encode_text("Once upon a time.") + [vocab.eod]
     assert meta["skipped"]["counts"] == {"empty_transcript": 1, "missing_text_key": 1}
@@ -142,7 +141,7 @@ def _messy_corpus(tmp_path, corpus):
 
 def test_bad_records_are_skipped_counted_or_rejected_when_strict(corpus, tmp_path):
     units, aligns = _messy_corpus(tmp_path, corpus)
-    job = pp.PreprocessJob(kind="interleaved", tokenizer=TINY, out_prefix=str(tmp_path / "m"), inputs=[units],
+    job = pp.PreprocessJob(kind="interleaved", tokenizer=str(TOKENIZER), out_prefix=str(tmp_path / "m"), inputs=[units],
                            alignments=aligns, progress=False)
     meta = pp.run(job)
     assert meta["documents"] == 2  # units[0] and units[3]
@@ -163,7 +162,7 @@ def test_identity_mismatches_are_refused(corpus, vocab, tmp_path):
     with pytest.raises(pp.PreprocessError, match=r"--num-units 30 but .*k=20"):
         pp.run(_job(corpus, tmp_path / "a", num_units=30))
     ext = tmp_path / "ext_tok"
-    SpeechVocab.from_pretrained(TINY, num_units=50).save(ext)
+    SpeechVocab.from_pretrained(str(TOKENIZER), num_units=50).save(ext)
     with pytest.raises(pp.PreprocessError, match="has 50 speech units.*num_units=20"):
         pp.run(_job(corpus, tmp_path / "a", tokenizer=str(ext)))
     pp.run(_job(corpus, tmp_path / "ok", kind="speech", alignments=None))
@@ -171,14 +170,14 @@ def test_identity_mismatches_are_refused(corpus, vocab, tmp_path):
                                    meta={**json.loads(Path(corpus.units + ".meta.json").read_text()),
                                          "kmeans": {"k": 20, "sha256": "1" * 64, "path": None}})
     with pytest.raises(pp.PreprocessError, match="hold units from a different extractor/k-means .*sha256"):
-        pp.run(pp.PreprocessJob(kind="speech", tokenizer=TINY, out_prefix=str(tmp_path / "b"), inputs=[other.units],
+        pp.run(pp.PreprocessJob(kind="speech", tokenizer=str(TOKENIZER), out_prefix=str(tmp_path / "b"), inputs=[other.units],
                                 match=[str(tmp_path / "ok")], progress=False))
     # re-writing an existing dataset with other units is refused too
     with pytest.raises(pp.PreprocessError, match="ok.meta.json and .*ok .being made. hold units from a different extractor"):
-        pp.run(pp.PreprocessJob(kind="speech", tokenizer=TINY, out_prefix=str(tmp_path / "ok"), inputs=[other.units],
+        pp.run(pp.PreprocessJob(kind="speech", tokenizer=str(TOKENIZER), out_prefix=str(tmp_path / "ok"), inputs=[other.units],
                                 progress=False))
     with pytest.raises(pp.PreprocessError, match="not an extended vocabulary"):
-        pp.run(_job(corpus, tmp_path / "c", kind="speech", alignments=None, match=[TINY]))
+        pp.run(_job(corpus, tmp_path / "c", kind="speech", alignments=None, match=[str(TOKENIZER)]))
     pp.run(_job(corpus, tmp_path / "d", kind="speech", alignments=None, match=[str(tmp_path / "ok.meta.json")]))
 
 
@@ -215,17 +214,17 @@ def test_killed_run_leaves_no_idx_and_resumes(corpus, tmp_path, monkeypatch):
 def test_cli_summary_and_user_errors(corpus, tmp_path, capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("preprocess_data", ROOT / "tools" / "preprocess_data.py")
+    spec = importlib.util.spec_from_file_location("preprocess_data", REPO / "tools" / "preprocess_data.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    rc = cli.main(["speech", "--tokenizer", TINY, "--units", corpus.units, "--out-prefix", str(tmp_path / "s"), "--quiet"])
+    rc = cli.main(["speech", "--tokenizer", str(TOKENIZER), "--units", corpus.units, "--out-prefix", str(tmp_path / "s"), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0 and "60 documents" in out and "skipped 0 records" in out
-    rc = cli.main(["interleaved", "--tokenizer", TINY, "--units", corpus.units, "--alignments", str(tmp_path / "none.jsonl"),
+    rc = cli.main(["interleaved", "--tokenizer", str(TOKENIZER), "--units", corpus.units, "--alignments", str(tmp_path / "none.jsonl"),
                    "--out-prefix", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: ") and "none.jsonl" in err and "Traceback" not in err
-    rc = cli.main(["interleaved", "--tokenizer", TINY, "--units", corpus.units, "--alignments", corpus.alignments,
+    rc = cli.main(["interleaved", "--tokenizer", str(TOKENIZER), "--units", corpus.units, "--alignments", corpus.alignments,
                    "--out-prefix", str(tmp_path / "y"), "--speech-fraction", "1.5"])
     assert rc == 1 and "--speech-fraction=1.5 must be within [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:

@@ -23,7 +23,8 @@ from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.units.records import make_meta, read_meta, write_meta
 from megatron_slm.vocab import SpeechVocab
 
-TINY = str(Path(__file__).resolve().parents[1] / "examples" / "tokenizer" / "tiny-bpe")
+from conftest import TOKENIZER
+
 K = 20
 BUCKETS = ((4, 10), (11, 20), (21, 40), (41, 80), (81, 160))
 PER_BUCKET = (1500, 1200, 600, 300, 150)  # utterances: short ones have few spans each
@@ -56,7 +57,7 @@ def process_group(gloo_group):
 
 @pytest.fixture(scope="module")
 def vocab():
-    return SpeechVocab.from_pretrained(TINY, num_units=K)
+    return SpeechVocab.from_pretrained(str(TOKENIZER), num_units=K)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_static_and_dynamic_samplers_match_slamkit(corpus, vocab, tmp_path, monk
     assert want[(4, 10)][0] > 0.6 and want[(81, 160)][0] < 0.36  # SlamKit overshoots eta on short utterances
 
     seen = _spy_masks(monkeypatch)
-    base = dict(tokenizer=TINY, inputs=[corpus.units], alignments=corpus.alignments, progress=False, shard_lines=500)
+    base = dict(tokenizer=str(TOKENIZER), inputs=[corpus.units], alignments=corpus.alignments, progress=False, shard_lines=500)
     for seed in range(3):  # one draw per utterance and static dataset
         pp.run(pp.PreprocessJob(kind="interleaved", out_prefix=str(tmp_path / f"static{seed}"), seed=seed, **base))
     assert len(seen) == 3 * len(lengths)
@@ -241,7 +242,7 @@ def test_conventions_are_recorded_and_never_mixed_silently(corpus, vocab, tmp_pa
     from megatron_slm.config import ConfigError
     from megatron_slm.data.blend import dataset_config
 
-    base = dict(tokenizer=TINY, alignments=corpus.alignments, progress=False, shard_lines=500)
+    base = dict(tokenizer=str(TOKENIZER), alignments=corpus.alignments, progress=False, shard_lines=500)
     meta = pp.run(pp.PreprocessJob(kind="interleaved", inputs=[corpus.units], out_prefix=str(tmp_path / "sk"), **base))
     assert meta["compat"] == "slamkit" and meta["identity"]["units"]["compat"] == "slamkit" and meta["add_bos"]
     # units made before the switch (no field): compat none; refused by a slamkit interleaving
@@ -259,7 +260,7 @@ def test_conventions_are_recorded_and_never_mixed_silently(corpus, vocab, tmp_pa
                                     interleave=InterleaveConfig(allow_mixed_compat=True), **base))
     assert mixed["compat"] == "slamkit" and mixed["identity"]["units"]["compat"] == "none"
     speech = pp.run(pp.PreprocessJob(kind="speech", inputs=[str(old)], out_prefix=str(tmp_path / "sp"), progress=False,
-                                     tokenizer=TINY))
+                                     tokenizer=str(TOKENIZER)))
     assert speech["compat"] == "none"
 
     def blend(*names, extra=()):

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CORPUS
+
 datasets = pytest.importorskip("datasets")
 
 from megatron_slm.commands import prepare_eval_data  # noqa: E402
 from megatron_slm.eval.benchmarks.hf import is_hf_dataset  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "examples" / "data" / "tiny_corpus"
 KM = str(CORPUS / "km_mel100.npy")
 FILES = sorted((CORPUS / "audio").glob("*.flac"))[:8]
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from megatron_slm.eval.items import Candidate, Item, read_items, write_items
-from tests.conftest import REPO, run_torchrun
+
+from conftest import CORPUS, REPO, TOKENIZER, run_torchrun
 
 sys.path.insert(0, str(REPO / "tools"))
 from eval_slm import main as eval_main  # noqa: E402
 from prepare_eval_data import main as prepare_main  # noqa: E402
 
-CORPUS = REPO / "examples" / "data" / "tiny_corpus"
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 K = 100
 
 

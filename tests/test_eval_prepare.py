@@ -16,7 +16,8 @@ from megatron_slm.eval.benchmarks.zerospeech import read_swuggy
 from megatron_slm.units.records import iter_records
 from megatron_slm.commands.prepare_eval_data import main as prepare_main
 
-CORPUS = Path("examples/data/tiny_corpus")
+from conftest import CORPUS
+
 KMEANS = str(CORPUS / "km_mel100.npy")
 
 

@@ -14,7 +14,7 @@ from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
 from megatron_slm.units.records import compatibility_key, read_meta
 from megatron_slm.vocab import SpeechVocab
 
-CORPUS = "examples/data/tiny_corpus"
+from conftest import CORPUS, TOKENIZER
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def model_dir(tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     d = tmp_path_factory.mktemp("hf")
-    vocab = SpeechVocab.from_pretrained("examples/tokenizer/tiny-bpe", num_units=100)
+    vocab = SpeechVocab.from_pretrained(str(TOKENIZER), num_units=100)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=vocab.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 
 from megatron_slm.eval.items import read_items, write_items
-from tests.conftest import REPO, TINY_CPU, run_python
 
-CORPUS = REPO / "examples" / "data" / "tiny_corpus"
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
+from conftest import CORPUS, REPO, TINY_CPU, TOKENIZER, run_python
 
 
 def test_trainer_logs_eval_accuracy_and_cli_reproduces_it(tmp_path, monkeypatch):

@@ -13,9 +13,8 @@ from megatron_slm.eval.benchmarks import zerospeech
 from megatron_slm.eval.benchmarks.zerospeech import read_sblimp, read_swuggy
 from megatron_slm.eval.scoring import ItemScore
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "examples" / "data" / "tiny_corpus"
-TINY = ROOT / "examples" / "tokenizer" / "tiny-bpe"
+from conftest import CORPUS, TOKENIZER
+
 FILES = sorted((CORPUS / "audio").glob("*.flac"))
 
 # (id, voice, frequency): A is oov with 2 voices, B in band "1-5" with 1, C in "21-100" with 3
@@ -87,7 +86,7 @@ def model(tmp_path_factory):
     from megatron_slm.vocab import SpeechVocab
 
     root = tmp_path_factory.mktemp("zs_model")
-    vocab = SpeechVocab.from_pretrained(str(TINY), num_units=100)
+    vocab = SpeechVocab.from_pretrained(str(TOKENIZER), num_units=100)
     vocab.save(root / "tok")
     return make_random_hf_model(root / "hf", "llama", root / "tok", hidden_size=32, intermediate_size=64,
                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,

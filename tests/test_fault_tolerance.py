@@ -13,10 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import DRIVER_MAIN, REPO, TINY_CPU, _env, _free_port, read_metrics, run_python, run_torchrun
+from conftest import DRIVER_MAIN, PRETRAIN, TINY_CPU, _env, _free_port, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
-PRETRAIN = REPO / "pretrain_slm.py"
 BASE = ["--config", TINY_CPU]
 
 

@@ -22,7 +22,8 @@ from megatron_slm.corpus.words import AlignmentError, validate
 from megatron_slm.eval.items import FORMAT, ItemError, read_items
 from megatron_slm.units.records import RECORD_FIELDS, iter_records
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import TOKENIZER
+
 # no example database: every run draws afresh, as CI does (150 records per reader, ~2 s each)
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -183,7 +184,7 @@ def test_eval_items(tmp_path, item):
 def vocab():
     from megatron_slm.vocab import SpeechVocab
 
-    return SpeechVocab.from_pretrained(str(REPO / "examples" / "tokenizer" / "tiny-bpe"), num_units=100)
+    return SpeechVocab.from_pretrained(str(TOKENIZER), num_units=100)
 
 
 @st.composite

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO / "examples" / "data" / "tiny_corpus"
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
+from conftest import CORPUS, REPO, TOKENIZER
+
 GOLDEN = REPO / "tests" / "golden" / "data.json"
 
 # name -> (kind, mode, compat, method)

@@ -17,14 +17,14 @@ from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.units.records import make_meta, read_meta, write_meta
 from megatron_slm.vocab import SpeechVocab
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "examples" / "tokenizer" / "tiny-bpe")
+from conftest import TOKENIZER
+
 K = 20
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    return SpeechVocab.from_pretrained(TINY, num_units=K)
+    return SpeechVocab.from_pretrained(str(TOKENIZER), num_units=K)
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +88,14 @@ def test_preprocess_counts_skips_and_truncation(tmp_path, vocab, units_file):
     ]
     recs = [{k: {"units": v} for k, v in r.items()} for r in recs]
     src = write_records(tmp_path / "p.jsonl", recs, units_file)
-    meta = run(PairJob("preference", TINY, [src], str(tmp_path / "out"), max_length=32, progress=False))
+    meta = run(PairJob("preference", str(TOKENIZER), [src], str(tmp_path / "out"), max_length=32, progress=False))
     assert meta["documents"] == 6
     assert meta["skipped"]["counts"] == {"empty_completion": 1, "same_completions": 1, "missing_field": 1}
     assert meta["truncated"] == {"prompts": 1, "completions": 1, "pairs": 1}
     longest = max(len(p) + max(len(c) for c in cs) for p, cs in pairs(str(tmp_path / "out"), vocab))
     assert longest <= 32
     with pytest.raises(PreprocessError, match=r"p.jsonl:9: field 'rejected' missing \[--strict\]"):
-        run(PairJob("preference", TINY, [src], str(tmp_path / "strict"), max_length=32, strict=True, progress=False))
+        run(PairJob("preference", str(TOKENIZER), [src], str(tmp_path / "strict"), max_length=32, strict=True, progress=False))
 
 
 def test_slamkit_features_preprocess_to_the_same_pairs(tmp_path, vocab, units_file):
@@ -106,8 +106,8 @@ def test_slamkit_features_preprocess_to_the_same_pairs(tmp_path, vocab, units_fi
                **{k: {"units": v, "duration": [2] * len(v)} for k, v in r.items()}} for i, r in enumerate(SPEECH_RECS)]
     a = write_records(tmp_path / "ours.jsonl", ours, units_file)
     b = write_records(tmp_path / "sk.jsonl", theirs)
-    run(PairJob("preference", TINY, [a], str(tmp_path / "a"), progress=False))
-    run(PairJob("preference", TINY, [b], str(tmp_path / "b"), units_meta=units_file, progress=False))
+    run(PairJob("preference", str(TOKENIZER), [a], str(tmp_path / "a"), progress=False))
+    run(PairJob("preference", str(TOKENIZER), [b], str(tmp_path / "b"), units_meta=units_file, progress=False))
     got_a, got_b = pairs(str(tmp_path / "a"), vocab), pairs(str(tmp_path / "b"), vocab)
     assert len(got_a) == len(SPEECH_RECS) and same_pairs(got_a, got_b)
     u = vocab.unit_offset
@@ -120,14 +120,14 @@ def test_units_identity_is_required_and_checked(tmp_path, units_file):
     recs = [{k: {"units": v} for k, v in r.items()} for r in SPEECH_RECS]
     bare = write_records(tmp_path / "bare.jsonl", recs)
     with pytest.raises(PreprocessError, match="no units identity"):
-        run(PairJob("preference", TINY, [bare], str(tmp_path / "x"), progress=False))
+        run(PairJob("preference", str(TOKENIZER), [bare], str(tmp_path / "x"), progress=False))
     made = write_records(tmp_path / "a.jsonl", recs, units_file)
-    run(PairJob("preference", TINY, [made], str(tmp_path / "a"), progress=False))
+    run(PairJob("preference", str(TOKENIZER), [made], str(tmp_path / "a"), progress=False))
     other = write_records(tmp_path / "b.jsonl", recs)
     meta = read_meta(units_file)
     write_meta(other, make_meta(meta["extractor"], K, "f" * 64, None, True))  # another k-means, same K
     with pytest.raises(PreprocessError, match="different speech units"):
-        run(PairJob("preference", TINY, [other], str(tmp_path / "b"), match=[str(tmp_path / "a")], progress=False))
+        run(PairJob("preference", str(TOKENIZER), [other], str(tmp_path / "b"), match=[str(tmp_path / "a")], progress=False))
 
 
 def test_objective_and_data_kinds_must_agree():
@@ -147,7 +147,7 @@ def test_sft_loss_ignores_prompt_targets(tmp_path, vocab, units_file):
 
     recs = [{"prompt": {"units": r["prompt"]}, "response": {"units": r["chosen"]}} for r in SPEECH_RECS]
     src = write_records(tmp_path / "sft.jsonl", recs, units_file)
-    run(PairJob("sft", TINY, [src], str(tmp_path / "sft"), progress=False))
+    run(PairJob("sft", str(TOKENIZER), [src], str(tmp_path / "sft"), progress=False))
     cfg = load_config(None, ["train.objective=sft", "train.seq_length=16", "data.split=1,0,0", "data.source=blend",
                              f"data.blend=[{{path: {tmp_path / 'sft'}, kind: sft}}]"])
     ds = PairData.open(cfg, vocab).split_dataset("train", 4)

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_CPU, run_python, run_torchrun
+from conftest import CONVERT, REPO, TINY_CPU, TOKENIZER, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 K = 30
-CONVERT = REPO / "tools" / "convert_checkpoint.py"
 
 
 def _slamkit_tokenizer(out):

@@ -9,6 +9,8 @@ from megatron_slm.models.arch import ModelArch
 from megatron_slm.scaling.fit import REFERENCE_LAWS
 from megatron_slm.scaling.plan import PlanError, make_plan, write_plan
 
+from conftest import TOKENIZER
+
 BASE = {"train": {"global_batch_size": 256, "seq_length": 2048}, "data": {"source": "blend"}}
 
 
@@ -73,17 +75,13 @@ def test_plan_errors(tmp_path, kwargs, message):
         make_plan(**args)
 
 
-TINY_BPE = "examples/tokenizer/tiny-bpe"
-
-
 def test_preset_plan_counts_the_tokenizers_vocabulary(tmp_path):
     """A preset trains with the tokenizer's vocabulary (text + K units + 2), not the preset's own:
     the plan's N must be the N the trainer builds, or every budget is off."""
-    from conftest import REPO
     from megatron_slm.models.presets import PRESETS
 
     base = {**BASE, "train": {"global_batch_size": 8, "seq_length": 384},
-            "data": {"source": "blend", "tokenizer": str(REPO / TINY_BPE), "num_units": 100}}
+            "data": {"source": "blend", "tokenizer": str(TOKENIZER), "num_units": 100}}
     plan = make_plan(budgets=[1e11], presets=["micro-2x32", "micro-3x64"], sizes="presets",
                      prior=REFERENCE_LAWS["textless"], base_config=base, runs_dir=tmp_path, min_steps=1)
     for run in plan.runs:
@@ -95,12 +93,11 @@ def test_preset_plan_counts_the_tokenizers_vocabulary(tmp_path):
 
 
 def test_init_from_counts_the_checkpoint_and_refuses_another_shape(tmp_path):
-    from conftest import REPO
     from megatron_slm.models.record import write_model_record
     from megatron_slm.models.presets import PRESETS
 
     base = {**BASE, "train": {"global_batch_size": 8, "seq_length": 384},
-            "data": {"source": "blend", "tokenizer": str(REPO / TINY_BPE), "num_units": 100}}
+            "data": {"source": "blend", "tokenizer": str(TOKENIZER), "num_units": 100}}
     kw = dict(budgets=[1e11], presets=["micro-2x32", "micro-2x48"], sizes="presets", prior=REFERENCE_LAWS["textless"],
               base_config=base, runs_dir=tmp_path / "runs", min_steps=1, init_from=str(tmp_path / "ckpt" / "{preset}"))
     for p in ("micro-2x32", "micro-2x48"):

@@ -6,10 +6,9 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import REPO, TINY_CPU, read_metrics, run_torchrun
+from conftest import PRETRAIN, TINY_CPU, read_metrics, run_torchrun
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
-PRETRAIN = REPO / "pretrain_slm.py"
 GPU = ["runtime.device=cuda", "model.spec=te", "precision.dtype=bf16", "model.hidden_size=256",
        "model.ffn_hidden_size=704", "model.num_attention_heads=8", "model.num_query_groups=4",
        "train.seq_length=256"]

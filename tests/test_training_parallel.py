@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DRIVER_MAIN, REPO, TINY_CPU, _env, read_metrics, run_python, run_torchrun
+from conftest import DRIVER_MAIN, PRETRAIN, TINY_CPU, _env, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
-PRETRAIN = REPO / "pretrain_slm.py"
 BASE = ["--config", TINY_CPU]
 
 

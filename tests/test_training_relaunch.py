@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, TINY_CPU, run_python
+from conftest import PRETRAIN, REPO, TINY_CPU, TOKENIZER, run_python
 from megatron_slm.config import ConfigError, load_config
 from megatron_slm.eval.items import Candidate, Item, write_items
 from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
 from megatron_slm.training.relaunch import may_change
-
-PRETRAIN = REPO / "pretrain_slm.py"
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, _env
+from conftest import CORPUS, REPO, TOKENIZER, _env
 from megatron_slm.audio.decode_dali import HAVE_DALI
 from megatron_slm.audio.loader import AudioLoader
 from megatron_slm.audio.probe import probe
 from megatron_slm.audio.sources import AudioSource, list_audio_files
 
-CORPUS = REPO / "examples" / "data" / "tiny_corpus"
 KM = CORPUS / "km_mel100.npy"
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 SR = 16000
 
 

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_CPU, _env, read_metrics, run_python
+from conftest import CONVERT, CORPUS, PRETRAIN, TINY_CPU, TOKENIZER, _env, read_metrics, run_python
 from megatron_slm.checkpoint import layout
 from megatron_slm.models import record
 from megatron_slm.config import ConfigError, load_config
-
-PRETRAIN = REPO / "pretrain_slm.py"
-CONVERT = REPO / "tools" / "convert_checkpoint.py"
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 
 
 def train(args, cwd, check=True, timeout=300):
@@ -206,7 +202,7 @@ def test_a_dataset_of_the_wrong_kind_is_refused_by_the_plan(tmp_path):
     from megatron_slm.data.preprocess import PreprocessJob, run as preprocess
     from megatron_slm.vocab import SpeechVocab
 
-    corpus = REPO / "examples" / "data" / "tiny_corpus"
+    corpus = CORPUS
     SpeechVocab.from_pretrained(TOKENIZER, num_units=100).save(tmp_path / "tok")
     preprocess(PreprocessJob(kind="speech", tokenizer=str(tmp_path / "tok"), inputs=[str(corpus / "units.jsonl")],
                              out_prefix=str(tmp_path / "speech"), progress=False))

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from megatron_slm.unit_identity import (IdentityError, UnitIdentity, check_ids, check_unit_count, check_units,
                                         read_units_sidecar)
 
-CORPUS = Path(__file__).resolve().parents[1] / "examples" / "data" / "tiny_corpus"
+from conftest import CORPUS
+
 KMEANS = {"extractor": {"name": "hubert", "layer": 11, "frame_rate": 25.0}, "k": 500, "sha256": "a" * 64,
           "deduplicated": True, "compat": "slamkit"}
 CODEC = {"tokenizer": {"kind": "mimi", "codebook_size": 2048, "num_codebooks": 8, "frame_rate": 12.5,

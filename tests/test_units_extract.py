@@ -10,10 +10,10 @@ import pytest
 
 from megatron_slm.units.records import check_compatible, iter_records, read_meta
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-CORPUS = os.path.join(ROOT, "examples", "data", "tiny_corpus")
+from conftest import CORPUS, REPO
+
 KM = os.path.join(CORPUS, "km_mel100.npy")
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(REPO, "tools"))
 import extract_units  # noqa: E402
 
 IDS = ["s01_01", "s02_03", "s03_05", "s05_02", "s06_04", "s08_02"]
@@ -112,7 +112,7 @@ def test_cli_user_errors(audio_dir, tmp_path, capsys):
 def test_torchrun_two_ranks_match_single_process(audio_dir, tmp_path):
     out = tmp_path / "tr" / "units.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           os.path.join(ROOT, "tools", "extract_units.py"), "--audio-dir", str(audio_dir), "--extractor", "mel",
+           os.path.join(REPO, "tools", "extract_units.py"), "--audio-dir", str(audio_dir), "--extractor", "mel",
            "--kmeans", KM, "--out", str(out), "--audio-backend", "soundfile", "--device", "cpu"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)

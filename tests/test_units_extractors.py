@@ -12,9 +12,9 @@ from megatron_slm.units.kmeans import inertia, load_centroids
 from megatron_slm.units.pipeline import FeatureStream, UnitExtractor
 from megatron_slm.audio.loader import AudioLoader
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-CORPUS = os.path.join(ROOT, "examples", "data", "tiny_corpus")
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+from conftest import CORPUS, REPO
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
 
 
 def tiny_mhubert_25hz():

@@ -11,7 +11,8 @@ from megatron_slm.audio.loader import AudioLoader
 from megatron_slm.audio.probe import probe
 from megatron_slm.units.pipeline import UnitExtractor
 
-CORPUS = os.path.join(os.path.dirname(__file__), "..", "examples", "data", "tiny_corpus")
+from conftest import CORPUS
+
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),

@@ -13,10 +13,10 @@ import pytest
 from megatron_slm.units.records import make_codec_meta, write_meta
 from megatron_slm.vocab import INVENTORY_FILE, SpeechVocab, UnitInventory, VocabError
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import CORPUS, REPO, TOKENIZER
+
 sys.path.insert(0, str(REPO / "tools"))
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
-BUNDLED_UNITS = REPO / "examples" / "data" / "tiny_corpus" / "units.jsonl"
+BUNDLED_UNITS = CORPUS / "units.jsonl"
 V, K, NQ = 512, 256, 3
 
 

@@ -1,5 +1,4 @@
 """The extended vocabulary: SlamKit id layout, saving/reloading, layout checks, modality ids."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,16 +7,16 @@ from megatron_slm.data.storage import dataset_identity
 from megatron_slm.unit_identity import IdentityError, check_ids
 from megatron_slm.vocab import MODALITY_OTHER, MODALITY_SPEECH, MODALITY_TEXT, SpeechVocab, VocabError
 
-TINY = Path(__file__).resolve().parents[1] / "examples" / "tokenizer" / "tiny-bpe"
+from conftest import TOKENIZER
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    return SpeechVocab.from_pretrained(TINY, num_units=100)
+    return SpeechVocab.from_pretrained(TOKENIZER, num_units=100)
 
 
 def test_layout_and_megatron_interface(vocab):
-    V = len(__import__("transformers").AutoTokenizer.from_pretrained(str(TINY)))
+    V = len(__import__("transformers").AutoTokenizer.from_pretrained(str(TOKENIZER)))
     assert vocab.text_vocab_size == V == vocab.unit_offset
     assert (vocab.speech_id, vocab.text_id, vocab.vocab_size) == (V + 100, V + 101, V + 102)
     tok = vocab.tokenizer
@@ -85,13 +84,13 @@ def test_save_reload_same_ids_and_identity(vocab, tmp_path):
 def test_wrong_layout_is_refused(tmp_path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(TINY))
+    tok = AutoTokenizer.from_pretrained(str(TOKENIZER))
     tok.add_tokens(["<Un0>", "<Un1>", "<extra>", "<Un2>", "<Un3>", "<speech>", "<text>"])
     tok.save_pretrained(str(tmp_path))
     with pytest.raises(VocabError, match="<Un2> has id .*expected"):
         SpeechVocab.from_pretrained(tmp_path, num_units=4)
     # units at the right ids but something appended after <text>
-    tok = AutoTokenizer.from_pretrained(str(TINY))
+    tok = AutoTokenizer.from_pretrained(str(TOKENIZER))
     tok.add_tokens([f"<Un{k}>" for k in range(4)] + ["<speech>", "<text>", "<junk>"])
     tok.save_pretrained(str(tmp_path / "b"))
     with pytest.raises(VocabError, match="extra tokens after <text>"):
@@ -105,7 +104,7 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path):
 
 def test_sentencepiece_model(tmp_path):
     spm = pytest.importorskip("sentencepiece")
-    text = (TINY.parents[2] / "megatron_slm" / "commands" / "train_tiny_tokenizer.py").read_text().split('"""')[3]
+    text = (TOKENIZER.parents[2] / "megatron_slm" / "commands" / "train_tiny_tokenizer.py").read_text().split('"""')[3]
     spm.SentencePieceTrainer.train(sentence_iterator=iter(text.splitlines()), model_prefix=str(tmp_path / "sp"),
                                    vocab_size=150, model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
                                    minloglevel=2)
@@ -123,7 +122,7 @@ def test_word_tokens_are_cached_and_separability_is_checked():
 
     from megatron_slm.vocab import SpeechVocab
 
-    v = SpeechVocab.from_pretrained(TINY, num_units=20)
+    v = SpeechVocab.from_pretrained(TOKENIZER, num_units=20)
     assert v.words_are_separable()  # byte-level BPE splits at spaces
     words = "The cat, the dog's ball.".split()
     assert sum(v.encode_words(words), []) == v.encode_text(" ".join(words))
