@@ -182,8 +182,6 @@ def main() -> None:
     t_json, _ = cpu_time(lambda: [(json.loads(x), json.loads(raw_alignments[uid])) for x, uid in zip(lines, corpus.ids)])
     t_orjson, _ = cpu_time(lambda: [(loads(x), loads(raw_alignments[uid])) for x, uid in zip(lines, corpus.ids)])
 
-    import megatron.core.datasets.indexed_dataset  # noqa: F401  (import time is not preprocessing time)
-
     job = pp.PreprocessJob(kind="interleaved", tokenizer=TOKENIZER, out_prefix=os.path.join(tmp, "out"),
                            inputs=[corpus.units], alignments=corpus.alignments, seed=args.seed, progress=False,
                            interleave=cfg)

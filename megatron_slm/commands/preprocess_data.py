@@ -24,7 +24,9 @@ import glob
 import sys
 
 from megatron_slm.console import error
-from megatron_slm.vocab import DEFAULT_NUM_UNITS
+
+# vocab.DEFAULT_NUM_UNITS, spelled out here: importing vocab (numpy) would slow --help (a test keeps them equal)
+SIMS_NUM_UNITS = 500
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-bos", dest="add_bos", action="store_false", help="do not start documents with the tokenizer's BOS")
         p.add_argument("--match", action="append", default=[], metavar="PATH",
                        help="refuse unless the vocabulary/units agree with this dataset prefix, sidecar or checkpoint (repeatable)")
-        p.add_argument("--num-units", type=int, default=None, help=f"K; default: the units sidecar's k, else the K an extended tokenizer holds, else {DEFAULT_NUM_UNITS}")
+        p.add_argument("--num-units", type=int, default=None, help=f"K; default: the units sidecar's k, else the K an extended tokenizer holds, else {SIMS_NUM_UNITS} (SIMS)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("interleaved", help="units + alignments -> interleaved documents",

@@ -26,7 +26,6 @@ The sidecar records the convention; units made under the other one are refused u
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import multiprocessing
 import os
@@ -43,6 +42,7 @@ from megatron_slm.config import InterleaveConfig
 from megatron_slm.data import interleave, spans
 from megatron_slm.corpus.alignments import AlignmentIndex
 from megatron_slm.corpus.words import AlignmentError
+from megatron_slm.data.indexed import IndexedWriter
 from megatron_slm.data.prepare import prepare_batch, units_record
 from megatron_slm.data.records import (RecordError, SkipLog, count_lines, decode_json_line, file_fingerprint,
                                        iter_line_shards)
@@ -135,8 +135,6 @@ def _interleave_shard(records: list[tuple[str, dict, bytes]]) -> tuple[list[int]
 
 def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
     """Write one shard's documents to `<tmp>/shard_<i>` and return its stats (also saved as JSON)."""
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
     index, lines = args
     job: PreprocessJob = _WORKER.job
     vocab: SpeechVocab = _WORKER.vocab
@@ -169,13 +167,13 @@ def process_shard(args: tuple[int, list[tuple[str, bytes, bool]]]) -> dict:
             raise PreprocessError(f"{e} [--strict]") from None
         skips.add(e.reason, str(e))
     prefix = os.path.join(_WORKER.tmpdir, f"shard_{index:06d}")
-    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=token_dtype(vocab.vocab_size))
-    words_builder = (IndexedDatasetBuilder(prefix + WORDS_SUFFIX + ".bin", dtype=np.int32)
+    builder = IndexedWriter(prefix + ".bin", token_dtype(vocab.vocab_size))
+    words_builder = (IndexedWriter(prefix + WORDS_SUFFIX + ".bin", np.int32)
                      if job.mode == "dynamic" and job.kind == "interleaved" else None)
     for doc, w in zip(docs, words):
-        builder.add_document(doc, [len(doc)])
+        builder.add_document(doc)
         if words_builder is not None:
-            words_builder.add_document(w, [len(w)])
+            words_builder.add_document(w)
     builder.finalize(prefix + ".idx")
     if words_builder is not None:
         words_builder.finalize(prefix + WORDS_SUFFIX + ".idx")
@@ -254,8 +252,6 @@ def _load_match(path: str) -> tuple[dict, str, str]:
 
 def run(job: PreprocessJob) -> dict:
     """Run (or resume) a preprocessing job; returns the sidecar dict. Raises PreprocessError."""
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
     t0 = time.time()
     if job.kind not in ("interleaved", "speech", "text"):
         raise PreprocessError(f"unknown dataset kind {job.kind!r}")
@@ -400,17 +396,11 @@ def run(job: PreprocessJob) -> dict:
                 os.remove(p + suffix)
     if os.path.exists(sidecar_path(out)):
         os.remove(sidecar_path(out))
-    # add_index runs a full gc.collect() per shard, which scans every live object (the alignment
-    # index: millions on a large corpus); frozen objects are skipped, so the merge stays linear
-    gc.freeze()
-    try:
-        for sfx in ([""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else [])):
-            builder = IndexedDatasetBuilder(out + sfx + ".bin.tmp", dtype=np.int32 if sfx else token_dtype(vocab.vocab_size))
-            for i in shard_ids:
-                builder.add_index(os.path.join(tmpdir, f"shard_{i:06d}{sfx}"))
-            builder.finalize(out + sfx + ".idx.tmp")
-    finally:
-        gc.unfreeze()
+    for sfx in ([""] + ([WORDS_SUFFIX] if len(prefixes) == 2 else [])):
+        builder = IndexedWriter(out + sfx + ".bin.tmp", np.int32 if sfx else token_dtype(vocab.vocab_size))
+        for i in shard_ids:
+            builder.add_index(os.path.join(tmpdir, f"shard_{i:06d}{sfx}"))
+        builder.finalize(out + sfx + ".idx.tmp")
     text, speech, other = totals["tokens"]
     sidecar = {
         "format": SIDECAR_FORMAT,
