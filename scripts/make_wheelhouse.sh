@@ -3,7 +3,7 @@
 # package index:
 #   bash scripts/make_wheelhouse.sh --python 3.12 --out wh/ [--platform manylinux_2_28_x86_64] \
 #        [--budget-mib 60] [--have node_packages.txt]
-# Then copy the checkout and wh/ to the node and run `python bench/gpu_check.py --wheelhouse wh/`
+# Then copy the checkout and wh/ to the node and run `python scripts/gpu_check.py --wheelhouse wh/`
 # (or `WHEELHOUSE=wh/ bash scripts/install.sh`). All options: --help.
 # Needs a Python >= 3.10 with pip here (the project's .venv when it exists; PYTHON=... to choose);
 # the target's Python version is --python, not this one.

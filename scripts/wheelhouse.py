@@ -11,16 +11,13 @@ default list of the node in docs/gpu.md), and downloads each missing one as a bi
 --python/--platform with `pip download --no-deps`. Torch and CUDA wheels are never downloaded:
 the target must have them. The total is checked against --budget-mib before anything lands in
 --out; the wheelhouse gets a manifest.json (name, version, size, sha256, requirements of every
-wheel) that bench/gpu_check.py reads.
+wheel; scripts/gpucheck/manifest.py) that scripts/gpu_check.py reads.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import fnmatch
-import hashlib
-import json
-import os
 import platform
 import re
 import shutil
@@ -32,22 +29,10 @@ from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
 
-try:
-    from packaging.markers import Marker
-    from packaging.requirements import Requirement
-    from packaging.specifiers import SpecifierSet
-    from packaging.utils import canonicalize_name, parse_wheel_filename
-    from packaging.version import Version
-except ImportError:  # a bare interpreter: pip vendors the same library
-    from pip._vendor.packaging.markers import Marker
-    from pip._vendor.packaging.requirements import Requirement
-    from pip._vendor.packaging.specifiers import SpecifierSet
-    from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
-    from pip._vendor.packaging.version import Version
+from gpucheck.manifest import (MANIFEST, Requirement, SpecifierSet, Version, applicable, canonicalize_name,
+                               listed_files, parse_wheel_filename, wheel_entry, write_manifest)
 
 REPO = Path(__file__).resolve().parent.parent
-MANIFEST = "manifest.json"
-FORMAT = 1
 # The documented GPU node (docs/gpu.md): PyTorch with its CUDA stack, transformers and what they
 # pull in, and the scientific stack. Patterns are fnmatch-style over canonical names.
 DEFAULT_HAVE = """
@@ -114,20 +99,7 @@ class Wheel:
 
     def requirements(self, extras: set[str], env: dict) -> list[Requirement]:
         """The requirements that apply on the target with `extras` requested."""
-        out = []
-        for line in self.requires:
-            req = Requirement(line)
-            if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *sorted(extras))):
-                out.append(req)
-        return out
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return applicable(self.requires, extras, env)
 
 
 # --------------------------------------------------------------------------- target description
@@ -365,11 +337,9 @@ def prepare_out(out: Path) -> None:
 
 
 def publish(out: Path, files: list[Path]) -> None:
-    manifest = out / MANIFEST
-    if manifest.is_file():  # rebuilding: drop the previous build's wheels
-        for entry in json.loads(manifest.read_text()).get("wheels", []):
-            (out / entry["file"]).unlink(missing_ok=True)
-        manifest.unlink()
+    for file in listed_files(out):  # rebuilding: drop the previous build's wheels
+        (out / file).unlink(missing_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
     for f in files:
         shutil.move(str(f), out / f.name)
 
@@ -393,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the target is like this interpreter: everything installed here counts as present")
     ap.add_argument("--need", default="", help="comma-separated packages to include even if the target has them")
     ap.add_argument("--extras", default="test", help="extras of megatron-slm to include (default test: pytest for "
-                                                      "bench/gpu_check.py)")
+                                                      "scripts/gpu_check.py)")
     ap.add_argument("--also", default=DEFAULT_ALSO, help=f"comma-separated extra packages (default {DEFAULT_ALSO})")
     ap.add_argument("--mcore-versions", default=DEFAULT_MCORE_VERSIONS,
                     help="further megatron-core versions besides the one our pin resolves to: `newest` and/or "
@@ -487,7 +457,6 @@ def _build_into(args, out: Path, stage: Path, platforms: list[str], env: dict, h
 
     mcore_versions = sorted({w.version for w in wheels if w.name == canonicalize_name(MCORE)}, key=Version)
     manifest = {
-        "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": args.python, "platforms": platforms, "budget_mib": args.budget_mib, "total_bytes": total,
         "built_on": f"{platform.node()} (Python {platform.python_version()})",
@@ -501,16 +470,14 @@ def _build_into(args, out: Path, stage: Path, platforms: list[str], env: dict, h
             "requested": _split(args.mcore_versions),
         },
         "have": sorted(have.exact) + sorted(have.patterns),
-        "wheels": [{"file": w.path.name, "name": w.name, "version": w.version, "bytes": sizes[w.path],
-                    "sha256": sha256(w.path), "requires": w.requires,
-                    "required_by": sorted(res.required_by.get(w.name, ())) or
-                    (["--mcore-versions"] if w in res.extra_versions else ["(this project)"])}
+        "wheels": [wheel_entry(w.path, w.name, w.version, w.requires, sorted(res.required_by.get(w.name, ())) or
+                               (["--mcore-versions"] if w in res.extra_versions else ["(this project)"]))
                    for w in wheels],
     }
     publish(out, [w.path for w in wheels])
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_manifest(out, manifest)
     print(f"[wheelhouse] wrote {out} ({MANIFEST}); megatron-core {', '.join(mcore_versions) or 'none'}")
-    print(f"[wheelhouse] on the target: python bench/gpu_check.py --wheelhouse {out} --out gpu_check/   "
+    print(f"[wheelhouse] on the target: python scripts/gpu_check.py --wheelhouse {out} --out gpu_check/   "
           f"(or WHEELHOUSE={out} bash scripts/install.sh)")
     return 0
 

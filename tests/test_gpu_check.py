@@ -1,4 +1,4 @@
-"""bench/gpu_check.py on a CPU machine: the dry run a GPU node would follow, damaged wheelhouses,
+"""scripts/gpu_check.py on a CPU machine: the dry run a GPU node would follow, damaged wheelhouses,
 failing steps that do not stop the others, the time limit that kills a whole process group, the
 per-test pytest report; and the CUDA model configuration without Transformer Engine or Apex (the
 GPU node's case), built here without a GPU."""
@@ -16,19 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TINY_CPU
 
-GPU_CHECK = REPO / "bench" / "gpu_check.py"
+GPU_CHECK = REPO / "scripts" / "gpu_check.py"
 MAKE_WHEELHOUSE = REPO / "scripts" / "make_wheelhouse.sh"
 STEPS = ["install", "gpu-tests", "train", "train-fp8", "units", "generate", "cpu-suite"]
 
 
-def load_gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gpu_check", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture()
+def scripts_on_path(monkeypatch):
+    """The package behind scripts/gpu_check.py is imported from scripts/, as the command does."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
 
 
 def run(cmd, cwd=REPO, env=None, timeout=300):
@@ -100,8 +98,12 @@ def test_damaged_or_missing_wheelhouse_is_one_clear_error(wheelhouse, tmp_path):
     wheel.write_bytes(bytes(data))
     empty = tmp_path / "empty"
     empty.mkdir()
+    newer = tmp_path / "newer"  # made by a later checkout whose manifest this one cannot read
+    shutil.copytree(wheelhouse, newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
     for folder, message in ((broken, f"{wheel.name}: sha256 differs"), (empty, "no manifest.json"),
-                            (tmp_path / "nowhere", "no such folder")):
+                            (tmp_path / "nowhere", "no such folder"), (newer, "format 2, this checkout reads")):
         proc = run([sys.executable, GPU_CHECK, "--wheelhouse", folder, "--out", tmp_path / "o", "--dry-run"])
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
@@ -128,15 +130,17 @@ def test_failed_step_is_reported_and_the_rest_still_decided(wheelhouse, tmp_path
     assert md.startswith("## GPU check") and "| install (" in md and "| failed |" in md and "| skipped |" in md
 
 
-def test_step_time_limit_kills_the_whole_process_group(wheelhouse, tmp_path):
-    gc = load_gpu_check()
-    args = gc.parse_args(["--wheelhouse", str(wheelhouse), "--out", str(tmp_path)])
-    check = gc.Check(args)
+def test_step_time_limit_kills_the_whole_process_group(wheelhouse, tmp_path, scripts_on_path):
+    from gpucheck.cli import parse_args
+    from gpucheck.results import Result, StepTimeout
+    from gpucheck.runner import Check
+
+    check = Check(parse_args(["--wheelhouse", str(wheelhouse), "--out", str(tmp_path)]))
     (tmp_path / "logs").mkdir()
-    result = gc.Result("demo", "demo", 1)
+    result = Result("demo", "demo", 1)
     pid_file = tmp_path / "grandchild.pid"
     t = time.perf_counter()
-    with pytest.raises(gc.StepTimeout, match="ran past 1 s"):
+    with pytest.raises(StepTimeout, match="ran past 1 s"):
         check.run_cmd(result, ["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], timeout=1)
     assert time.perf_counter() - t < 15
     time.sleep(0.5)
@@ -145,7 +149,9 @@ def test_step_time_limit_kills_the_whole_process_group(wheelhouse, tmp_path):
     assert (tmp_path / result.log).read_text().count("sleep 60") == 1
 
 
-def test_pytest_plugin_logs_every_outcome_with_its_reason(tmp_path):
+def test_pytest_plugin_logs_every_outcome_with_its_reason(tmp_path, scripts_on_path):
+    from gpucheck.plugin import read_test_log
+
     (tmp_path / "test_demo.py").write_text(
         "import pytest\n"
         "def test_ok():\n    pass\n"
@@ -153,10 +159,10 @@ def test_pytest_plugin_logs_every_outcome_with_its_reason(tmp_path):
         "@pytest.mark.skip(reason='needs a thing')\ndef test_skipped():\n    pass\n"
         "@pytest.mark.skipif(True, reason='needs 2 GPUs')\ndef test_skipif():\n    pass\n")
     log = tmp_path / "log.jsonl"
-    proc = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "gpu_check", "test_demo.py"],
-               cwd=tmp_path, env={"PYTHONPATH": str(REPO / "bench"), "GPU_CHECK_PYTEST_LOG": str(log)})
+    proc = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "gpucheck.plugin",
+                "test_demo.py"], cwd=tmp_path, env={"PYTHONPATH": str(REPO / "scripts"), "GPU_CHECK_PYTEST_LOG": str(log)})
     assert proc.returncode == 1, proc.stdout
-    tests = load_gpu_check().read_test_log(log)
+    tests = read_test_log(log)
     outcome = {k.split("::")[1]: (v["outcome"], v["reason"]) for k, v in tests.items()}
     assert outcome["test_ok"] == ("passed", None)
     assert outcome["test_bad"][0] == "failed" and "one is not two" in outcome["test_bad"][1]
@@ -178,7 +184,7 @@ def test_cuda_local_spec_config_builds_without_te_or_apex():
     from megatron_slm.models.provider import build_transformer_config, layer_spec, resolve_arch
     from megatron_slm.models.spec import ModelSpec
 
-    cfg = load_config(REPO / "examples" / "configs" / "tiny_cpu.yaml",
+    cfg = load_config(TINY_CPU,
                       ["runtime.device=cuda", "precision.dtype=bf16", "model.spec=auto"])
     arch, _ = resolve_arch(cfg)
     config = build_transformer_config(ModelSpec.from_config(cfg, arch, 1024), on_cuda=True)

@@ -24,6 +24,7 @@ RULES = [
     ("megatron_slm.data.blend", "megatron_slm.data.preprocess", "training reads data/storage.py, not the offline driver"),
     ("megatron_slm.data.storage", "megatron_slm.data.preprocess", "the format does not depend on its writer"),
     ("megatron_slm.models", "megatron_slm.scaling", "models know nothing of sweeps"),
+    ("megatron_slm.generate", "megatron_slm.eval", "generative metrics live in eval/, which runs generation"),
     ("megatron_slm.models", "megatron_slm.checkpoint", "checkpoint/ builds on models/, not the reverse"),
 ]
 

@@ -1,7 +1,7 @@
 """scripts/make_wheelhouse.sh against the real package index, and installs from a wheelhouse with no
 index: the Python 3.12 wheelhouse of the GPU node (within its 60 MiB budget, no torch/CUDA wheels,
 nothing the node has), the budget refusal, and for this Python an install through
-bench/gpu_check.py's install step and through scripts/install.sh, then imports and a console
+scripts/gpu_check.py's install step and through scripts/install.sh, then imports and a console
 script from outside the checkout. Skipped when the package index is unreachable."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 MAKE_WHEELHOUSE = REPO / "scripts" / "make_wheelhouse.sh"
-GPU_CHECK = REPO / "bench" / "gpu_check.py"
+GPU_CHECK = REPO / "scripts" / "gpu_check.py"
 THIS_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
