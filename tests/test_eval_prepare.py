@@ -179,3 +179,18 @@ def test_cli_reports_missing_layout_without_traceback(tmp_path, capsys):
     assert run(["ssc", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "x.jsonl")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err and "not a directory" in err
+
+
+def test_every_benchmark_is_registered_with_its_layout_and_pairing():
+    """The command offers exactly the registry; each benchmark says what it reads and how it pairs."""
+    from megatron_slm.commands.prepare_eval_data import parse_args
+    from megatron_slm.eval.benchmarks.registry import BENCHMARKS, read_specs
+    from megatron_slm.eval.benchmarks.spec import ReadRequest
+
+    assert list(BENCHMARKS) == ["swuggy", "sblimp", "ssc", "tsc", "salmon", "cross-modal", "word-shuffle"]
+    for name, b in BENCHMARKS.items():
+        assert b.name == name and b.files and b.pairing
+        assert parse_args([name, "--src", "x", "--out", "y", "--units-file", "u", "--alignments", "a"]).benchmark == name
+    assert {n for n, b in BENCHMARKS.items() if b.hf_columns} == {"swuggy", "sblimp", "ssc", "tsc", "salmon"}
+    with pytest.raises(PrepareError, match="built from a corpus"):
+        read_specs("word-shuffle", ReadRequest("x"))
