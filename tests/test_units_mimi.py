@@ -16,8 +16,8 @@ from megatron_slm.testing.tiny_mimi import save_tiny_mimi
 from megatron_slm.units.records import compatibility_key, iter_records, parse_record, read_meta
 from megatron_slm.vocab import UnitInventory, VocabError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORPUS = os.path.join(REPO, "examples", "data", "tiny_corpus")
+from conftest import CORPUS, TOKENIZER
+
 AUDIO = sorted(os.path.join(CORPUS, "audio", f) for f in os.listdir(os.path.join(CORPUS, "audio")))[:6]
 
 
@@ -171,3 +171,40 @@ def test_kmeans_units_unchanged_through_the_interface(tmp_path):
     assert compatibility_key(meta) == compatibility_key(read_meta(bundled))
     assert meta["tokenizer"] == {"kind": "mel", "codebook_size": 100, "num_codebooks": 1, "frame_rate": 25.0,
                                  "weights_sha256": None, "kmeans_sha256": meta["kmeans"]["sha256"]}
+
+
+def test_interleaved_dataset_holds_whole_frames_in_codebook_order(tmp_path, mimi_dir):
+    """Extraction -> vocabulary from the sidecar -> interleaved preprocessing: every speech span is
+    whole frames, each codebook's ids in its own range."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_slm.data import preprocess as pp
+    from megatron_slm.units.records import read_inventory
+    from megatron_slm.vocab import SpeechVocab
+
+    aligns = tmp_path / "alignments.jsonl"
+    aligns.write_text("".join(open(os.path.join(CORPUS, "alignments.jsonl")).readlines()[:8]))
+    os.symlink(os.path.join(CORPUS, "audio"), tmp_path / "audio")
+    units = tmp_path / "mimi2.jsonl"
+    assert extract_units.main(["--alignments", str(aligns), "--tokenizer", "mimi", "--model-dir", mimi_dir,
+                               "--num-codebooks", "2", "--out", str(units), "--device", "cpu",
+                               "--audio-backend", "soundfile"]) == 0
+    inv = read_inventory(units)
+    SpeechVocab.from_pretrained(TOKENIZER, inventory=inv).save(tmp_path / "tok")
+    vocab = SpeechVocab.from_pretrained(tmp_path / "tok")
+    meta = pp.run(pp.PreprocessJob(kind="interleaved", tokenizer=str(tmp_path / "tok"), out_prefix=str(tmp_path / "d"),
+                                   inputs=[str(units)], alignments=str(aligns), progress=False))
+    assert meta["documents"] == 8 and not meta["skipped"]["counts"]
+    ds = IndexedDataset(str(tmp_path / "d"))
+    spans = mixed = 0
+    for i in range(len(ds)):
+        doc = ds[i].astype(np.int64)
+        is_unit = (doc >= vocab.unit_offset) & (doc < vocab.speech_id)
+        mixed += bool(is_unit.any() and (doc < vocab.unit_offset).sum() > 2)
+        edges = np.flatnonzero(np.diff(np.r_[0, is_unit.astype(int), 0]))
+        for a, b in zip(edges[::2], edges[1::2]):
+            span = doc[a:b] - vocab.unit_offset
+            assert len(span) % 2 == 0 and (span // 256 == np.arange(len(span)) % 2).all(), span
+            assert doc[a - 1] == vocab.speech_id  # a span starts at its marker
+            spans += 1
+    assert spans >= 8 and mixed >= 1

@@ -46,6 +46,17 @@ def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: Alignm
                         ) -> tuple[interleave.PreparedUtterance, Any]:
     """One units record + its alignment -> (PreparedUtterance, UnitRecord); RecordError if unusable."""
     rec, units = units_record(obj, where, vocab.num_units)
+    n_q = vocab.inventory.num_codebooks  # a codec's frame: n_q ids in codebook order
+    if rec.codebooks != n_q:
+        raise RecordError(f"{where}: utterance {rec.id!r} has {rec.codebooks} codebook(s) per frame but the "
+                          f"vocabulary's units have {n_q}", "invalid_units")
+    if n_q > 1:
+        from megatron_slm.vocab import VocabError
+
+        try:
+            vocab.inventory.unflatten(units)
+        except VocabError as e:
+            raise RecordError(f"{where}: field 'units': {e}", "invalid_units") from None
     if rec.id not in align:
         raise RecordError(f"{where}: utterance {rec.id!r} has no alignment in {align.path}", "no_alignment")
     try:
@@ -54,7 +65,8 @@ def prepare_interleaved(obj: dict, where: str, vocab: SpeechVocab, align: Alignm
         raise RecordError(str(e), e.reason) from None
     ids, owner = vocab.encode_words_flat(al.words, first_spaced=document.first_word_spaced(rule))
     lo, hi = interleave.word_unit_ranges(al.starts, al.ends, np.asarray(rec.durations), rec.unit_seconds, rule)
-    return interleave.prepare_flat(document_key(rec.id), ids, owner, vocab.unit_ids(units), lo, hi), rec
+    # durations count frames: a word owns whole frames, n_q ids each
+    return interleave.prepare_flat(document_key(rec.id), ids, owner, vocab.unit_ids(units), lo * n_q, hi * n_q), rec
 
 
 class _Columns:

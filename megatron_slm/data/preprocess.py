@@ -277,9 +277,12 @@ def run(job: PreprocessJob) -> dict:
             raise PreprocessError(str(e)) from None
     K = job.num_units
     if units_identity is not None:
-        if K is not None and K != units_identity["k"]:
-            raise PreprocessError(f"--num-units {K} but {units_identity['sidecar']} says the units have k={units_identity['k']}")
-        K = units_identity["k"]
+        from megatron_slm.units.records import key_num_units
+
+        k = key_num_units(units_identity)  # a codec's K x n_q
+        if K is not None and K != k:
+            raise PreprocessError(f"--num-units {K} but {units_identity['sidecar']} says the units have k={k}")
+        K = k
     try:
         vocab = SpeechVocab.from_pretrained(job.tokenizer, num_units=K)
     except VocabError as e:

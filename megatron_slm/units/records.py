@@ -189,6 +189,14 @@ def read_inventory(path: str | os.PathLike):
         raise ValueError(f"{meta_path(units)}: {e}") from None
 
 
+def key_num_units(key: dict) -> int:
+    """Units (K x n_q) a compatibility key's tokenizer defines."""
+    tok = key.get("tokenizer")
+    if "k" not in key and isinstance(tok, dict):
+        return int(tok["codebook_size"]) * int(tok.get("num_codebooks", 1))
+    return key["k"]
+
+
 def num_units(meta: dict) -> int:
     """Units in the vocabulary a sidecar's units need (K x n_q)."""
     return inventory(meta).num_units
