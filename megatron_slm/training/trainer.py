@@ -88,7 +88,7 @@ class Trainer:
             preemption.install()  # already installed by pretrain_slm.py; here for library use
         else:
             preemption.uninstall()
-        self.objective = make_objective(cfg, self.plan.arch.vocab_size, LOSS_KEYS, TRAIN_CONSOLE)
+        self.objective = make_objective(cfg, self.plan.arch.vocab_size, LOSS_KEYS, TRAIN_CONSOLE, self.vocab)
         self.forward_step = self.objective.forward_step
         self.flops_per_token = training_flops_per_token(self.plan.arch, cfg.train.seq_length)
         self.peak_tflops = peak_tflops_for(torch.cuda.get_device_name()) if on_cuda else None
