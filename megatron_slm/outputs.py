@@ -1,5 +1,8 @@
-"""Output directories a tool writes: never on top of its inputs, replaced only when ours.
+"""Outputs a tool writes: never on top of its inputs, replaced only when ours.
 
+    guard_output_file(args.out, inputs=[args.items, args.model_dir], force=args.force, flag="--out")
+    guard_reused_dir(args.out, tool="scaling plan")   # a directory written in place (resumable builds)
+    name = output_name(row_id)                          # a file name per id, unique across ids
     with staged_dir(args.out, inputs=[args.hf_dir, args.tokenizer], force=args.force, tool="hf-to-mcore") as tmp:
         ...write into tmp...          # becomes args.out only when the block finishes
 
@@ -14,7 +17,9 @@ Rules, for every tool that writes a directory:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import re
 import os
 import shutil
 import time
@@ -61,7 +66,7 @@ def guard_output_dir(out: str | os.PathLike, inputs: Sequence[Optional[str | os.
             raise OutputError(f"{out} exists and is not a directory")
         if not force:
             raise OutputError(f"{out} already exists (pass --force to replace it)")
-        if any(target.iterdir()) and not is_ours(target):
+        if any(target.iterdir()) and not is_ours(target) and not (own_file and (target / own_file).is_file()):
             raise OutputError(f"{out} exists and was not written by a megatron-slm tool (no {MARKER} file): "
                               f"--force replaces only such directories; remove it yourself if it is disposable")
 
@@ -98,3 +103,71 @@ def staged_dir(out: str | os.PathLike, inputs: Sequence[Optional[str | os.PathLi
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def guard_output_file(out: str | os.PathLike, inputs: Sequence[Optional[str | os.PathLike]] = (),
+                      force: bool = False, flag: str = "--out", resume: bool = False) -> None:
+    """Refuse a file output that is an input, lies inside an input directory (a model directory),
+    is a directory, has a file where a parent directory should be, or exists without `force`
+    (`resume`: the tool appends to it, so it may exist)."""
+    target = _resolved(out)
+    for inp in inputs:
+        if inp is None:
+            continue
+        how = _overlap(target, _resolved(inp))
+        if how:
+            raise OutputError(f"refusing to write {flag} {out}: it {how} the input {inp} (choose an output elsewhere)")
+    if target.is_dir():
+        raise OutputError(f"{flag} {out} is a directory; give the path of a file to write")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{flag} {out}: {parent} is a file, not a directory")
+            break
+    if target.exists() and not (force or resume):
+        raise OutputError(f"{flag} {out} already exists (pass --force to replace it)")
+
+
+def guard_distinct(outputs: dict[str, Optional[str | os.PathLike]]) -> None:
+    """Two outputs of one command (flag -> path) must not be the same file."""
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        target = _resolved(path)
+        if target in seen:
+            raise OutputError(f"{flag} and {seen[target]} name the same file {path}")
+        seen[target] = flag
+
+
+def guard_reused_dir(out: str | os.PathLike, tool: str, inputs: Sequence[Optional[str | os.PathLike]] = (),
+                     flag: str = "--out", own_file: Optional[str] = None) -> None:
+    """A directory a tool builds in place and reuses on the next run: refused when it overlaps an
+    input, or already holds files without a megatron-slm marker (someone else's files, which a
+    build would mix with or overwrite). `own_file`: a file name (the tool's manifest) that marks the
+    directories it wrote before markers existed. Marks it as ours before anything is written."""
+    target = _resolved(out)
+    for inp in inputs:
+        if inp is None:
+            continue
+        how = _overlap(target, _resolved(inp))
+        if how:
+            raise OutputError(f"refusing to write {flag} {out}: it {how} the input {inp} (choose an output elsewhere)")
+    if target.exists():
+        if not target.is_dir():
+            raise OutputError(f"{flag} {out} exists and is not a directory")
+        if any(target.iterdir()) and not is_ours(target) and not (own_file and (target / own_file).is_file()):
+            raise OutputError(f"{flag} {out} holds files no megatron-slm tool wrote (no {MARKER} file): "
+                              f"choose an empty or new directory")
+    target.mkdir(parents=True, exist_ok=True)
+    if not is_ours(target):
+        mark(target, tool)
+
+
+def output_name(uid: str) -> str:
+    """A file-name stem for an id, distinct for distinct ids: an id that is already a safe name is
+    kept; any other gets its safe form plus a hash of the id (`a/b` and `a_b` would otherwise meet)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", uid).strip("_.")[:100]
+    if safe == uid and safe:
+        return safe
+    return f"{safe or 'id'}-{hashlib.sha1(uid.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"

@@ -128,6 +128,16 @@ def _run(*args):
     return align_words.main([*map(str, args), "--quiet", "--device", "cpu"])
 
 
+def test_out_never_replaces_the_input(tmp_path, capsys):
+    src = tmp_path / "cuts.jsonl.gz"
+    src.write_bytes(b"a Lhotse manifest")
+    for out in (src, tmp_path / "model" / "aligned.jsonl"):  # the input, or inside the model directory
+        assert _run("--input", src, "--model-dir", tmp_path / "model", "--out", out) == 2
+        err = capsys.readouterr().err
+        assert "refusing to write" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert src.read_bytes() == b"a Lhotse manifest"
+
+
 def test_tool_on_a_random_model_jsonl_lhotse_and_resume(tmp_path, random_ctc, capsys):
     pytest.importorskip("lhotse")
     from megatron_slm.corpus.alignments import AlignmentIndex

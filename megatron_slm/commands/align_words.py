@@ -62,8 +62,13 @@ def main(argv=None) -> int:
     from megatron_slm.units.sharding import repair_tail
     from megatron_slm.corpus.synth import split_words
 
+    from megatron_slm.outputs import guard_output_file
+
     t0 = time.time()
     try:
+        # resumable, so --out may exist; never on the input (a Lhotse --input's alignments would be replaced)
+        for path in (args.out, args.out + ".partial.jsonl", args.out + ".unaligned.tsv"):
+            guard_output_file(path, [args.input, args.model_dir], resume=True)
         utts, in_kind = transcripts.read_transcripts(args.input)
         fmt = args.format if args.format != "auto" else ("lhotse" if args.out.endswith(".jsonl.gz") else "jsonl")
         if in_kind == "lhotse" and fmt != "lhotse":

@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--submission", default=None, metavar="DIR",
                    help="write ZeroSpeech 2021 submission files for the sWUGGY/sBLIMP sets prepared from gold.csv: "
                         "DIR/lexical/<split>.txt, DIR/syntactic/<split>.txt ('<filename> <score>'), DIR/meta.yaml")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out / --item-scores / --submission when they exist (a --submission directory only "
+                        "when a megatron-slm tool wrote it)")
     from megatron_slm.commands.generate import add_generative_eval_args
 
     add_generative_eval_args(p)
@@ -62,12 +65,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any scoring: no output on top of an input (items, benchmarks, model, tokenizer), over
+    another output, or over an existing file without --force."""
+    from megatron_slm import outputs
+
+    inputs = [args.mcore_dir, args.hf_dir, args.tokenizer, args.units_meta, args.asr_model, args.ppl_model,
+              args.vocoder, args.alignments, *args.items, *([args.data] if args.tasks else [])]
+    outputs.guard_distinct({"--out": args.out, "--item-scores": args.item_scores, "--submission": args.submission})
+    for flag in ("--out", "--item-scores"):
+        if getattr(args, flag[2:].replace("-", "_")):
+            outputs.guard_output_file(getattr(args, flag[2:].replace("-", "_")), inputs, force=args.force, flag=flag)
+    if args.submission:
+        outputs.guard_output_dir(args.submission, inputs, force=args.force)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from megatron_slm.eval import run
     from megatron_slm.eval.benchmarks import zerospeech
     from megatron_slm.eval.items import ItemError
     from megatron_slm.eval.report import summarize, table, write_item_scores, write_report
+    from megatron_slm.outputs import mark
     from megatron_slm.eval.generative import is_generative_task
     from megatron_slm.vocab import SpeechVocab, VocabError, tokenizer_unit_count
 
@@ -77,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not os.path.isdir(model_dir):
             raise ItemError(f"{model_dir}: model directory not found")
+        check_outputs(args)
         tok_dir = args.tokenizer or (os.path.join(args.mcore_dir, "tokenizer") if args.mcore_dir else args.hf_dir)
         vocab = SpeechVocab.from_pretrained(tok_dir, args.num_units or tokenizer_unit_count(tok_dir))
         tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
@@ -109,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 files = zerospeech.write_submission(args.submission, sets, all_scores,
                                                     f"megatron-slm eval_slm: {settings['model']} (score {args.score})")
+                mark(args.submission, "eval_slm --submission")
                 print(f"ZeroSpeech 2021 submission: {', '.join(files)}"
                       + (" (complete meta.yaml before submitting)" if any(f.endswith("meta.yaml") for f in files) else ""))
             except ValueError as e:

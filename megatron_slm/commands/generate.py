@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 
 from megatron_slm.console import error
+from megatron_slm.outputs import guard_output_file, guard_reused_dir, output_name
 from megatron_slm.commands.unit_args import add_trust_pickle_arg
 
 OUTPUTS = ("speech", "text", "any")
@@ -140,10 +140,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def safe_name(uid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", uid).strip("_") or "prompt"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from megatron_slm.config import ConfigError
@@ -231,15 +227,49 @@ def read_prompts(args, vocab):
             raise P.GenerationError(f"{args.prompt_text}: prompt file not found")
         ps = P.read_text_prompts(args.prompt_text)
     ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None
+    if ids is not None and len(set(ids)) < len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise P.GenerationError(f"--ids names {twice!r} more than once (each prompt gets one row)")
+    if args.limit is not None and args.limit < 1:
+        raise P.GenerationError(f"--limit must be >= 1 (got {args.limit})")
     return P.select(ps, ids, args.limit)
 
 
-def _done_ids(out: str) -> set[str]:
+def input_paths(args) -> list:
+    """Every file or directory the command reads: outputs must stay off all of them."""
+    return [args.mcore_dir, args.hf_dir, args.tokenizer, args.units_meta, args.prompt_units, args.prompt_text,
+            args.prompt_jsonl, args.alignments, args.kmeans, args.extractor_model_dir, args.vocoder,
+            *(args.prompt_audio or [])]
+
+
+def _done_rows(out: str) -> dict[str, tuple[str, dict]]:
+    """id -> (file:line, row) of the rows an interrupted run already wrote."""
     from megatron_slm.jsonio import iter_jsonl
     from megatron_slm.units.sharding import repair_tail
 
     repair_tail(out)
-    return {obj["id"] for _, obj in iter_jsonl(out) if isinstance(obj, dict) and "id" in obj}
+    return {obj["id"]: (where, obj) for where, obj in iter_jsonl(out) if isinstance(obj, dict) and "id" in obj}
+
+
+def check_resumable(rows: dict[str, tuple[str, dict]], job, out: str) -> None:
+    """--resume keeps rows only when they were made as this run makes them: the same model,
+    sampling settings, output modality and units."""
+    from megatron_slm.generate.sampling import GenerationError
+
+    def same(value):  # as a row stores it
+        return json.loads(json.dumps(value))
+
+    model = {k: v for k, v in job.model_info.items() if k not in ("tp", "pp")}  # the layout changes no result
+    expected = {"settings": same(job.settings()), "model": same(model), "unit_identity": same(job.unit_identity)}
+    for uid, (where, row) in rows.items():
+        for key, want in expected.items():
+            got = row.get(key)
+            if key == "model" and isinstance(got, dict):
+                got = {k: v for k, v in got.items() if k not in ("tp", "pp")}
+            if got != want:
+                raise GenerationError(f"{where}: row {uid!r} was made with another {key} than this run "
+                                      f"({json.dumps(got)[:200]} vs {json.dumps(want)[:200]}); --resume continues "
+                                      f"only the same generation: use --force to replace {out}, or another --out")
 
 
 def _run(args) -> int:
@@ -254,17 +284,20 @@ def _run(args) -> int:
     cfg = sampling_config(args)
     if args.batch_size < 1:
         raise GenerationError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    guard_output_file(args.out, input_paths(args), force=args.force, resume=args.resume)  # before any work
+    wav_dir = (args.wav_dir or os.path.splitext(args.out)[0] + "_wav") if args.vocoder else None
+    if wav_dir and rank0:
+        guard_reused_dir(wav_dir, "generate", input_paths(args), flag="--wav-dir")
     vocab, tok_dir = build_vocab(args)
     model_identity = eval_run.expected_unit_identity(args.mcore_dir or args.hf_dir, tok_dir, units_meta=args.units_meta)
     ps = read_prompts(args, vocab)
     check_unit_identity(ps, model_identity, vocab.num_units)
-    if os.path.exists(args.out) and not (args.resume or args.force):
-        raise GenerationError(f"{args.out} exists: --resume to continue it, --force to replace it")
-    done = _done_ids(args.out) if args.resume and os.path.exists(args.out) else set()
+    done_rows = _done_rows(args.out) if args.resume and os.path.exists(args.out) else {}
+    done = set(done_rows)
     todo = [p for p in ps.prompts if p.id not in done]
     if not ps.prompts:
         raise GenerationError(f"{ps.source}: no usable prompts" + _skip_text(ps.skipped))
-    vocoder, wav_dir = None, None
+    vocoder = None
     if (args.wav_dir or args.wav_with_prompt or args.speaker) and not args.vocoder:
         raise GenerationError("--wav-dir / --wav-with-prompt / --speaker need a --vocoder")
     if args.vocoder:
@@ -272,11 +305,11 @@ def _run(args) -> int:
             raise GenerationError("--vocoder turns speech into audio, but --output-modality is text")
         vocoder = load_vocoder(args.vocoder, inventory=vocab.inventory)
         check_vocoder(vocoder, vocab.num_units, model_identity or ps.unit_identity)
-        wav_dir = args.wav_dir or os.path.splitext(args.out)[0] + "_wav"
     source, model_info = build_source(args, vocab)
     policy = TokenPolicy.for_output(vocab, source.rows, args.output_modality, stop_at_switch=not args.no_stop_at_switch)
     job = GenerationJob(source, vocab, policy, cfg, model_info, model_identity or ps.unit_identity,
                         batch_size=args.batch_size, stop_at_switch=not args.no_stop_at_switch, progress=rank0)
+    check_resumable(done_rows, job, args.out)
     if rank0:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     out_f = open(args.out, "a" if args.resume else "w", encoding="utf-8") if rank0 else None
@@ -335,6 +368,6 @@ def _vocode(row: dict, vocoder, wav_dir: str, args, write_wav) -> str | None:
         units = [u for s in segs if "units" in s for u in s["units"]] + units
     if not units:
         return None
-    path = os.path.join(wav_dir, safe_name(row["id"]) + ".wav")
+    path = os.path.join(wav_dir, output_name(row["id"]) + ".wav")
     write_wav(path, vocoder(units, speaker=args.speaker), vocoder.sample_rate)
     return path

@@ -45,7 +45,10 @@ def main(argv=None) -> int:
     spec = CorpusSpec(hours=args.hours, seed=args.seed, valid_fraction=args.valid_fraction,
                       test_fraction=args.test_fraction, text_stories=args.text_stories,
                       voices=DEFAULT_VOICES[: args.voices])
+    from megatron_slm.outputs import guard_reused_dir
+
     try:
+        guard_reused_dir(args.out, "make_story_corpus", own_file="manifest.json")  # not into others' files
         m = build_corpus(args.out, spec, progress=not args.quiet, verify=args.verify)
     except (OSError, ValueError, RuntimeError) as e:
         error(e)

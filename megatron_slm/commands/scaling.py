@@ -21,6 +21,7 @@ import yaml
 
 from megatron_slm.config import ConfigError
 from megatron_slm.console import error
+from megatron_slm.outputs import OutputError, guard_reused_dir
 from megatron_slm.scaling import analysis, collect, plan
 from megatron_slm.scaling.fit import REFERENCE_LAWS, FitError
 from megatron_slm.scaling.results import ResultsError, read_results, write_results
@@ -78,6 +79,10 @@ def cmd_plan(args) -> int:
                        base_config=base, overrides=args.set, runs_dir=args.runs_dir or out / "runs",
                        init_from=args.init_from, min_tokens_per_param=args.min_tokens_per_param,
                        max_tokens_per_param=args.max_tokens_per_param, min_steps=args.min_steps)
+    try:  # written in place: a re-plan into its own sweep dir is fine, someone else's directory is not
+        guard_reused_dir(out, "scaling plan", [args.base_config, args.init_from], own_file="plan.csv")
+    except OutputError as e:
+        raise UsageError(str(e)) from None
     files = plan.write_plan(p, out, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                             time=args.time, partition=args.partition, account=args.account,
                             max_parallel=args.max_parallel)

@@ -1,0 +1,45 @@
+"""eval_slm's outputs (--out, --item-scores, --submission) are checked before anything is scored:
+never on the items, the benchmarks or the model directory, never over another output, and an
+existing file only with --force; each refusal is one line naming the flag and the path."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from megatron_slm.commands import eval_slm
+
+TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"  # the checks come before the model is loaded
+
+
+@pytest.fixture
+def items(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"format": "megatron-slm-eval-items"}\n')
+    return path
+
+
+def run(capsys, *args):
+    code = eval_slm.main(["--hf-dir", str(TOKENIZER), "--num-units", "100", *map(str, args)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err.strip()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (lambda t, i: ["--items", i, "--out", i, "--force"], "--out {i}: it is the input {i}"),
+    (lambda t, i: ["--items", i, "--item-scores", i], "--item-scores {i}: it is the input {i}"),
+    (lambda t, i: ["--items", i, "--out", TOKENIZER / "report.json", "--force"], "is inside the input"),
+    (lambda t, i: ["--tasks", "ssc", "--data", t, "--submission", t / "sub"], "is inside the input"),
+    (lambda t, i: ["--items", i, "--out", t / "r.json", "--item-scores", t / "r.json"], "name the same file"),
+    (lambda t, i: ["--items", i, "--out", t / "reports"], "is a directory"),
+    (lambda t, i: ["--items", i, "--submission", i.with_name("taken")], "exists and is not a directory"),
+    (lambda t, i: ["--items", i, "--out", i.with_name("taken")], "already exists (pass --force"),
+])
+def test_outputs_never_land_on_inputs_or_existing_files(tmp_path, items, capsys, flags, message):
+    (tmp_path / "taken").write_text("an earlier report")
+    (tmp_path / "reports").mkdir()
+    before = items.read_bytes()
+    code, err = run(capsys, *flags(tmp_path, items))
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert message.format(i=items) in err, err
+    assert items.read_bytes() == before and (tmp_path / "taken").read_text() == "an earlier report"
