@@ -126,7 +126,7 @@ def test_units_identity_is_required_and_checked(tmp_path, units_file):
     other = write_records(tmp_path / "b.jsonl", recs)
     meta = read_meta(units_file)
     write_meta(other, make_meta(meta["extractor"], K, "f" * 64, None, True))  # another k-means, same K
-    with pytest.raises(PreprocessError, match="different speech units"):
+    with pytest.raises(PreprocessError, match="hold units from a different extractor.*the records' units come from"):
         run(PairJob("preference", str(TOKENIZER), [other], str(tmp_path / "b"), match=[str(tmp_path / "a")], progress=False))
 
 
@@ -185,3 +185,14 @@ def test_dpo_loss_equals_trls_formula():
     assert torch.allclose(rew_c, 0.1 * (c - rc)) and torch.allclose(rew_r, 0.1 * (r - rr))
     smoothed, _, _ = dpo_losses(c, r, rc, rr, beta=0.1, label_smoothing=0.2)  # conservative DPO
     assert torch.allclose(smoothed, -0.8 * F.logsigmoid(0.1 * delta) - 0.2 * F.logsigmoid(-0.1 * delta), atol=1e-12)
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "examples" / "configs").glob("dpo_*.yaml")) +
+                         sorted((ROOT / "examples" / "configs").glob("sft_*.yaml")), ids=lambda p: p.stem)
+def test_recipes_load_with_their_objective(recipe):
+    cfg = load_config(recipe)
+    assert cfg.train.objective == recipe.stem.split("_")[0] and cfg.data.blend[0].kind == \
+        {"dpo": "preference", "sft": "sft"}[cfg.train.objective]
+    assert recipe.read_text().startswith("# ") and "SlamKit" in recipe.read_text().split("\nmodel:")[0]
+    if cfg.train.objective == "dpo":  # SlamKit's DPO settings
+        assert (cfg.optimizer.lr, cfg.dpo.beta, cfg.optimizer.clip_grad) == (5e-5, 0.1, 0.5)
