@@ -144,3 +144,18 @@ def test_validation_names_file_and_word(tmp_path, words, audio, msg, reason):
 def test_missing_path(tmp_path):
     with pytest.raises(AlignmentError, match="no such alignment file"):
         AlignmentIndex(tmp_path / "nope.jsonl")
+
+
+def test_listing_probing_and_corpus_readers_import_no_torch():
+    """Preprocessing and the command line read alignments, list and probe audio: none of that
+    may pull in torch, scipy or lhotse (only the decoders and the Lhotse reader's calls do)."""
+    import subprocess
+    import sys
+
+    mods = ["megatron_slm.corpus." + m for m in ("words", "canonical", "textgrid", "whisper", "lhotse_manifests",
+                                                  "alignments", "transcripts", "synth", "story_corpus")]
+    mods += ["megatron_slm.audio.sources", "megatron_slm.audio.probe", "megatron_slm.commands.unit_args"]
+    code = (f"import sys\nfor m in {mods!r}: __import__(m)\n"
+            "print(sorted(h for h in ('torch', 'scipy', 'lhotse', 'megatron') if h in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
