@@ -17,7 +17,7 @@ from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.units.records import make_meta, read_meta, write_meta
 from megatron_slm.vocab import SpeechVocab
 
-from conftest import TOKENIZER
+from conftest import REPO, TOKENIZER
 
 K = 20
 
@@ -187,8 +187,8 @@ def test_dpo_loss_equals_trls_formula():
     assert torch.allclose(smoothed, -0.8 * F.logsigmoid(0.1 * delta) - 0.2 * F.logsigmoid(-0.1 * delta), atol=1e-12)
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "examples" / "configs").glob("dpo_*.yaml")) +
-                         sorted((ROOT / "examples" / "configs").glob("sft_*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", sorted((REPO / "examples" / "configs").glob("dpo_*.yaml")) +
+                         sorted((REPO / "examples" / "configs").glob("sft_*.yaml")), ids=lambda p: p.stem)
 def test_recipes_load_with_their_objective(recipe):
     cfg = load_config(recipe)
     assert cfg.train.objective == recipe.stem.split("_")[0] and cfg.data.blend[0].kind == \
