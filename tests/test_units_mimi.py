@@ -208,3 +208,14 @@ def test_interleaved_dataset_holds_whole_frames_in_codebook_order(tmp_path, mimi
             assert doc[a - 1] == vocab.speech_id  # a span starts at its marker
             spans += 1
     assert spans >= 8 and mixed >= 1
+
+    # a word-shuffle benchmark from the same units: words move with whole frames
+    from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
+
+    items, skipped = build_word_shuffle(str(units), str(aligns))
+    assert len(items) + len(skipped) == 8 and items
+    for it in items:
+        for cand in (it.positive, *it.negatives):
+            u = np.asarray(cand.units)
+            assert len(u) % 2 == 0 and (u // 256 == np.arange(len(u)) % 2).all()
+        assert sorted(it.positive.units) == sorted(it.negatives[0].units)

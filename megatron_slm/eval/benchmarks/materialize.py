@@ -80,8 +80,10 @@ class UnitsSource:
             done = {rec.id: rec.units for rec in iter_records(cache_path)}
             return {p: done[key(p)] for p in paths}
 
+        inv = extractor.inventory
         return cls(compatibility_key(extractor.meta), lookup,
-                   f"units extracted with {extractor.meta['extractor'].get('name')} k={extractor.meta['kmeans']['k']}")
+                   f"units extracted with {inv.kind} k={inv.codebook_size}"
+                   + (f" x {inv.num_codebooks} codebooks" if inv.num_codebooks > 1 else ""))
 
 
 def materialize(specs: Sequence[ItemSpec], source: Optional[UnitsSource]) -> tuple[list[Item], Optional[dict]]:

@@ -58,9 +58,9 @@ def word_shuffle_inputs(units_path: str, alignments_path: str) -> Iterator:
     from megatron_slm.corpus.words import AlignmentError, validate
     from megatron_slm.data.prepare import units_record
     from megatron_slm.data.records import RecordError, decode_json_line, iter_lines
-    from megatron_slm.units.records import read_meta
+    from megatron_slm.units.records import num_units, read_meta
 
-    K = read_meta(units_path)["kmeans"]["k"]
+    K = num_units(read_meta(units_path))  # K x n_q for a codec
     align = AlignmentIndex(alignments_path)
     yield from ((msg, reason) for reason, msg in align.problems)
     seen: set[str] = set()
@@ -89,7 +89,12 @@ def build_word_shuffle(units_path: str, alignments_path: str, seed: int = 0, tas
         if isinstance(rec, str):
             skipped.append((rec, al))
             continue
-        gaps, segs = word_segments(rec.units, rec.durations, rec.unit_seconds, al.starts, al.ends)
+        if rec.codebooks > 1:  # codec frames: a word owns whole frames, moved with all their codebooks
+            frames = rec.frames().tolist()
+            gaps, segs = word_segments(range(len(frames)), rec.durations, rec.unit_seconds, al.starts, al.ends)
+            gaps, segs = ([[u for f in part for u in frames[f]] for part in parts] for parts in (gaps, segs))
+        else:
+            gaps, segs = word_segments(rec.units, rec.durations, rec.unit_seconds, al.starts, al.ends)
         filled = [i for i, s in enumerate(segs) if s]
         if len(filled) < min_words:
             skipped.append((f"{rec.id}: fewer than {min_words} words with units", "too_few_words"))
