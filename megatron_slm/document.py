@@ -199,22 +199,31 @@ def assemble_runs(source: np.ndarray, counts: np.ndarray, src: np.ndarray, lengt
     """(documents' ids concatenated, document offsets) of interleaved training documents made of
     runs, laid out as `training_document(..., interleaved=True)`: document d has the next
     counts[d] runs; run r is a modality run (speech[r]) of ids source[src[r]:src[r]+length[r]]
-    (empty runs keep their marker). `source` may be a memory map: only the runs' ids are read."""
-    counts, length = np.asarray(counts, dtype=np.int64), np.asarray(length, dtype=np.int64)
-    D, has_bos = len(counts), int(markers.bos is not None)
+    (empty runs keep their marker). `source` may be a memory map: only the runs' ids are read.
+    This runs once per training sample of dynamic data, so it is a fixed, small number of array
+    operations: the run ids fill every position that is not a BOS, marker or EOD, in order."""
+    counts = np.asarray(counts, dtype=np.int64)
+    length = np.asarray(length, dtype=np.int64)
+    D, R, has_bos = len(counts), len(length), int(markers.bos is not None)
+    ends = np.cumsum(length)
+    before = ends - length                                  # run ids before each run
+    runs_to = np.cumsum(counts)                             # runs up to each document's end
     run_doc = np.repeat(np.arange(D), counts)
-    doc_len = has_bos + 1 + counts + np.bincount(run_doc, weights=length, minlength=D).astype(np.int64)
-    doc_start = np.zeros(D + 1, dtype=np.int64)
-    np.cumsum(doc_len, out=doc_start[1:])
-    run_first = np.cumsum(counts) - counts                  # first run of each document
-    before = np.cumsum(length) - length                     # run ids before each run, overall
-    local = np.arange(len(length)) - run_first[run_doc]     # runs before it in its document
-    marker_at = doc_start[:-1][run_doc] + has_bos + local + before - before[run_first][run_doc] if len(length) else run_doc
-    out = np.empty(int(doc_start[-1]), dtype=np.int64)
-    content = np.arange(int(length.sum()))
-    out[np.repeat(marker_at + 1 - before, length) + content] = source[np.repeat(np.asarray(src, dtype=np.int64) - before, length) + content]
-    out[marker_at] = np.where(speech, markers.speech, markers.text)
+    # a run's marker comes after the ids, markers, BOS and EOD of everything before it
+    marker_at = before + np.arange(R) + run_doc * (1 + has_bos) + has_bos
+    ids_to = np.zeros(D, dtype=np.int64)                    # run ids up to each document's end
+    some = runs_to > 0
+    ids_to[some] = ends[runs_to[some] - 1]
+    offsets = np.zeros(D + 1, dtype=np.int64)
+    offsets[1:] = ids_to + runs_to + np.arange(1, D + 1) * (1 + has_bos)
+    out = np.empty(int(offsets[-1]), dtype=np.int64)
+    content = np.ones(len(out), dtype=bool)
+    content[marker_at] = False
+    content[offsets[1:] - 1] = False
     if has_bos:
-        out[doc_start[:-1]] = markers.bos
-    out[doc_start[1:] - 1] = markers.eod
-    return out, doc_start
+        content[offsets[:-1]] = False
+        out[offsets[:-1]] = markers.bos
+    out[content] = source[np.repeat(np.asarray(src, dtype=np.int64) - before, length) + np.arange(int(ends[-1]) if R else 0)]
+    out[marker_at] = np.where(speech, markers.speech, markers.text)
+    out[offsets[1:] - 1] = markers.eod
+    return out, offsets

@@ -399,14 +399,16 @@ class SpeechVocab:
         """0 text, 1 speech unit, 2 other (modality markers, EOD, BOS, pad, padding ids < 0)."""
         table = self.__dict__.get("_modality_table")
         if table is None:  # one lookup per token (this runs for every training sample)
-            table = np.full(self.vocab_size + 1, MODALITY_OTHER, dtype=np.int64)  # [-1] = out of range
-            table[:self.unit_offset] = MODALITY_TEXT
-            table[self.unit_offset:self.speech_id] = MODALITY_SPEECH
+            # shifted by one: [0] for ids < 0, [vocab_size + 1] for ids past the vocabulary
+            table = np.full(self.vocab_size + 2, MODALITY_OTHER, dtype=np.int64)
+            table[1:self.unit_offset + 1] = MODALITY_TEXT
+            table[self.unit_offset + 1:self.speech_id + 1] = MODALITY_SPEECH
             for special in {self.eod, self.pad, self.bos}:
                 if special is not None:
-                    table[special] = MODALITY_OTHER
+                    table[special + 1] = MODALITY_OTHER
             self._modality_table = table
-        return table[np.clip(np.asarray(ids), -1, self.vocab_size)]
+        # take(mode="clip") clamps the shifted ids into the table (np.clip costs more than the lookup)
+        return table.take(np.asarray(ids) + 1, mode="clip")
 
     # ------------------------------------------------------------------ identity and saving
 

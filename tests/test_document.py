@@ -2,16 +2,14 @@
 form, and the callers (preprocessing, dynamic drawing, eval, generation) giving the same ids."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from megatron_slm import document as dl
 from megatron_slm.vocab import SpeechVocab
 
-REPO = Path(__file__).resolve().parent.parent
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
+from conftest import CORPUS, TOKENIZER
+
 # tiny-bpe: V=512, BOS 0, EOS 1; K=100 units at 512..611, <speech> 612, <text> 613
 BOS, EOD, U, S, T = 0, 1, 512, 612, 613
 
@@ -117,7 +115,7 @@ def test_every_caller_lays_out_the_same_segments_alike(tmp_path, vocab, rule):
     from megatron_slm.eval.scoring import encode_candidate
     from megatron_slm.generate.prompts import Prompt, Segment, encode_prompt
 
-    corpus = REPO / "examples" / "data" / "tiny_corpus"
+    corpus = CORPUS
     cfg = InterleaveConfig(compat=rule, allow_mixed_compat=rule == "none")
     stored = {}
     for mode in ("static", "dynamic"):
@@ -144,7 +142,7 @@ def test_every_caller_lays_out_the_same_segments_alike(tmp_path, vocab, rule):
         words = validate(align.get(rec.id), rec.audio_seconds).words
         runs = interleave.effective_runs(u, interleave.draw(u, cfg, 5, 0), dl.keep_empty_speech(rule))
         static = stored["static"].get(d).astype(np.int64)
-        assert np.array_equal(table.assemble(np.array([d])), static)                      # dynamic drawing
+        assert np.array_equal(table.assemble(np.array([d]))[0], static)                      # dynamic drawing
         # the same runs as prompt segments: text as strings with the words' spaces, speech as units
         segs = []
         for a, b, is_speech in runs:

@@ -100,7 +100,7 @@ def drawn_documents(out: Path) -> dict:
             counts, src, length, speech = runs
             offsets = np.r_[0, np.cumsum(counts, dtype=np.int64)]
             table = dynamic_index.RunTable(offsets, src, length, speech, stored, markers)
-            seqs = [table.assemble(np.array([d])) for d in docs]
+            seqs = [table.assemble(np.array([d]))[0] for d in docs]
             hashes[f"{compat}_epoch{epoch}"] = _ids_sha(seqs)
     return hashes
 

@@ -132,9 +132,9 @@ class SLMDataset(GPTDataset):
         idx = self.shuffle_index[idx]
         (beg, beg_off), (end, end_off) = self.sample_index[idx], self.sample_index[idx + 1]
         virtual = np.asarray(self.document_index[int(beg):int(end) + 1], dtype=np.int64)
-        text = self._runs.assemble(virtual)
+        text, offsets = self._runs.assemble(virtual)
         extra = int(self.config.add_extra_token_to_sequence)
-        stop = len(text) - (self._runs.document_length(virtual[-1]) - int(end_off) - extra)
+        stop = int(offsets[-2]) + int(end_off) + extra  # the last document is cut after end_off (+ the extra token)
         text = text[int(beg_off):stop]
         want = self.config.sequence_length + extra
         if len(text) < want:

@@ -94,18 +94,14 @@ class RunTable:
         flat, self.doc_start, _ = stored.flat("layout")
         self.layout = np.asarray(flat)
 
-    def document_length(self, v: int) -> int:
-        a, b = int(self.offsets[v]), int(self.offsets[v + 1])
-        return int(self.length[a:b].sum()) + (b - a) + int(self.markers.bos is not None) + 1
-
-    def assemble(self, virtual: np.ndarray) -> np.ndarray:
-        """The drawn documents `virtual` (epoch * N + doc), concatenated: [BOS] (marker, run
-        tokens)* EOD per document, read from the memory-mapped .bin."""
+    def assemble(self, virtual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, document offsets) of the drawn documents `virtual` (epoch * N + doc),
+        concatenated: [BOS] (marker, run tokens)* EOD per document, read from the memory-mapped .bin."""
         first = np.asarray(self.offsets[virtual], dtype=np.int64)
         count = np.asarray(self.offsets[virtual + 1], dtype=np.int64) - first
         runs = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
         src = np.repeat(self.doc_start[virtual % self.N], count) + self.src[runs]
-        return document.assemble_runs(self.layout, count, src, self.length[runs], self.speech[runs], self.markers)[0]
+        return document.assemble_runs(self.layout, count, src, self.length[runs], self.speech[runs], self.markers)
 
 
 def build_indices(drawer: Drawer, indices: np.ndarray, num_samples: Optional[int], seq_length: int,

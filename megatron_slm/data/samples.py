@@ -29,8 +29,9 @@ def make_sample(text: np.ndarray, vocab, pad_id: int, loss_on: str = "all", atte
         loss_mask &= modality == MODALITY_TEXT
     if padding_sample:
         loss_mask[:] = False
-    tokens[tokens < 0] = 0
-    labels[labels < 0] = 0
+    if pad_id == NO_PAD:  # Megatron's -1 padding is no id: any real one will do (it has no loss)
+        tokens[tokens < 0] = 0
+        labels[labels < 0] = 0
     sample = {"tokens": tokens, "labels": labels, "loss_mask": loss_mask.astype(np.float32), "modality": modality}
     if attention_across_documents:
         sample["position_ids"] = np.arange(len(tokens), dtype=np.int64)
