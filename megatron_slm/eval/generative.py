@@ -218,7 +218,7 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
     check_unit_identity(ps, model_identity, vocab.num_units)
     rank0 = _is_rank0()
     if rank0 and output == "speech":
-        vocoder = vocoder or load_vocoder(gen.vocoder)
+        vocoder = vocoder or load_vocoder(gen.vocoder, inventory=vocab.inventory)
         check_vocoder(vocoder, vocab.num_units, model_identity or ps.unit_identity)
     policy = TokenPolicy.for_output(vocab, source.rows, output)
     job = GenerationJob(source, vocab, policy, cfg, model_info, model_identity or ps.unit_identity,
@@ -287,7 +287,7 @@ def evaluate_generative(tasks: Sequence[str], data_dir: str, backend, vocab, cfg
             if output == "speech" and "vocoder" not in shared and gen.vocoder:
                 from megatron_slm.generate.vocoders import load_vocoder
 
-                shared["vocoder"] = load_vocoder(gen.vocoder)
+                shared["vocoder"] = load_vocoder(gen.vocoder, inventory=vocab.inventory)
             if output == "speech" and "asr" not in shared and gen.asr_model:
                 shared["asr"] = WhisperASR.from_dir(gen.asr_model, language=gen.asr_language)
             if TASKS[task][1] and "lm" not in shared and gen.ppl_model:

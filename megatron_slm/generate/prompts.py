@@ -83,16 +83,17 @@ class PromptSet:
 
 
 def cut_units(units: Sequence[int], durations: Sequence[int], unit_seconds: float, seconds: float,
-              word_ends: Optional[Sequence[float]] = None) -> tuple[list[int], float]:
+              word_ends: Optional[Sequence[float]] = None, codebooks: int = 1) -> tuple[list[int], float]:
     """The units of the first `seconds` (at the closest word end when `word_ends` are given):
-    runs whose end time is at most the cut. Returns (units, cut time)."""
+    runs whose end time is at most the cut; codec frames (`codebooks` ids each) stay whole.
+    Returns (units, cut time)."""
     cut = float(seconds)
     if word_ends is not None and len(word_ends):
         ends_w = np.asarray(word_ends, dtype=np.float64)
         cut = float(ends_w[np.abs(ends_w - seconds).argmin()])
     ends = np.cumsum(np.asarray(durations, dtype=np.int64)) * float(unit_seconds)
     n = bisect.bisect_right(ends.tolist(), cut + 1e-9)
-    return list(units[:n]), cut
+    return list(units[:n * codebooks]), cut
 
 
 # --------------------------------------------------------------------------- readers
@@ -184,7 +185,7 @@ def read_unit_prompts(path: str, seconds: Optional[float] = None, alignments=Non
         units, cut = list(rec.units), None
         if seconds is not None:
             units, cut = cut_units(rec.units, rec.durations, rec.unit_seconds, seconds,
-                                   _word_ends(alignments, rec.id, out.skipped, where))
+                                   _word_ends(alignments, rec.id, out.skipped, where), rec.codebooks)
         out.prompts.append(Prompt(rec.id, [Segment(SPEECH, units=units)], where, cut))
     return out
 
@@ -265,7 +266,7 @@ def read_audio_prompts(paths: Sequence[str], extractor, seconds: Optional[float]
         units, cut = list(rec.units), None
         if seconds is not None:
             units, cut = cut_units(rec.units, rec.durations, rec.unit_seconds, seconds,
-                                   _word_ends(alignments, rec.id, out.skipped, rec.path))
+                                   _word_ends(alignments, rec.id, out.skipped, rec.path), rec.codebooks)
         by_id[rec.id] = Prompt(rec.id, [Segment(SPEECH, units=units)], rec.path, cut)
     for s in extractor.skipped:
         out.skipped.add("unreadable_audio", f"{s.path}: {s.reason}")
