@@ -219,3 +219,18 @@ def test_interleaved_dataset_holds_whole_frames_in_codebook_order(tmp_path, mimi
             u = np.asarray(cand.units)
             assert len(u) % 2 == 0 and (u // 256 == np.arange(len(u)) % 2).all()
         assert sorted(it.positive.units) == sorted(it.negatives[0].units)
+
+
+def test_benchmark_units_on_the_fly_with_mimi(tmp_path, mimi_dir, mimi_model):
+    """tools/prepare_eval_data.py --tokenizer mimi: benchmark audio tokenised like the training units."""
+    from megatron_slm.commands import prepare_eval_data
+
+    args = prepare_eval_data.parse_args(["swuggy", "--src", str(tmp_path), "--out", str(tmp_path / "e.jsonl"),
+                                         "--tokenizer", "mimi", "--model-dir", mimi_dir, "--num-codebooks", "2",
+                                         "--device", "cpu", "--audio-backend", "soundfile"])
+    source = prepare_eval_data.units_source(args)
+    got = source.units(AUDIO[:2])
+    assert source.identity["tokenizer"]["num_codebooks"] == 2 and "mimi k=256 x 2 codebooks" in source.describe
+    inv = UnitInventory(256, 2)
+    for path in AUDIO[:2]:
+        np.testing.assert_array_equal(got[path], inv.flatten(reference_codes(mimi_model, load_audio(path, 24000), 2)))

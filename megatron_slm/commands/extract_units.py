@@ -23,7 +23,8 @@ import os
 import sys
 
 from megatron_slm.console import error
-from megatron_slm.commands.unit_args import add_extractor_args, add_input_args, add_trust_pickle_arg, resolve_inputs
+from megatron_slm.commands.unit_args import (add_extractor_args, add_input_args, add_tokenizer_args,
+                                             add_trust_pickle_arg, resolve_inputs)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,11 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_input_args(p)
     add_extractor_args(p)
     g = p.add_argument_group("units")
-    g.add_argument("--tokenizer", choices=("hubert", "mel", "mimi"), default=None,
-                   help="hubert/mel: --extractor features + --kmeans (default: the --extractor); mimi: the Mimi "
-                        "codec in --model-dir (a local HF MimiModel directory), no k-means")
-    g.add_argument("--num-codebooks", type=int, default=None,
-                   help="mimi: keep its first N codebooks (the first is semantic), N tokens per 12.5 Hz frame")
+    add_tokenizer_args(g)
     g.add_argument("--kmeans", help="hubert/mel: centroids: .npy [K, D], or a pickled scikit-learn KMeans (e.g. "
                                     "TWIST km500) with --trust-pickle")
     add_trust_pickle_arg(g)

@@ -38,7 +38,7 @@ from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from megatron_slm.commands.unit_args import add_extractor_args, add_trust_pickle_arg
+    from megatron_slm.commands.unit_args import add_extractor_args, add_tokenizer_args, add_trust_pickle_arg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("benchmark", choices=list(BENCHMARKS), help="which benchmark layout --src has")
@@ -54,8 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cross-modal: s2t = spoken prompt + text endings, t2s = text prompt + spoken endings")
     p.add_argument("--alignments", help="word-shuffle: the corpus alignments.jsonl")
     p.add_argument("--seed", type=int, default=0, help="word-shuffle: seed of the word permutations")
-    u = p.add_argument_group("units (one of --units-file, or --kmeans with the feature options)")
+    u = p.add_argument_group("units (one of --units-file, --kmeans with the feature options, or --tokenizer mimi)")
     u.add_argument("--units-file", help="precomputed units JSONL (with its .meta.json sidecar)")
+    add_tokenizer_args(u)
     u.add_argument("--kmeans", help="k-means centroids for on-the-fly units (.npy, or a pickled sklearn KMeans with "
                                     "--trust-pickle)")
     add_trust_pickle_arg(u)
@@ -75,15 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def units_source(args: argparse.Namespace) -> UnitsSource | None:
     if args.units_file:
         return UnitsSource.from_file(args.units_file, args.src)
-    if not args.kmeans:
+    kind = args.tokenizer or args.extractor
+    if not args.kmeans and kind != "mimi":
         return None
-    from megatron_slm.units.pipeline import UnitExtractor
+    from megatron_slm.units.tokenizers import build_tokenizer
 
-    ex = UnitExtractor.from_args(extractor=args.extractor, kmeans=args.kmeans, model_dir=args.model_dir,
-                                 layer=args.layer, device=args.device, audio_backend=args.audio_backend,
-                                 max_batch_seconds=args.max_batch_seconds, num_threads=args.num_threads,
-                                 min_seconds=0.0, dtype=args.dtype, streams=args.streams, compat=args.compat,
-                                 trust_pickle=args.trust_pickle)
+    ex = build_tokenizer(kind, kmeans=args.kmeans, model_dir=args.model_dir, layer=args.layer,
+                         num_codebooks=args.num_codebooks, device=args.device, audio_backend=args.audio_backend,
+                         max_batch_seconds=args.max_batch_seconds, num_threads=args.num_threads, min_seconds=0.0,
+                         dtype=args.dtype, streams=args.streams, compat=args.compat, trust_pickle=args.trust_pickle)
     return UnitsSource.from_extractor(ex, args.cache or args.out + ".units.jsonl", progress=not args.no_progress)
 
 

@@ -30,7 +30,8 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("features")
     g.add_argument("--extractor", choices=("hubert", "mel"), default="mel",
                    help="hubert: HubertModel hidden layer (needs --model-dir); mel: log-mel frames, no weights (default)")
-    g.add_argument("--model-dir", help="local HuggingFace HubertModel directory (e.g. mhubert-base-25hz)")
+    g.add_argument("--model-dir", help="local HuggingFace HubertModel directory (e.g. mhubert-base-25hz), or a "
+                                       "MimiModel directory with --tokenizer mimi")
     g.add_argument("--layer", type=int, default=11, help="HuBERT hidden layer, 1-based (default 11)")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu)")
     g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
@@ -49,6 +50,15 @@ def add_extractor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--streams", type=int, default=None,
                    help="utterances computed at once, each on its own thread (default: CPU min(torch threads, 4), "
                         "GPU 1)")
+
+
+def add_tokenizer_args(g) -> None:
+    """--tokenizer and --num-codebooks: which speech tokenizer makes the units (units/tokenizers.py)."""
+    g.add_argument("--tokenizer", choices=("hubert", "mel", "mimi"), default=None,
+                   help="hubert/mel: --extractor features + --kmeans (default: the --extractor); mimi: the Mimi "
+                        "codec in --model-dir (a local HF MimiModel directory), no k-means")
+    g.add_argument("--num-codebooks", type=int, default=None,
+                   help="mimi: keep its first N codebooks (the first is semantic), N tokens per 12.5 Hz frame")
 
 
 def add_trust_pickle_arg(g) -> None:
