@@ -9,7 +9,8 @@
 
 All three read the same number of tokens (same utterances, same seq_length, samples in shuffled
 order) in this process after their indices are built, taking turns over chunks of the samples;
-index building is timed separately.
+index building is timed separately. Rates are given per CPU second of this process (the ratios
+compared) and per wall second: on a shared machine wall time also counts other processes' turns.
 
 Both interleavings follow --compat (default slamkit: SlamKit's sampler and layout).
 
@@ -41,12 +42,12 @@ def build(cls, config, n):
     return ds, time.perf_counter() - t0
 
 
-def read(ds, indices) -> float:
-    """Seconds to read the samples `indices` (each sample's tokens touched)."""
-    t0 = time.perf_counter()
+def read(ds, indices) -> np.ndarray:
+    """(CPU seconds, wall seconds) to read the samples `indices` (each sample's tokens touched)."""
+    t0, w0 = time.process_time(), time.perf_counter()
     for i in indices:
         np.asarray(ds[int(i)]["tokens"]).sum()
-    return time.perf_counter() - t0
+    return np.array([time.process_time() - t0, time.perf_counter() - w0])
 
 
 def main() -> None:
@@ -94,7 +95,7 @@ def main() -> None:
         built.append((name, ds, t_build))
     # rounds over chunks of the samples, the datasets taking turns in a rotating order: drifts of
     # this shared machine's speed hit all three alike
-    elapsed = [0.0] * len(built)
+    elapsed = [np.zeros(2) for _ in built]
     chunks = np.array_split(np.arange(args.samples), args.rounds)
     for r, chunk in enumerate(chunks):
         for k in [(r + i) % len(built) for i in range(len(built))]:
@@ -102,9 +103,11 @@ def main() -> None:
     results = [(name, args.samples / t, t_build) for (name, _, t_build), t in zip(built, elapsed)]
     ref = results[0][1]
     print(f"compat {args.compat}: {args.utterances} utterances, seq_length {args.seq_length}, {args.samples} samples each")
-    print(f"{'dataset':24s} {'samples/s':>10s} {'vs GPTDataset':>14s} {'index build s':>14s}")
+    print(f"{'dataset':24s} {'samples/CPU-s':>14s} {'vs GPTDataset':>14s} {'samples/s wall':>15s} {'vs GPTDataset':>14s} "
+          f"{'index build s':>14s}")
     for name, rate, t_build in results:
-        print(f"{name:24s} {rate:10.0f} {rate / ref:13.2f}x {t_build:14.2f}")
+        cpu, wall = rate / ref
+        print(f"{name:24s} {rate[0]:14.0f} {cpu:13.2f}x {rate[1]:15.0f} {wall:13.2f}x {t_build:14.2f}")
     torch.distributed.destroy_process_group()
 
 
