@@ -113,7 +113,7 @@ def mimi_bench(paths: list, total: float, rounds: int, audio_backend: str) -> No
         return {r.id: ex.inventory.unflatten(r.units) for r in ex.units_for_files(chunk)}
 
     methods = {"naive per-file MimiModel.encode loop": naive_mimi,
-               f"ours ({ex.loader.backend}, {ex._stream.streams} stream{'s' * (ex._stream.streams > 1)})": ours}
+               f"ours ({ex.loader.backend}, {ex.streams} stream{'s' * (ex.streams > 1)})": ours}
     elapsed, codes = take_turns(methods, paths, rounds)
     (ref_name, ref), (name, got) = codes.items()
     equal = np.mean([np.array_equal(got[i], ref[i]) for i in ref])

@@ -86,7 +86,7 @@ class MimiCodec:
 
         try:
             model = MimiModel.from_pretrained(model_dir, local_files_only=True)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RuntimeError) as e:  # missing or mis-shaped weights
             raise MimiError(f"{model_dir}: cannot load a MimiModel from it ({e})") from None
         return cls(model, num_codebooks, device, source=os.path.abspath(model_dir))
 
@@ -180,6 +180,10 @@ class MimiUnitExtractor:
     @property
     def loader(self) -> AudioLoader:
         return self._stream.loader
+
+    @property
+    def streams(self) -> int:
+        return self._stream.streams
 
     def prepare(self, paths: Sequence, ids: Sequence[str] | None = None) -> list[AudioItem]:
         return self._stream.prepare(paths, ids)

@@ -13,8 +13,8 @@ from megatron_slm.generate.sampling import GenerationError
 class MimiVocoder:
     compares_convention = False  # codec codes do not depend on the HuBERT-input convention
 
-    def __init__(self, codec, num_codebooks: int, source: str):
-        from megatron_slm.units.records import make_codec_meta, compatibility_key, inventory
+    def __init__(self, codec, source: str):
+        from megatron_slm.units.records import compatibility_key, inventory, make_codec_meta
 
         self.codec, self.source = codec, source
         meta = make_codec_meta(codec.identity())
@@ -34,7 +34,7 @@ class MimiVocoder:
             codec = MimiCodec.from_pretrained(path, num_codebooks, device)
         except MimiError as e:
             raise GenerationError(f"--vocoder {e}") from None
-        return cls(codec, num_codebooks, path)
+        return cls(codec, path)
 
     def __call__(self, units: Sequence[int], durations: Optional[Sequence[int]] = None,
                  speaker: Optional[str] = None) -> np.ndarray:
