@@ -39,10 +39,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from megatron_slm import document
+from megatron_slm.document import SPEECH, TEXT
 from megatron_slm.data.records import RecordError, SkipLog, decode_json_line, iter_lines
 from megatron_slm.generate.sampling import GenerationError
-
-SPEECH, TEXT = "speech", "text"
 
 
 @dataclass
