@@ -195,10 +195,27 @@ def test_interleaved_dataset_holds_whole_frames_in_codebook_order(tmp_path, mimi
     meta = pp.run(pp.PreprocessJob(kind="interleaved", tokenizer=str(tmp_path / "tok"), out_prefix=str(tmp_path / "d"),
                                    inputs=[str(units)], alignments=str(aligns), progress=False))
     assert meta["documents"] == 8 and not meta["skipped"]["counts"]
+    # dynamic storage keeps the word layout: documents drawn in later epochs hold whole frames too
+    from megatron_slm.config import InterleaveConfig
+    from megatron_slm.data import interleave as il
+    from megatron_slm.document import Markers
+
+    pp.run(pp.PreprocessJob(kind="interleaved", tokenizer=str(tmp_path / "tok"), out_prefix=str(tmp_path / "dyn"),
+                            inputs=[str(units)], alignments=str(aligns), progress=False, mode="dynamic"))
+    layout, words = IndexedDataset(str(tmp_path / "dyn")), IndexedDataset(str(tmp_path / "dyn_words"))
+    mk = Markers(vocab.speech_id, vocab.text_id, vocab.bos, vocab.eod)
+    drawn = []
+    for i in range(len(layout)):
+        w, lay = words[i].astype(np.int64), layout[i].astype(np.int64)
+        n = int(w[1])
+        offsets = np.concatenate(([0], np.cumsum(w[2:2 + n])))
+        u = il.PreparedUtterance(int(w[0]), lay[:offsets[-1]], offsets, lay[offsets[-1]:], w[2 + n:2 + 2 * n],
+                                 w[2 + 2 * n:])
+        drawn += [il.assemble(u, il.draw(u, InterleaveConfig(), 1234, epoch), mk) for epoch in range(3)]
+
     ds = IndexedDataset(str(tmp_path / "d"))
     spans = mixed = 0
-    for i in range(len(ds)):
-        doc = ds[i].astype(np.int64)
+    for doc in [ds[i].astype(np.int64) for i in range(len(ds))] + drawn:
         is_unit = (doc >= vocab.unit_offset) & (doc < vocab.speech_id)
         mixed += bool(is_unit.any() and (doc < vocab.unit_offset).sum() > 2)
         edges = np.flatnonzero(np.diff(np.r_[0, is_unit.astype(int), 0]))
