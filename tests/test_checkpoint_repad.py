@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from conftest import REPO, TINY_CPU, read_metrics, run_python, run_torchrun
+from conftest import PRETRAIN, REPO, TINY_CPU, read_metrics, run_python, run_torchrun
 from megatron_slm.testing.tiny_slm import CORPUS, TOKENIZER
 
 K = 100
@@ -73,9 +73,9 @@ def test_converted_at_tp1_trains_at_tp2_and_tp1_alike_and_generates_at_tp2_as_hf
         args = ["--config", TINY_CPU, f"model.from={tmp_path / 'ckpt'}", f"parallel.tp={tp}", "train.iters=3",
                 f"checkpoint.save={run}"]
         if tp == 1:
-            run_python([REPO / "pretrain_slm.py", *args], cwd=tmp_path)
+            run_python([PRETRAIN, *args], cwd=tmp_path)
         else:
-            run_torchrun(tp, REPO / "pretrain_slm.py", args, cwd=tmp_path)
+            run_torchrun(tp, PRETRAIN, args, cwd=tmp_path)
         train, _ = read_metrics(run)
         losses[tp] = [line["lm_loss"] for line in train]
         assert json.loads((run / "slm_model.json").read_text())["padded_vocab_size"] == 128 * tp * (5 if tp == 1 else 3)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, TOKENIZER
+
 sys.path.insert(0, str(REPO / "tools"))
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"
 V, K = 512, 500  # tiny-bpe length, units
 SHAPE = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import REPO, TINY_CPU, TOKENIZER, read_metrics, run_python, run_torchrun
+from conftest import PRETRAIN, REPO, TINY_CPU, TOKENIZER, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_train_from_converted_then_export_matches_validation_loss(tmp_path):
     run_python([convert, "hf-to-mcore", "--hf-dir", tmp_path / "base", "--out", tmp_path / "ckpt", "--tp", "2",
                 "--num-units", "100", "--dtype", "fp32"], cwd=tmp_path)
     run = tmp_path / "run"
-    run_torchrun(2, REPO / "pretrain_slm.py", ["--config", TINY_CPU, f"model.from={tmp_path / 'ckpt'}",
+    run_torchrun(2, PRETRAIN, ["--config", TINY_CPU, f"model.from={tmp_path / 'ckpt'}",
                                                "parallel.tp=2", "train.iters=3", f"checkpoint.save={run}"],
                  cwd=tmp_path)
     run_python([convert, "mcore-to-hf", "--mcore-dir", run, "--out", tmp_path / "hf"], cwd=tmp_path)

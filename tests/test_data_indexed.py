@@ -14,7 +14,7 @@ import pytest
 
 from megatron_slm.data.indexed import IndexedWriter, read_index
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import CORPUS, REPO, TOKENIZER
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int32])
@@ -75,9 +75,9 @@ def _run_tool(argvs: list, cwd: Path) -> list:
 
 
 def test_preprocessing_imports_neither_torch_nor_megatron_and_gives_the_golden_files(tmp_path):
-    corpus = REPO / "examples" / "data" / "tiny_corpus"
+    corpus = CORPUS
     golden = json.loads((REPO / "tests" / "golden" / "data.json").read_text())["datasets"]
-    argvs = [["interleaved", "--tokenizer", str(REPO / "examples" / "tokenizer" / "tiny-bpe"), "--quiet",
+    argvs = [["interleaved", "--tokenizer", str(TOKENIZER), "--quiet",
               "--units", str(corpus / "units.jsonl"), "--alignments", str(corpus / "alignments.jsonl"),
               "--mode", mode, "--out-prefix", str(tmp_path / mode)] for mode in ("static", "dynamic")]
     assert _run_tool(argvs, REPO) == ["numpy"]

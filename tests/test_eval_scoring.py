@@ -17,12 +17,12 @@ from megatron_slm.eval.report import bootstrap_ci, summarize, table
 from megatron_slm.eval.scoring import ItemScore, encode_candidate, make_batches, score_items
 from megatron_slm.vocab import SpeechVocab
 
-CORPUS = "examples/data/tiny_corpus"
+from conftest import CORPUS, TOKENIZER
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    return SpeechVocab.from_pretrained("examples/tokenizer/tiny-bpe", num_units=100)
+    return SpeechVocab.from_pretrained(TOKENIZER, num_units=100)
 
 
 def tiny_llama(vocab, seed=0, hidden=64, layers=2):

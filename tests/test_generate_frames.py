@@ -11,7 +11,7 @@ from megatron_slm.generate.decode import decode
 from megatron_slm.generate.sampling import GenerationError, SamplingConfig, TokenPolicy
 from megatron_slm.vocab import SpeechVocab, UnitInventory
 
-TOKENIZER = "examples/tokenizer/tiny-bpe"
+from conftest import TOKENIZER
 K, NQ = 8, 3
 
 

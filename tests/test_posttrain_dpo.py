@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_CPU, read_metrics, run_python, run_torchrun
+from conftest import PRETRAIN, TINY_CPU, TOKENIZER, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
-PRETRAIN = REPO / "pretrain_slm.py"
-TINY_TOK = REPO / "examples" / "tokenizer" / "tiny-bpe"
 K = 20
 DPO_KEYS = ("loss", "dpo_loss", "sft_loss", "reward_accuracy", "reward_margin", "chosen_rewards", "rejected_rewards",
             "chosen_logps", "rejected_logps")
@@ -48,8 +46,8 @@ def setup(tmp_path_factory) -> dict:
     src = root / "pref.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in preference_records(40)))
     write_meta(str(src), read_meta(units))
-    run(PairJob("preference", str(TINY_TOK), [str(src)], str(root / "pref"), max_length=33, progress=False))
-    run_python([PRETRAIN, "--config", TINY_CPU, "train.iters=0", f"data.tokenizer={TINY_TOK}", f"data.num_units={K}",
+    run(PairJob("preference", str(TOKENIZER), [str(src)], str(root / "pref"), max_length=33, progress=False))
+    run_python([PRETRAIN, "--config", TINY_CPU, "train.iters=0", f"data.tokenizer={TOKENIZER}", f"data.num_units={K}",
                 f"checkpoint.save={root / 'init'}"], cwd=root)
     return {"root": root, "init": root / "init", "data": root / "pref"}
 

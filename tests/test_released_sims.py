@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONVERT, REPO, TINY_CPU, TOKENIZER, run_python, run_torchrun
+from conftest import CONVERT, PRETRAIN, REPO, TINY_CPU, TOKENIZER, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
 K = 30
@@ -77,7 +77,7 @@ def test_released_sims_checkpoint_end_to_end(tmp_path):
     run_python([REPO / "tools" / "preprocess_data.py", "interleaved", "--tokenizer", sims, "--units", corpus.units,
                 "--alignments", corpus.alignments, "--out-prefix", tmp_path / "inter", "--quiet"], cwd=tmp_path)
     run = tmp_path / "run"
-    run_torchrun(1, REPO / "pretrain_slm.py",
+    run_torchrun(1, PRETRAIN,
                  ["--config", TINY_CPU, f"model.from={tmp_path / 'ck'}", "train.iters=3", f"checkpoint.save={run}",
                   "data.source=blend", "data.split=90,5,5",
                   f"data.blend=[{{path: {tmp_path / 'inter'}, weight: 1, kind: interleaved}}]"], cwd=tmp_path)

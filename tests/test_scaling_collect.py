@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TINY_CPU, run_torchrun
+from conftest import PRETRAIN, REPO, TINY_CPU, run_torchrun
 from megatron_slm.config import load_config
 from megatron_slm.models.flops import param_counts
 from megatron_slm.models.presets import PRESETS
@@ -145,7 +145,7 @@ def test_plan_config_trains_and_collects(tmp_path, capsys):
                      "--base-config", str(TINY_CPU), "--set", "train.eval_iters=1", "--min-steps", "1",
                      "--min-tokens-per-param", "0", "--out", str(sweep)]) == 0
     config = (sweep / "configs.txt").read_text().split()[0]
-    run_torchrun(1, REPO / "pretrain_slm.py", ["--config", config], cwd=tmp_path)
+    run_torchrun(1, PRETRAIN, ["--config", config], cwd=tmp_path)
     assert cli.main(["collect", "--runs", str(sweep / "runs" / "*"), "--plan", str(sweep / "plan.csv"),
                      "--out", str(sweep / "results.csv")]) == 0
     assert "collected 1 runs, skipped 0" in capsys.readouterr().out

@@ -80,11 +80,11 @@ def test_every_accepted_combination_saves_and_resumes_exactly(tmp_path, dtype, d
 
 @pytest.mark.slow
 def test_a_checkpoint_saved_before_the_first_update_loads_with_its_optimizer_state(tmp_path):
-    from conftest import REPO, run_python
+    from conftest import PRETRAIN, run_python
 
     init = tmp_path / "init"
-    run_python([REPO / "pretrain_slm.py", "--config", TINY_CPU, "precision.dtype=bf16", "train.iters=0",
+    run_python([PRETRAIN, "--config", TINY_CPU, "precision.dtype=bf16", "train.iters=0",
                 f"checkpoint.save={init}"], cwd=tmp_path)
-    run_python([REPO / "pretrain_slm.py", "--config", TINY_CPU, "precision.dtype=bf16", "train.iters=2",
+    run_python([PRETRAIN, "--config", TINY_CPU, "precision.dtype=bf16", "train.iters=2",
                 f"checkpoint.load={init}", f"checkpoint.save={tmp_path / 'run'}"], cwd=tmp_path)
     assert sorted(steps(tmp_path / "run")) == [1, 2]
