@@ -335,6 +335,35 @@ def apply_override(tree: dict, assignment: str) -> None:
     node[parts[-1]] = _parse_scalar(text)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one
+    silently, so a second `lr:` further down a section would quietly win)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.setdefault(key, line)
+                except TypeError:  # an unhashable key: yaml's own error says so below
+                    continue
+                if first != line:
+                    raise ConfigError(f"line {line}: key {key!r} is given twice in one mapping (first on line {first})")
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse YAML safely (no tags that build objects), refusing duplicate keys; errors name `where`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
 def load_config(path: Optional[str | Path] = None, overrides: list[str] = ()) -> SLMConfig:
     tree: dict = {}
     if path is not None:
@@ -342,9 +371,10 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] = ()) ->
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: unreadable ({e})") from None
+        tree = load_yaml(text, str(path)) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for assignment in overrides:

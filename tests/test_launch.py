@@ -96,6 +96,9 @@ def test_user_errors_are_one_line(capsys):
     assert "nope.yaml" in capsys.readouterr().err
     assert launch.main(["--srun", "--config", str(TINY_CPU)], env={}) == 2
     assert "SLURM_JOB_ID" in capsys.readouterr().err
+    for bad in ("0", "-2"):  # not the automatic count: an explicit 0 is a mistake
+        assert launch.main(["--dry-run", "--config", str(TINY_CPU), "--nproc-per-node", bad], env={}) == 2
+        assert f"--nproc-per-node must be >= 1, got {bad}" in capsys.readouterr().err
 
 
 def test_check_finished(capsys, tmp_path):

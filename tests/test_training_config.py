@@ -49,6 +49,16 @@ def test_plan_errors(overrides, world, message):
     assert message in str(e.value)
 
 
+def test_a_key_given_twice_in_a_yaml_config_is_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("optimizer:\n  lr: 1.0e-3\n  min_lr: 0.0\n  lr: 2.0e-3\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: line 4: key 'lr' is given twice in one mapping \(first on line 2\)"):
+        load_config(path)
+    path.write_text("train:\n  iters: 3\noptimizer:\n  lr: 1.0e-3\ntrain:\n  seed: 2\n")
+    with pytest.raises(ConfigError, match="line 5: key 'train' is given twice"):
+        load_config(path)
+
+
 def test_token_budget_sets_steps_and_dp_is_derived():
     p = plan(["train.iters=null", "train.token_budget=5000", "parallel.tp=2"], world=4)
     assert p.dp == 2 and p.total_steps == -(-5000 // (8 * 64)) and p.num_microbatches == 2

@@ -117,7 +117,7 @@ def _local_gpu_count() -> int:
 def resolve_allocation(env: Mapping[str, str], nproc_per_node: Optional[int] = None,
                        port: Optional[int] = None) -> Allocation:
     """Where this launcher runs: a node of a SLURM job, or a standalone machine."""
-    nproc = nproc_per_node or _gpus_on_node(env) or _local_gpu_count() or 1
+    nproc = nproc_per_node if nproc_per_node is not None else (_gpus_on_node(env) or _local_gpu_count() or 1)
     if nproc < 1:
         raise ConfigError(f"--nproc-per-node must be >= 1, got {nproc}")
     if "SLURM_JOB_ID" not in env:

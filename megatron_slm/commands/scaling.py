@@ -16,10 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-
-from megatron_slm.config import ConfigError
+from megatron_slm.config import ConfigError, load_yaml
 from megatron_slm.console import error
 from megatron_slm.outputs import OutputError, guard_reused_dir
 from megatron_slm.scaling import analysis, collect, plan
@@ -68,9 +65,9 @@ def cmd_plan(args) -> int:
         if not path.is_file():
             raise UsageError(f"--base-config {path}: file does not exist")
         try:
-            base = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UsageError(f"--base-config {path}: not valid YAML: {e}") from None
+            base = load_yaml(path.read_text(encoding="utf-8"), f"--base-config {path}") or {}
+        except (ConfigError, UnicodeDecodeError) as e:
+            raise UsageError(str(e)) from None
     prior = _compare(args.prior)[args.prior]
     out = Path(args.out)
     p = plan.make_plan(budgets=_floats(args.budgets, "--budgets"), family=args.family,
