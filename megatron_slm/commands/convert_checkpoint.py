@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("hf-to-mcore", help="HF model -> Megatron run dir with the speech vocabulary")
-    a.add_argument("--hf-dir", required=True, help="HF model directory (config.json + *.safetensors + tokenizer)")
+    a.add_argument("--hf-dir", required=True, help="HF model directory (config.json + *.safetensors + tokenizer), "
+                   "or a .gguf file (dequantised through transformers; needs pip install .[weights])")
     a.add_argument("--out", required=True, help="output run directory (must not exist unless --force)")
     a.add_argument("--tp", type=int, default=1, help="tensor parallel size you will train with (checks splits, "
                    "pads the vocabulary to 128 x TP); the checkpoint itself loads with any TP/PP")

@@ -133,6 +133,16 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: in
     t0 = time.perf_counter()
     hf_dir = Path(hf_dir)
     check_output(out, force, (hf_dir, tokenizer_dir))  # before any work
+    from megatron_slm.convert.gguf import gguf_to_hf, is_gguf
+
+    if is_gguf(hf_dir):  # dequantised into a plain HF dir beside the output, removed afterwards
+        import tempfile
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=".gguf-") as tmp:
+            plain = gguf_to_hf(hf_dir, Path(tmp) / "hf")
+            return convert_hf_to_mcore(plain, out, tp, pp, num_units, init, dtype, tokenizer_dir or plain,
+                                       make_vocab_size_divisible_by, seed, force, progress, inventory)
     config = read_hf_config(hf_dir)
     family, hf_arch = arch_from_hf_config(config, where=str(hf_dir / "config.json"))
     check_layout(hf_arch, tp, pp, str(hf_dir / "config.json"))
