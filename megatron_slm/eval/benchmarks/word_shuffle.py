@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-
 from megatron_slm.eval.benchmarks.spec import Benchmark
 from megatron_slm.eval.items import Candidate, Item
 
@@ -20,6 +18,8 @@ def word_segments(units: Sequence[int], durations: Sequence[int], unit_seconds: 
 
     A unit belongs to the word whose [start, end) holds its midpoint; returns (gaps, words) with
     len(gaps) == len(words) + 1 (gap i precedes word i)."""
+    import numpy as np  # not at module level: the prepare command's --help stays fast
+
     unit_ends = np.cumsum(durations) * unit_seconds
     mids = unit_ends - np.asarray(durations) * unit_seconds / 2
     gaps: list[list[int]] = [[]]
@@ -83,6 +83,8 @@ def build_word_shuffle(units_path: str, alignments_path: str, seed: int = 0, tas
     """Items from a corpus: positive = an utterance's units, negative = its word segments in a
     shuffled order (gaps stay in place; consecutive duplicates collapsed again).
     Returns (items, skipped[(message, reason)]); inputs are validated by `word_shuffle_inputs`."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     items, skipped = [], []
     for rec, al in word_shuffle_inputs(units_path, alignments_path):
