@@ -75,7 +75,12 @@ def test_hubert_layer_is_the_output_of_layer_l():
         HubertExtractor(tiny_mhubert_25hz(), layer=9)
 
 
-def test_compute_dtype_bf16_close_to_float32_and_not_part_of_the_unit_identity(hubert_dir):
+def test_compute_dtype_bf16_gives_the_float32_units_and_is_not_part_of_the_unit_identity(hubert_dir):
+    """What bf16 must preserve is the units, not raw features of random weights: those differ by ~1%
+    on AVX-512 CPUs and by ~28% with AMX-bf16 kernels (transformers' own HubertModel alike). The
+    units of a codebook fitted to the float32 features of corpus speech must agree; on this model
+    isotropic noise of 30% of the feature norm still keeps ~87% of them, so 80% holds on any CPU."""
+    from megatron_slm.units.kmeans import train_minibatch_kmeans
     from megatron_slm.units.extractors import resolve_dtype
     from megatron_slm.units.records import compatibility_key, make_meta
 
@@ -87,14 +92,19 @@ def test_compute_dtype_bf16_close_to_float32_and_not_part_of_the_unit_identity(h
     f32 = build_extractor("hubert", model_dir=hubert_dir, layer=2, dtype="float32")
     b16 = build_extractor("hubert", model_dir=hubert_dir, layer=2, dtype="bfloat16")
     assert b16.identity()["dtype"] == "bfloat16" and f32.identity()["dtype"] == "float32"
-    lengths = torch.tensor([16000, 40000])
-    waves = torch.randn(2, 40000) * (torch.arange(40000)[None] < lengths[:, None])
-    ref, frames = f32(waves, lengths)
-    got, _ = b16(waves, lengths)  # padded batch: exercises the masked group norm in bf16
+    files = sorted(os.listdir(os.path.join(CORPUS, "audio")))[:6]
+    waves = [torch.as_tensor(load_audio(os.path.join(CORPUS, "audio", f), 16000)).float() for f in files]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.stack([torch.nn.functional.pad(w, (0, int(lengths.max()) - len(w))) for w in waves])
+    ref, frames = f32(batch, lengths)
+    got, _ = b16(batch, lengths)  # padded batch: exercises the masked group norm in bf16
     assert got.dtype == torch.float32
-    for i in range(2):
-        a, b = ref[i, : frames[i]], got[i, : frames[i]]
-        assert float((a - b).norm() / a.norm()) < 0.05
+    a = torch.cat([ref[i, : frames[i]] for i in range(len(files))])
+    b = torch.cat([got[i, : frames[i]] for i in range(len(files))])
+    assert torch.isfinite(b).all() and a.shape[0] > 500
+    codebook = torch.as_tensor(train_minibatch_kmeans(a, 20, seed=0))
+    agree = float((torch.cdist(a, codebook).argmin(1) == torch.cdist(b, codebook).argmin(1)).float().mean())
+    assert agree >= 0.8, f"bf16 units agree with float32 on {agree:.1%} of frames"
     meta = lambda ex: make_meta(ex.identity(), 20, "sha", None, True)  # noqa: E731
     assert compatibility_key(meta(f32)) == compatibility_key(meta(b16))
 
