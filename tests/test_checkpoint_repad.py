@@ -2,7 +2,8 @@
 
 A checkpoint converted at TP=1 pads its vocabulary to a multiple of 128 (614 ids -> 640 rows); at
 TP=2 the model pads to a multiple of 256 (768). Loading re-pads: the saved rows are read, the new
-padding rows are zero, and since padding is masked out of every softmax nothing changes.
+padding rows are zero, and since padding is masked out of every softmax nothing changes. (Before,
+the run plan and the inference loaders refused such a checkpoint: "convert it again with --tp 2".)
 """
 from __future__ import annotations
 

@@ -220,17 +220,6 @@ class Checkpointer:
             self.async_queue.maybe_finalize_async_calls(blocking=True)
 
 
-def _model_vocab_rows(models: list) -> Optional[int]:
-    """This layout's padded vocabulary (global rows), from a chunk that holds the embedding or output layer."""
-    from megatron.core import parallel_state as ps
-
-    for model in models:
-        for name, param in model.named_parameters():
-            if name in VOCAB_KEYS:
-                return param.shape[0] * ps.get_tensor_model_parallel_world_size()
-    return None
-
-
 def _is_distributed(optimizer) -> bool:
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
@@ -274,52 +263,6 @@ def stored_vocab_rows(path: str | Path) -> Optional[int]:
     return None
 
 
-def _is_vocab_tensor(sh, rows: int) -> bool:
-    return (any(sh.key == k or sh.key.endswith("." + k) for k in VOCAB_KEYS) and sh.prepend_axis_num == 0
-            and len(sh.global_shape) == 2 and sh.global_shape[0] == rows)
-
-
-def _repad_requests(sharded: dict, model_rows: int, saved_rows: int) -> list[tuple[tuple, torch.Tensor, int]]:
-    """Re-pad on load: each vocabulary tensor of this layout's `model_rows` (model weights, and
-    the optimizer state derived from them) asks the checkpoint only for the rows it saved
-    (`saved_rows`: another TP's padding). Returns (path in the dict, full local tensor, rows read)
-    so that `_repad_results` rebuilds full-size tensors whose padding rows are zero. Padding rows
-    are masked out of every softmax: their number never changes a loss, score or sample."""
-    from dataclasses import replace
-
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
-    out = []
-
-    def walk(d: dict, path: tuple) -> None:
-        for k, v in list(d.items()):
-            if isinstance(v, dict):
-                walk(v, path + (k,))
-            elif isinstance(v, ShardedTensor) and _is_vocab_tensor(v, model_rows):
-                start, local = v.global_offset[0], v.local_shape[0]
-                rows = max(0, min(local, saved_rows - start))
-                if rows:
-                    d[k] = replace(v, data=v.data[:rows], local_shape=(rows, *v.local_shape[1:]),
-                                   global_shape=(saved_rows, *v.global_shape[1:]), axis_fragmentations=None)
-                else:  # this rank's slice lies wholly in the new padding
-                    del d[k]
-                out.append((path + (k,), v.data, rows))
-
-    walk(sharded, ())
-    return out
-
-
-def _repad_results(requests: list, loaded: dict) -> None:
-    for path, full, rows in requests:
-        node = loaded
-        for k in path[:-1]:
-            node = node[k]
-        out = torch.zeros_like(full)
-        if rows:
-            out[:rows] = node[path[-1]].reshape(rows, *full.shape[1:])
-        node[path[-1]] = out
-
-
 def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=None,
                     iteration: Optional[int] = None) -> dict:
     """Load weights (and, when the checkpoint has them and an optimizer is given, optimizer,
@@ -340,15 +283,14 @@ def load_checkpoint(root: str | Path, models: list, optimizer=None, scheduler=No
             {k: v for k, v in sharded.items()}, is_loading=True, metadata=OPTIMIZER_METADATA)
         if state.get("layout") == _layout():
             sharded["rng_state"] = _rng_sharded_object(is_loading=True)
-    saved_rows = stored_vocab_rows(path)
-    model_rows = _model_vocab_rows(models)
-    repad = _repad_requests(sharded, model_rows, saved_rows) if saved_rows and model_rows and \
-        saved_rows != model_rows else []
+    # A model padded for another TP loads as is: Megatron marks the vocabulary tensors (and the
+    # optimizer state made from them) allow_shape_mismatch, so the saved rows are read and rows
+    # beyond them start at zero. Padding rows are masked out of every softmax (training loss,
+    # scoring, sampling): they are never trained or scored, and their number changes nothing.
     try:
         loaded = load_sharded(sharded, path)
     except MissingCheckpointFile as e:
         raise ConfigError(f"{e}; {intact_checkpoints_hint(root, exclude=iteration)}") from None
-    _repad_results(repad, loaded)
     for i, model in enumerate(models):
         model.load_state_dict(loaded["model" if len(models) == 1 else f"model{i}"])
     if with_optimizer:
