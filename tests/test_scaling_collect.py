@@ -111,6 +111,8 @@ def _set_cell(text: str, row: int, col: int, value: str) -> str:
     (lambda t: _set_cell(t, 3, 1, ""), "row 3 (run 'r2'): column 'params' is empty"),
     (lambda t: "\n".join(t.splitlines()[:4]) + "\n", "3 usable runs, a scaling-law fit (5 coefficients) needs at least 6"),
     (lambda t: _set_cell(t, 2, 3, "abc"), "row 2 (run 'r1'): column 'tokens' = 'abc' is not a number"),
+    (lambda t: _set_cell(t, 2, 1, "1e308"), "row 2 (run 'r1'): column 'params' = '1e308' is not finite or beyond"),
+    (lambda t: t + t.splitlines()[3] + "\n", "row 9: run 'r2' is already row 3 (a duplicate row)"),
 ])
 def test_cli_bad_results_give_one_line(tmp_path, capsys, edit, message):
     lines = ["run,params,non_embedding_params,tokens,compute,loss"]

@@ -126,7 +126,11 @@ def cmd_fit(args) -> int:
         print(analysis.report_summary(report))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+            try:  # JSON has no Infinity/NaN: a non-finite fit is refused, never written as invalid JSON
+                text = json.dumps(report, indent=2, allow_nan=False)
+            except ValueError:
+                raise UsageError(f"the fit of {args.runs} has non-finite values; not writing {args.out}") from None
+            Path(args.out).write_text(text + "\n")
             print(f"wrote {args.out}")
     if args.predict:
         law = analysis.law_from_report(report, args.from_fit or "fit")

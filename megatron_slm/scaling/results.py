@@ -90,8 +90,9 @@ class Results:
                 value = float(text)
             except ValueError:
                 raise ResultsError(f"{self._where(i)}: column {name!r} = {text!r} is not a number") from None
-            if not math.isfinite(value):
-                raise ResultsError(f"{self._where(i)}: column {name!r} = {text!r} is not finite")
+            if not math.isfinite(value) or abs(value) > MAX_VALUE:
+                raise ResultsError(f"{self._where(i)}: column {name!r} = {text!r} is not finite or beyond "
+                                   f"{MAX_VALUE:g} (compute = 6 N D and the fits' powers would overflow)")
             if positive and value <= 0:
                 raise ResultsError(f"{self._where(i)}: column {name!r} = {text!r} must be positive")
             out[i] = value
@@ -104,6 +105,9 @@ class Results:
     def metric_columns(self) -> list[str]:
         """Downstream metric columns (e.g. `ssc/accuracy`) that have at least one value."""
         return [c for c in self.columns if c.endswith("/accuracy") and self.has(c)]
+
+
+MAX_VALUE = 1e60  # far above any real budget; keeps 6 N D and squared logs finite
 
 
 def read_results(path: str | Path) -> Results:
@@ -120,6 +124,11 @@ def read_results(path: str | Path) -> Results:
             if None in row:  # more cells than header columns
                 raise ResultsError(f"{path} row {len(rows) + 1}: more cells than header columns")
             rows.append({k.strip(): (v or "") for k, v in row.items()})
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):  # a run counted twice would weigh double in every fit
+        run = row.get("run", "").strip()
+        if run and first.setdefault(run, i) != i:
+            raise ResultsError(f"{path} row {i + 1}: run {run!r} is already row {first[run] + 1} (a duplicate row)")
     return Results(path, rows, columns)
 
 
