@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO
+from conftest import TOKENIZER  # the checks come before the model is loaded
 from megatron_slm.commands import eval_slm
-
-TOKENIZER = REPO / "examples" / "tokenizer" / "tiny-bpe"  # the checks come before the model is loaded
 
 
 @pytest.fixture
