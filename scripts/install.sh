@@ -12,7 +12,11 @@
 # must be built from source (never `pip install apex`: that PyPI package is an unrelated project).
 set -euo pipefail
 if [ -n "${WHEELHOUSE:-}" ]; then  # before the cd below: a relative path is meant from here
-  WHEELHOUSE=$(cd "$WHEELHOUSE" 2>/dev/null && pwd) || { echo "[install] error: WHEELHOUSE=$WHEELHOUSE is not a folder" >&2; exit 1; }
+  given=$WHEELHOUSE
+  WHEELHOUSE=$(cd "$given" 2>/dev/null && pwd) || { echo "[install] error: WHEELHOUSE=$given is not a folder" >&2; exit 1; }
+  # checked before any environment is made: a venv created for a wheelhouse that cannot be used
+  # (it sees the system's packages) would be reused later by an online install
+  [ -f "$WHEELHOUSE/manifest.json" ] || { echo "[install] error: WHEELHOUSE=$given has no manifest.json (make it with scripts/make_wheelhouse.sh)" >&2; exit 1; }
 fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -59,7 +63,6 @@ fi
 
 PIP=("$PY" -m pip install -q)
 if [ -n "${WHEELHOUSE:-}" ]; then
-  [ -f "$WHEELHOUSE/manifest.json" ] || { echo "[install] error: $WHEELHOUSE has no manifest.json (make it with scripts/make_wheelhouse.sh)" >&2; exit 1; }
   # No index: the editable build uses the setuptools installed here instead of fetching one.
   PIP+=(--no-index --find-links "$WHEELHOUSE" --no-build-isolation)
   log "offline: installing from the wheelhouse $WHEELHOUSE only"
