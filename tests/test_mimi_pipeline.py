@@ -11,7 +11,7 @@ import wave
 import numpy as np
 import pytest
 
-from conftest import CORPUS, PRETRAIN, REPO, TINY_CPU, read_metrics, run_python, run_torchrun
+from conftest import CORPUS, PRETRAIN, REPO, TINY_CPU, TOKENIZER, read_metrics, run_python, run_torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_mimi_units_from_extraction_to_wav(tmp_path, monkeypatch):
     run_python(["tools/extract_units.py", "--alignments", aligns, "--tokenizer", "mimi", "--model-dir", mimi,
                 "--num-codebooks", N_Q, "--out", units, "--device", "cpu", "--audio-backend", "soundfile"], cwd=REPO)
 
-    make_random_hf_model(tmp_path / "base", "llama", tokenizer_dir=REPO / "examples" / "tokenizer" / "tiny-bpe",
+    make_random_hf_model(tmp_path / "base", "llama", tokenizer_dir=TOKENIZER,
                          vocab_size=V, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          rope_theta=10000.0, tie_word_embeddings=True)
