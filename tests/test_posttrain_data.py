@@ -150,7 +150,7 @@ def test_sft_loss_ignores_prompt_targets(tmp_path, vocab, units_file):
     run(PairJob("sft", str(TOKENIZER), [src], str(tmp_path / "sft"), progress=False))
     cfg = load_config(None, ["train.objective=sft", "train.seq_length=16", "data.split=1,0,0", "data.source=blend",
                              f"data.blend=[{{path: {tmp_path / 'sft'}, kind: sft}}]"])
-    ds = PairData.open(cfg, vocab).split_dataset("train", 4)
+    ds = PairData.open(cfg, vocab, [str(tmp_path / "sft")]).split_dataset("train", 4)
     sample = ds[0]
     prompt_len = len(PairStore(str(tmp_path / "sft"), vocab).parts(ds.record(0))[0])
     mask = sample["loss_mask"].astype(bool)

@@ -93,7 +93,8 @@ def test_dpo_equals_trl_on_the_hf_exports(setup, tp1, tmp_path):
     trainer = DPOTrainer(model=load(tmp_path / "hf_policy"), ref_model=load(tmp_path / "hf_ref"), args=args,
                          processing_class=AutoTokenizer.from_pretrained(tp1 / "tokenizer"),
                          train_dataset=Dataset.from_dict({"prompt": ["a"], "chosen": [" b"], "rejected": [" c"]}))
-    data = PairData.open(load_config(tp1 / "config.yaml"), SpeechVocab.from_pretrained(tp1 / "tokenizer"))
+    cfg = load_config(tp1 / "config.yaml")
+    data = PairData.open(cfg, SpeechVocab.from_pretrained(tp1 / "tokenizer"), [cfg.data.blend[0].path])
     records = data.records_of("valid")[:4]  # what validation read: eval_iters x global_batch_size, in order
     examples = []
     for r in records:

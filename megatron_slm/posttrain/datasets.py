@@ -1,6 +1,6 @@
 """Training samples of stored pair datasets, for `train.objective=sft|dpo`.
 
-    data = PairData.open(cfg, vocab)                 # every blend entry, split by data.split
+    data = PairData.open(cfg, vocab, prefixes)       # every blend entry, split by data.split
     ds = data.split_dataset("train", num_samples)    # shuffled per epoch with train.seed
     ds[i] -> sft: {"tokens", "labels", "loss_mask", "modality"} of prompt ++ response ([S] each)
              dpo: the same for chosen and rejected ([2, S] each) + "ref_logps" [2] + "record"
@@ -28,23 +28,18 @@ KIND_OF_OBJECTIVE = {"sft": "sft", "dpo": "preference"}
 PAIR_KINDS = set(KIND_OF_OBJECTIVE.values())
 
 
-def stored_kinds(cfg: SLMConfig) -> list[str]:
-    """What each blend entry's sidecar says it holds ("text" for plain Megatron data without one)."""
+def stored_kinds(prefixes: list[str]) -> list[str]:
+    """What each dataset's sidecar says it holds ("text" for plain Megatron data without one)."""
     import os
 
     from megatron_slm.data.storage import read_sidecar, sidecar_path
-    from megatron_slm.training.plan import blend_prefixes
 
-    if cfg.data.source != "blend":
-        return []
-    return [read_sidecar(p).get("kind", "text") if os.path.isfile(sidecar_path(p)) else "text"
-            for p in blend_prefixes(cfg)]
+    return [read_sidecar(p).get("kind", "text") if os.path.isfile(sidecar_path(p)) else "text" for p in prefixes]
 
 
-def check_objective(cfg: SLMConfig, kinds: Optional[list[str]] = None) -> None:
+def check_objective(cfg: SLMConfig, kinds: list[str]) -> None:
     """The blend's stored kinds fit train.objective: pair data only with sft/dpo, and the right pairs."""
     objective = cfg.train.objective
-    kinds = stored_kinds(cfg) if kinds is None else kinds
     if objective == "lm":
         for i, kind in enumerate(kinds):
             if kind in PAIR_KINDS:
@@ -93,12 +88,11 @@ class PairData:
     seed: int
 
     @classmethod
-    def open(cls, cfg: SLMConfig, vocab) -> "PairData":
-        from megatron_slm.training.plan import blend_prefixes
-
+    def open(cls, cfg: SLMConfig, vocab, prefixes: list[str]) -> "PairData":
+        """`prefixes`: the blend's datasets (training.plan.blend_prefixes)."""
         kind = KIND_OF_OBJECTIVE[cfg.train.objective]
         try:
-            stores = [PairStore(p, vocab, kind) for p in blend_prefixes(cfg)]
+            stores = [PairStore(p, vocab, kind) for p in prefixes]
         except DatasetError as e:
             raise ConfigError(f"data.blend: {e}") from None
         return cls(stores, kind, vocab, cfg.train.seq_length, cfg.data.split, cfg.train.seed)
@@ -199,14 +193,14 @@ def collate_pairs(items: list[dict]) -> dict:
 
 
 
-def build_pair_datasets(trainer, train_samples: int, valid_samples: int):
+def build_pair_datasets(trainer, prefixes: list[str], train_samples: int, valid_samples: int):
     """(train dataset, {"valid": dataset}) of a post-training run; for DPO, after the reference
     pass (the trainer's models still hold the starting weights, or the run resumes)."""
     from megatron_slm.checkpoint.layout import has_checkpoint
     from megatron_slm.posttrain.reference import ensure_reference
 
     cfg = trainer.cfg
-    data = PairData.open(cfg, trainer.vocab)
+    data = PairData.open(cfg, trainer.vocab, prefixes)
     cut = data.truncated_count()
     if cut:
         trainer.metrics.message(f"[data] {cut} of {len(data)} {data.kind} records are longer than "

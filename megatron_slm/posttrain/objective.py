@@ -23,7 +23,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from megatron_slm.training.loss import vocab_parallel_lm_loss
+from megatron_slm.training.loss import LMObjective, codebooks_of, vocab_parallel_lm_loss
 
 DPO_KEYS = ("loss", "dpo_loss", "sft_loss", "reward_accuracy", "reward_margin", "chosen_rewards",
             "rejected_rewards", "chosen_logps", "rejected_logps")
@@ -99,3 +99,10 @@ class DPOObjective:
         for b in batches:
             b["sft_scale"] = scale
         return batches
+
+
+def make_objective(cfg, vocab_size: int, loss_keys: tuple, console: tuple, vocab=None):
+    """The objective of train.objective: DPO here, lm and sft the LM objective of training/loss.py."""
+    if cfg.train.objective == "dpo":
+        return DPOObjective(cfg, vocab_size)
+    return LMObjective(vocab_size, loss_keys, console, codebooks_of(vocab))

@@ -99,11 +99,3 @@ class LMObjective:
 
     def prepare(self, batches: list[dict]) -> list[dict]:
         return batches
-
-
-def make_objective(cfg, vocab_size: int, loss_keys: tuple, console: tuple, vocab=None):
-    if cfg.train.objective == "dpo":
-        from megatron_slm.posttrain.objective import DPOObjective
-
-        return DPOObjective(cfg, vocab_size)
-    return LMObjective(vocab_size, loss_keys, console, codebooks_of(vocab))

@@ -242,8 +242,8 @@ def make_plan(cfg: SLMConfig, world_size: int, on_cuda: bool, vocab=None) -> Run
         units = check_blend(cfg, vocab)
     else:
         units = None
-    from megatron_slm.posttrain.datasets import check_objective
-    check_objective(cfg)  # pair data only with train.objective=sft/dpo, and the right pairs
+    from megatron_slm.posttrain.datasets import check_objective, stored_kinds
+    check_objective(cfg, stored_kinds(blend_prefixes(cfg) if cfg.data.source == "blend" else []))
     if vocab is not None:
         check_model_vocabulary(cfg, arch, vocab, units)
     if cfg.eval.tasks:

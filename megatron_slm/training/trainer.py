@@ -29,10 +29,10 @@ from megatron_slm.runtime.distributed import (choose_device, init_distributed, p
 from megatron_slm.checkpoint import dist as ckpt
 from megatron_slm.training import preemption
 from megatron_slm.training.batches import SPEECH, TEXT, StepSampler, SyntheticDataset, make_loader, to_model_inputs
-from megatron_slm.training.loss import make_objective
+from megatron_slm.posttrain.objective import make_objective
 from megatron_slm.training.metrics import MetricsLogger
 from megatron_slm.training.optim import build_optimizer, build_scheduler, materialize_optimizer_state, wrap_ddp
-from megatron_slm.training.plan import load_vocab, make_plan, tokenizer_dir
+from megatron_slm.training.plan import blend_prefixes, load_vocab, make_plan, tokenizer_dir
 from megatron_slm.training.relaunch import end_of_run_logged, nothing_to_do_message
 from megatron_slm.training.state import TrainState
 
@@ -136,7 +136,7 @@ class Trainer:
         if t.objective != "lm":  # sft / dpo: pair datasets (and, for dpo, the reference pass)
             from megatron_slm.posttrain.datasets import build_pair_datasets
 
-            self.train_ds, self.valid_sets = build_pair_datasets(self, train_samples, valid_samples)
+            self.train_ds, self.valid_sets = build_pair_datasets(self, blend_prefixes(cfg), train_samples, valid_samples)
         elif cfg.data.source == "synthetic":
             self.train_ds = SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed)
             self.valid_sets = {"valid": SyntheticDataset(self.plan.arch.vocab_size, t.seq_length, t.seed + 1)}
