@@ -63,3 +63,8 @@ def test_synthesis_alignments_exact_and_resumable(tmp_path, capsys):
 def test_cli_user_error(tmp_path, capsys):
     assert synthesize_corpus.main(["--text", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 2
     assert "missing.txt" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("un caf\u00e9 noir\n".encode("latin-1"))
+    assert synthesize_corpus.main(["--text", str(latin1), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{latin1}: not UTF-8 text (byte 6" in err and len(err.strip().splitlines()) == 1, err

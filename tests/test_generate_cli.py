@@ -4,6 +4,7 @@ and --resume that keeps rows only when they were made by the same model and sett
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -70,3 +71,16 @@ def test_resume_keeps_only_rows_made_the_same_way(hf, tmp_path, capsys):
     assert gen(capsys, hf, out, "--greedy", "--resume")[0] == 0  # the same generation continues
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+
+
+def test_messages_point_at_the_real_cause(hf, tmp_path, capsys):
+    fifo = tmp_path / "prompt.wav"
+    os.mkfifo(fifo)
+    code = generate_main(["--hf-dir", str(hf), "--prompt-audio", str(fifo), "--kmeans", str(CORPUS / "km_mel100.npy"), "--out", str(tmp_path / "a.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a regular file" in err and "no such" not in err, err
+    long = tmp_path / "long.txt"
+    long.write_text("the cat sat on the mat " * 400 + "\n")  # far beyond the 1024-token context
+    code = generate_main(["--hf-dir", str(hf), "--prompt-text", str(long), "--out", str(tmp_path / "t.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 1 and "text must be cut in the prompt file" in err, err

@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_slm.corpus.synth import EspeakSynth, PauseConfig, read_utterances, synthesize
 
     try:
-        utts = read_utterances(args.text)[: args.limit]
+        try:
+            utts = read_utterances(args.text)[: args.limit]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{args.text}: not UTF-8 text (byte {e.start}: {e.reason}); convert it, e.g. "
+                             f"iconv -f latin1 -t utf-8") from None
         if not utts:
             raise ValueError(f"{args.text}: no utterances")
         synth = EspeakSynth(args.voice, args.speed, args.pitch, args.sample_rate)

@@ -50,7 +50,8 @@ class Continuation:
 def check_fits(prompt_ids: Sequence[int], context: int, where: str) -> None:
     if len(prompt_ids) >= context:
         raise GenerationError(f"{where}: the prompt is {len(prompt_ids)} tokens, but the model's context is "
-                              f"{context}: nothing can be generated (cut it, e.g. --prompt-seconds)")
+                              f"{context}: nothing can be generated (shorten it: --prompt-seconds cuts speech "
+                              f"prompts; text must be cut in the prompt file)")
 
 
 def decode(src: LogitsSource, prompts: Sequence[Sequence[int]], prompt_keys: Sequence[str],

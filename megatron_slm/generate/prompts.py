@@ -255,6 +255,8 @@ def read_audio_prompts(paths: Sequence[str], extractor, seconds: Optional[float]
             files += [(f, utterance_id(f, p)) for f in list_audio_files(p)]
         elif os.path.isfile(p):
             files.append((p, utterance_id(p)))
+        elif os.path.exists(p):
+            raise GenerationError(f"{p}: not a regular file or directory (a FIFO or device would block the reader)")
         else:
             raise GenerationError(f"{p}: no such audio file or directory")
     if not files:
