@@ -32,6 +32,7 @@ setup(
         "slm-convert-kmeans = megatron_slm.commands.convert_kmeans:main",
         "slm-synthesize-corpus = megatron_slm.commands.synthesize_corpus:main",
         "slm-make-story-corpus = megatron_slm.commands.make_story_corpus:main",
+        "slm-make-preference-data = megatron_slm.commands.make_preference_data:main",
         "slm-preprocess-data = megatron_slm.commands.preprocess_data:main",
         "slm-convert-checkpoint = megatron_slm.commands.convert_checkpoint:main",
         "slm-prepare-eval-data = megatron_slm.commands.prepare_eval_data:main",

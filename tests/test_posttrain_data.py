@@ -196,3 +196,39 @@ def test_recipes_load_with_their_objective(recipe):
     assert recipe.read_text().startswith("# ") and "SlamKit" in recipe.read_text().split("\nmodel:")[0]
     if cfg.train.objective == "dpo":  # SlamKit's DPO settings
         assert (cfg.optimizer.lr, cfg.dpo.beta, cfg.optimizer.clip_grad) == (5e-5, 0.1, 0.5)
+
+
+def test_story_pairs_use_train_stories_only(tmp_path, vocab):
+    """tools/make_preference_data.py: prompt = all but the last sentence, chosen = the true ending,
+    rejected = another train story's ending; speech cut by SlamKit's rule; never valid/test stories."""
+    from megatron_slm.commands.make_preference_data import main as make_pairs
+    from megatron_slm.units.records import make_record
+
+    corpus = tmp_path / "stories"
+    corpus.mkdir()
+    stories, align, units = [], {"train": [], "valid": [], "test": []}, []
+    for i, split in enumerate(["train"] * 4 + ["valid", "test"]):
+        sentences = [f"Hero{i} went out.", f"Hero{i} came back home{i}."]
+        words = [{"word": w, "start": 0.5 * k, "end": 0.5 * k + 0.4} for k, w in enumerate(" ".join(sentences).split())]
+        stories.append({"id": f"s{i}", "split": split, "sentences": sentences})
+        align[split].append({"id": f"s{i}", "words": words})
+        units.append(make_record(f"s{i}", f"a/{i}.flac", (np.arange(60) + i) % K, 0.04, 2.4))  # one run per 40 ms
+    (corpus / "stories.jsonl").write_text("".join(json.dumps(s) + "\n" for s in stories))
+    for split, recs in align.items():
+        (corpus / f"alignments.{split}.jsonl").write_text("".join(json.dumps(a) + "\n" for a in recs))
+    units_path = tmp_path / "units.jsonl"
+    units_path.write_text("".join(u.to_json() + "\n" for u in units))
+    write_meta(str(units_path), make_meta({"name": "synthetic", "frame_rate": 25.0, "version": 1}, K, "0" * 64, None, True))
+    out = tmp_path / "pref.jsonl"
+    assert make_pairs(["--stories", str(corpus), "--units", str(units_path), "--out", str(out)]) == 0
+    pairs = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [p["id"] for p in pairs] == ["s0", "s1", "s2", "s3"]
+    assert all(p["negative_from"] in {"s0", "s1", "s2", "s3"} - {p["id"]} for p in pairs)
+    # the last sentence starts at word 3 = 1.5 s: runs ending at >= 1.5 s (the 38th on) are the ending
+    assert len(pairs[0]["prompt"]["units"]) == 37 and len(pairs[0]["chosen"]["units"]) == 23
+    text = tmp_path / "text.jsonl"
+    assert make_pairs(["--stories", str(corpus), "--out", str(text), "--prompt", "text", "--completion", "text"]) == 0
+    first = json.loads(text.read_text().splitlines()[0])
+    assert (first["prompt"], first["chosen"]) == ("Hero0 went out.", " Hero0 came back home0.")
+    meta = run(PairJob("preference", str(TOKENIZER), [str(out)], str(tmp_path / "ds"), progress=False))
+    assert meta["documents"] == 4 and meta["identity"]["units"]["k"] == K
