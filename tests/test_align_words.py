@@ -128,6 +128,33 @@ def _run(*args):
     return align_words.main([*map(str, args), "--quiet", "--device", "cpu"])
 
 
+def test_audio_goes_through_the_extraction_screen(tmp_path, random_ctc):
+    """A FIFO is skipped (it used to block the reader forever), silent audio is aligned with a warning."""
+    import os
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from conftest import REPO, _env
+
+    rec = json.loads(ALIGN.read_text().splitlines()[0])
+    fifo, silent = tmp_path / "fifo.wav", tmp_path / "silent.wav"
+    os.mkfifo(fifo)
+    sf.write(silent, np.zeros(16000 * 2, dtype=np.float32), 16000)
+    src = tmp_path / "transcripts.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "audio": str(a), "text": rec["text"]}) + "\n"
+                           for i, a in (("ok", CORPUS / rec["audio"]), ("fifo", fifo), ("silent", silent))))
+    proc = subprocess.run([sys.executable, REPO / "tools" / "align_words.py", "--input", src, "--model-dir",
+                           random_ctc, "--out", tmp_path / "out.jsonl", "--quiet", "--device", "cpu"],
+                          env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fifo: audio not a regular file" in proc.stdout, proc.stdout
+    assert "silent: silent (all samples zero): kept" in proc.stdout, proc.stdout
+    ids = [json.loads(l)["id"] for l in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert ids == ["ok", "silent"]
+
+
 def test_out_never_replaces_the_input(tmp_path, capsys):
     src = tmp_path / "cuts.jsonl.gz"
     src.write_bytes(b"a Lhotse manifest")

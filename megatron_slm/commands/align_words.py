@@ -52,13 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import numpy as np
     from tqdm import tqdm
 
     from megatron_slm.align import aligner as al
     from megatron_slm.corpus import transcripts
     from megatron_slm.align.model import CTCModel
-    from megatron_slm.audio.decode_soundfile import load_audio
     from megatron_slm.units.sharding import repair_tail
     from megatron_slm.corpus.synth import split_words
 
@@ -88,6 +86,7 @@ def main(argv=None) -> int:
     done = transcripts.read_done(partial)
     todo = [u for u in utts if u.id not in done]
     bad: list[tuple[str, str]] = []
+    warned: list[tuple[str, str]] = []  # kept, but worth knowing (silent audio)
     bar = tqdm(total=len(todo), unit="utt", desc="align", disable=args.quiet)
     secs = 0.0
     chunk = max(1, args.batch_size) * 4
@@ -99,14 +98,12 @@ def main(argv=None) -> int:
                 if not words:
                     bad.append((u.id, "empty transcript"))
                     continue
-                try:
-                    wave = load_audio(u.audio, model.sample_rate)
-                except Exception as e:  # soundfile/tar/lhotse errors: one file, one line in the summary
-                    bad.append((u.id, f"audio unreadable: {str(e).splitlines()[0][:200]}"))
+                wave, problem, warning = read_screened(u, model.sample_rate)
+                if problem:
+                    bad.append((u.id, problem))
                     continue
-                if not np.isfinite(wave).all():  # NaN/Inf would align to nonsense (as in audio/screen.py)
-                    bad.append((u.id, "non-finite samples"))
-                    continue
+                if warning:
+                    warned.append((u.id, warning))
                 if wave.size < model.sample_rate * model.frame_seconds * 2:
                     bad.append((u.id, "audio too short"))
                     continue
@@ -126,7 +123,33 @@ def main(argv=None) -> int:
         written = transcripts.write_lhotse(utts, done, args.out)
         os.remove(partial)
     _summary(args, utts, done, bad, secs, time.time() - t0, written, al.REASONS)
+    if warned:
+        print(f"warnings {len(warned)} (kept):")
+        for uid, why in warned[:10]:
+            print(f"  {uid}: {why}")
     return 0
+
+
+def read_screened(u, sample_rate: int):
+    """(wave, why it is skipped, what to warn about): the audio screen extraction uses -- regular
+    files only (a FIFO would block), a span within its recording, readable, no NaN/Inf, not
+    truncated; silence is kept with a warning."""
+    import torch
+
+    from megatron_slm.audio.decode_soundfile import load_audio
+    from megatron_slm.audio.probe import probe
+    from megatron_slm.audio.screen import screen
+
+    items, skipped = probe([u.audio], ids=[u.id])
+    if skipped:
+        return None, f"audio {skipped[0].reason}", None
+    item = items[0]
+    try:
+        wave = load_audio(item.source if item.source is not None else item.path, sample_rate)
+    except Exception as e:  # soundfile/tar/lhotse errors: one file, one line in the summary
+        return None, f"audio unreadable: {str(e).splitlines()[0][:200]}", None
+    skips, warns = screen(torch.as_tensor(wave)[None], torch.tensor([wave.size]), [item], sample_rate)
+    return wave, (f"audio {skips[0]}" if skips[0] else None), warns[0]
 
 
 def _summary(args, utts, done: dict, bad: list, secs: float, elapsed: float, written, reasons: dict) -> None:
