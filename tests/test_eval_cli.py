@@ -41,3 +41,20 @@ def test_outputs_never_land_on_inputs_or_existing_files(tmp_path, items, capsys,
     assert code == 1 and len(err.splitlines()) == 1, err
     assert message.format(i=items) in err, err
     assert items.read_bytes() == before and (tmp_path / "taken").read_text() == "an earlier report"
+
+
+def test_a_truncated_model_file_is_one_line_naming_the_directory(tmp_path, capsys):
+    from megatron_slm.eval.items import Candidate, Item, write_items
+    from megatron_slm.testing.random_hf import make_random_hf_model
+
+    model = make_random_hf_model(tmp_path / "hf", "llama", TOKENIZER, hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                 vocab_size=1024)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    items = tmp_path / "items.jsonl"
+    write_items(items, "x", [Item(id="a", task="x", positive=Candidate(text="a cat"),
+                                  negatives=[Candidate(text="cat a")])], None)
+    code = eval_slm.main(["--hf-dir", str(model), "--num-units", "100", "--items", str(items)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{model}: the model weights are unreadable" in err and "Traceback" not in err, err

@@ -84,3 +84,16 @@ def test_messages_point_at_the_real_cause(hf, tmp_path, capsys):
     code = generate_main(["--hf-dir", str(hf), "--prompt-text", str(long), "--out", str(tmp_path / "t.jsonl")])
     err = capsys.readouterr().err
     assert code == 1 and "text must be cut in the prompt file" in err, err
+
+
+def test_a_truncated_model_file_is_one_line_naming_the_directory(hf, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "hf"
+    shutil.copytree(hf, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code = generate_main(["--hf-dir", str(broken), "--prompt-units", UNITS, "--limit", "1", "--out",
+                          str(tmp_path / "rows.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{broken}: the model weights are unreadable" in err and "Traceback" not in err, err

@@ -174,8 +174,12 @@ def _backend(args: argparse.Namespace, vocab, progress: bool):
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return HFBackend.from_pretrained(args.hf_dir, vocab, device=device,
-                                     dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"), **kw)
+    from megatron_slm.commands.generate import model_load_errors
+    from megatron_slm.eval.items import ItemError
+
+    with model_load_errors(args.hf_dir, ItemError):
+        return HFBackend.from_pretrained(args.hf_dir, vocab, device=device,
+                                         dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"), **kw)
 
 
 if __name__ == "__main__":

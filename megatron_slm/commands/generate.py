@@ -21,6 +21,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -183,9 +184,30 @@ def build_source(args, vocab):
         info = {"backend": "megatron", "dir": os.path.abspath(args.mcore_dir), "iteration": it,
                 "tp": args.tp, "pp": args.pp}
     else:
-        src = HFSource.from_pretrained(args.hf_dir, vocab, device=args.device, dtype=args.dtype)
+        from megatron_slm.generate.sampling import GenerationError
+
+        with model_load_errors(args.hf_dir, GenerationError):
+            src = HFSource.from_pretrained(args.hf_dir, vocab, device=args.device, dtype=args.dtype)
         info = {"backend": "hf", "dir": os.path.abspath(args.hf_dir)}
     return src, {**info, "vocab": vocab.identity()}
+
+
+@contextlib.contextmanager
+def model_load_errors(model_dir: str, error: type[Exception]):
+    """A model directory whose weights cannot be read (a truncated model.safetensors, a missing
+    shard) is one line naming the directory, not the loader's traceback."""
+    try:
+        yield
+    except error:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise error(f"{model_dir}: the model cannot be loaded ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:300] if str(e) else 'no detail'})") from None
+    except Exception as e:  # safetensors' SafetensorError derives from Exception only
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise error(f"{model_dir}: the model weights are unreadable ({str(e).splitlines()[0][:300]}); "
+                    f"is model.safetensors complete?") from None
 
 
 def sampling_config(args):
