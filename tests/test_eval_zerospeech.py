@@ -133,3 +133,35 @@ def test_eval_writes_the_official_submission(tmp_path, model, capsys):
     assert eval_slm.main(["--hf-dir", str(model), "--tasks", "ws", "--data", str(data), "--bootstrap", "0",
                           "--submission", str(tmp_path / "none")]) == 1
     assert "none of the scored benchmarks" in capsys.readouterr().err
+
+
+def _edit_gold(d: Path, edit) -> Path:
+    gold = d / "gold.csv"
+    rows = list(csv.reader(open(gold, newline="")))
+    with open(gold, "w", newline="") as f:
+        csv.writer(f).writerows(edit(rows))
+    return gold
+
+
+def _set(row: int, column: str, value: str):
+    def edit(rows):
+        rows[row][LEX_COLUMNS.index(column)] = value
+        return rows
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set(1, "id", ""), "gold.csv:2: field 'id' is empty"),
+    (_set(3, "frequency", "many"), "gold.csv:4: field 'frequency' must be a count >= 0, got 'many'"),
+    (_set(1, "frequency", "-1"), "gold.csv:2: field 'frequency' must be a count >= 0"),
+    (lambda rows: rows[:1], "gold.csv: no rows after the header"),
+    (lambda rows: rows + [[rows[1][0], "Z", "v1", "", "x", "a", 1, 0]],
+     "field 'filename' 'Av1w' is marked correct=0 here and correct=1 on line 2"),
+])
+def test_bad_gold_rows_are_refused_naming_file_line_and_field(tmp_path, edit, message):
+    from megatron_slm.eval.benchmarks.spec import PrepareError
+
+    _edit_gold(_write_lexical(tmp_path), edit)
+    with pytest.raises(PrepareError) as e:
+        read_swuggy(str(tmp_path))
+    assert message in str(e.value) and str(tmp_path) in str(e.value)

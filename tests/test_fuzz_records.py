@@ -230,3 +230,54 @@ def test_vectorised_preprocessing_equals_the_reference(tmp_path, vocab, pair):
     for lines in (raw, None):
         kept, _, _, errors = prepare_batch(records, vocab, index, lines=lines)
         assert kept == ref_kept and [(i, e.reason, str(e)) for i, e in errors] == ref_errors
+
+
+# ----------------------------------------------------------------------------- ZeroSpeech gold.csv
+
+GOLD_COLUMNS = ["filename", "id", "voice", "frequency", "word", "correct"]
+GOLD = [["aw", "a", "v1", "3", "cat", "1"], ["an", "a", "v1", "", "kat", "0"],
+        ["bw", "b", "v1", "0", "dog", "1"], ["bn", "b", "v1", "", "dag", "0"]]
+cells = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=6)
+
+
+@st.composite
+def gold_tables(draw):
+    """A valid sWUGGY gold.csv with one cell replaced by arbitrary text, a row cut short, or a row dropped."""
+    rows = [list(r) for r in GOLD]
+    i = draw(st.integers(0, len(rows) - 1))
+    how = draw(st.sampled_from(["cell", "short", "drop"]))
+    if how == "cell":
+        rows[i][draw(st.integers(0, len(GOLD_COLUMNS) - 1))] = draw(cells)
+    elif how == "short":
+        rows[i] = rows[i][: draw(st.integers(0, len(GOLD_COLUMNS) - 1))]
+    else:
+        rows.pop(i)
+    return rows
+
+
+@FUZZ
+@given(rows=gold_tables())
+def test_zerospeech_gold(tmp_path, rows):
+    import csv
+
+    from megatron_slm.eval.benchmarks.spec import PrepareError
+    from megatron_slm.eval.benchmarks.zerospeech import read_swuggy
+
+    d = tmp_path / "lexical" / "dev"
+    d.mkdir(parents=True, exist_ok=True)
+    for name in {r[0] for r in GOLD}:
+        (d / f"{name}.wav").write_bytes(b"")  # read_swuggy only needs the files to exist
+    gold = d / "gold.csv"
+    with open(gold, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([GOLD_COLUMNS, *rows])
+    try:
+        specs = read_swuggy(str(tmp_path))
+    except PrepareError as e:
+        msg = str(e)
+        assert msg.startswith(f"{gold}") and any(s in msg for s in ("field '", "lines [", "audio file", "no rows")), msg
+        return
+    table = list(csv.DictReader(open(gold, newline="", encoding="utf-8")))
+    assert {s.id for s in specs} == {f"{r['id']}/{r['voice']}" for r in table}  # ids as written, nothing converted
+    for s in specs:
+        pos = next(r for r in table if r["correct"] == "1" and f"{r['id']}/{r['voice']}" == s.id)
+        assert s.meta["frequency"] == pos["frequency"] and s.positive.text == (pos["word"] or None)

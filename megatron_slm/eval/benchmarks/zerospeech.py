@@ -49,9 +49,27 @@ def _read_gold(path: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
         if missing:
             raise PrepareError(f"{path}: missing column(s) {', '.join(missing)} (have {reader.fieldnames})")
         rows = [(lineno, row) for lineno, row in enumerate(reader, 2)]
+    if not rows:
+        raise PrepareError(f"{path}: no rows after the header (an empty benchmark)")
+    marked: dict[str, tuple[int, str]] = {}  # filename -> (line, correct)
     for lineno, row in rows:
+        for c in required:  # a short row leaves None in its missing cells
+            if (row.get(c) or "").strip() == "":
+                raise PrepareError(f"{path}:{lineno}: field {c!r} is empty")
         if row["correct"] not in ("0", "1"):
             raise PrepareError(f"{path}:{lineno}: field 'correct' must be 0 or 1, got {row['correct']!r}")
+        freq = row.get("frequency")
+        if freq not in (None, ""):
+            try:
+                ok = math.isfinite(float(freq)) and float(freq) >= 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise PrepareError(f"{path}:{lineno}: field 'frequency' must be a count >= 0, got {freq!r}")
+        first = marked.setdefault(row["filename"], (lineno, row["correct"]))
+        if first[1] != row["correct"]:
+            raise PrepareError(f"{path}:{lineno}: field 'filename' {row['filename']!r} is marked correct={row['correct']} "
+                               f"here and correct={first[1]} on line {first[0]}")
     return rows
 
 
