@@ -112,3 +112,15 @@ def test_wrong_columns_and_missing_audio_are_named(tmp_path, capsys):
     rc, _ = _prepare("ssc", tmp_path / "holes", tmp_path / "y.jsonl")
     err = capsys.readouterr().err
     assert rc == 1 and "could not be turned into units" in err and "holds no audio bytes" in err
+    # an audio column of another type, and a config without rows: one line each, no traceback
+    datasets.Dataset.from_dict({"positive": [1, 2], "negative": [3, 4]}).save_to_disk(str(tmp_path / "ints"))
+    rc, _ = _prepare("ssc", tmp_path / "ints", tmp_path / "z.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 1 and "column 'positive' holds Value('int64')" in err and "not audio" in err, err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    (tmp_path / "none" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict({"positive": [], "negative": []}, features=datasets.Features(
+        {"positive": st, "negative": st})).to_parquet(str(tmp_path / "none" / "data" / "train-00000-of-00001.parquet"))
+    rc, _ = _prepare("ssc", tmp_path / "none", tmp_path / "w.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and err.count("error:") == 1 and "none" in err, err

@@ -150,8 +150,15 @@ def read_hf(src: str, task: str, split: Optional[str] = None, parts: Optional[Se
         where = f"{src} (config {config})"
         layout = layout_of(ds, where)
         pos_col, neg_col = AUDIO_COLUMNS[layout]
+        if len(ds) == 0:  # an empty config would vanish from the report instead of scoring 0 items
+            raise PrepareError(f"{where}: no rows")
         for col in (pos_col, neg_col):  # bytes and path, never decoded by datasets
-            ds = ds.cast_column(col, ds_mod.Audio(decode=False))
+            kind = ds.features[col]
+            try:
+                ds = ds.cast_column(col, ds_mod.Audio(decode=False))
+            except Exception as e:  # datasets raises ValueError/TypeError/ArrowInvalid for a wrong column type
+                raise PrepareError(f"{where}: column {col!r} holds {kind}, not audio "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         named = len(configs) > 1 or layout == "salmon"
         part = config if named else None
         columns = {col: ds.select_columns([col]) for col in (pos_col, neg_col)}  # a row read fetches one cell
