@@ -120,7 +120,8 @@ def test_dpo_equals_trl_on_the_hf_exports(setup, tp1, tmp_path):
     assert abs(train_losses(tp1)[0] - (np.log(2) + 0.5 * read_metrics(tp1)[0][0]["sft_loss"])) < 1e-5  # policy == ref
 
 
-@pytest.mark.parametrize("layout", [["parallel.tp=2"], ["parallel.pp=2"]], ids=["tp2", "pp2"])
+@pytest.mark.parametrize("layout", [["parallel.tp=2"], ["parallel.pp=2"], ["parallel.distributed_optimizer=true"]],
+                         ids=["tp2", "pp2", "dp2"])  # dp2: the SFT term's per-token mean spans both DP ranks
 def test_layouts_give_the_tp1_losses(setup, tp1, tmp_path, layout):
     run_torchrun(2, PRETRAIN, dpo_args(setup, tmp_path / "run", *layout)[1:], cwd=tmp_path)
     reference, got = train_losses(tp1), train_losses(tmp_path / "run")
