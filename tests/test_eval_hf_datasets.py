@@ -124,3 +124,21 @@ def test_wrong_columns_and_missing_audio_are_named(tmp_path, capsys):
     rc, _ = _prepare("ssc", tmp_path / "none", tmp_path / "w.jsonl")
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err and err.count("error:") == 1 and "none" in err, err
+
+
+def test_silent_benchmark_audio_is_kept_with_a_warning(tmp_path, capsys):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000, dtype=np.float32), 16000, format="FLAC")
+    silent = tmp_path / "silent.flac"
+    silent.write_bytes(buf.getvalue())
+    (tmp_path / "sSC" / "data").mkdir(parents=True)
+    _audio_dataset({"positive": [silent], "negative": FILES[1:2]}).to_parquet(
+        str(tmp_path / "sSC" / "data" / "train-00000-of-00001.parquet"))
+    rc, _ = _prepare("ssc", tmp_path / "sSC", tmp_path / "ssc.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning: benchmark audio" in err and "silent" in err and "always ties" in err, err

@@ -97,3 +97,14 @@ def test_a_truncated_model_file_is_one_line_naming_the_directory(hf, tmp_path, c
                           str(tmp_path / "rows.jsonl")])
     err = capsys.readouterr().err
     assert code == 1 and f"{broken}: the model weights are unreadable" in err and "Traceback" not in err, err
+
+
+def test_a_silent_prompt_is_kept_with_a_warning(hf, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "silent.wav", np.zeros(16000 * 2, dtype=np.float32), 16000)
+    code = generate_main(["--hf-dir", str(hf), "--prompt-audio", str(tmp_path / "silent.wav"), "--kmeans",
+                          str(CORPUS / "km_mel100.npy"), "--max-new-tokens", "4", "--out", str(tmp_path / "s.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning: prompt audio" in err and "silent" in err, err

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -271,6 +272,8 @@ def read_audio_prompts(paths: Sequence[str], extractor, seconds: Optional[float]
         by_id[rec.id] = Prompt(rec.id, [Segment(SPEECH, units=units)], rec.path, cut)
     for s in extractor.skipped:
         out.skipped.add("unreadable_audio", f"{s.path}: {s.reason}")
+    for w in getattr(extractor, "warnings", []):  # kept: a silent prompt is valid, but rarely meant
+        print(f"warning: prompt audio {w.path}: {w.reason}", file=sys.stderr)
     out.prompts = [by_id[i] for _, i in files if i in by_id]
     return out
 

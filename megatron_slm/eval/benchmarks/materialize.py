@@ -7,6 +7,7 @@ identity goes into the items' header, so scoring can refuse a model trained on o
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -77,6 +78,11 @@ class UnitsSource:
             if summary.skipped:
                 raise PrepareError(f"{len(summary.skipped)} benchmark audio file(s) could not be turned into units: "
                                    + first_few([f"{p} ({why})" for p, why in summary.skipped], "; "))
+            for path, why in summary.warnings[:5]:  # kept; silent audio makes its items always tie
+                print(f"warning: benchmark audio {path}: {why} (an item whose candidates are all silent always ties)",
+                      file=sys.stderr)
+            if len(summary.warnings) > 5:
+                print(f"warning: {len(summary.warnings) - 5} more in {cache_path}.skipped.tsv", file=sys.stderr)
             done = {rec.id: rec.units for rec in iter_records(cache_path)}
             return {p: done[key(p)] for p in paths}
 
