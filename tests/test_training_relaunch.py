@@ -28,6 +28,7 @@ def snapshot(run):
     return {name: (run / name).read_bytes() for name in ("metrics.jsonl", "config.yaml", "slm_model.json")}
 
 
+@pytest.mark.slow  # two launches of the CLI
 def test_an_unchanged_relaunch_of_a_finished_run_appends_nothing(finished):
     before = snapshot(finished)
     # logging.interval decides only what is logged: a relaunch may change it
@@ -37,6 +38,7 @@ def test_an_unchanged_relaunch_of_a_finished_run_appends_nothing(finished):
     assert snapshot(finished)["metrics.jsonl"] == before["metrics.jsonl"]  # no second validation line
 
 
+@pytest.mark.slow  # two launches of the CLI
 def test_a_relaunch_that_changes_results_is_refused_naming_the_keys(finished):
     before = snapshot(finished)
     out = run_python([PRETRAIN, "--config", TINY_CPU, "train.iters=4", "optimizer.lr=1e-3",
