@@ -299,3 +299,20 @@ def test_batch_preparation_equals_the_per_record_reference(corpus, vocab, tmp_pa
             assert np.array_equal(ids[offsets[d]:offsets[d + 1]],
                                   il.assemble(u, il.draw(u, cfg, 9, 2), mk, keep_empty=compat == "slamkit"))
             assert audio[d] == pytest.approx(secs)
+
+
+def test_out_prefix_never_replaces_an_input_or_its_sidecar(tmp_path, capsys):
+    import shutil
+
+    from conftest import CORPUS, TOKENIZER
+    from megatron_slm.commands import preprocess_data
+
+    units = tmp_path / "units.jsonl"
+    shutil.copy(CORPUS / "units.jsonl", units)
+    shutil.copy(CORPUS / "units.jsonl.meta.json", tmp_path / "units.jsonl.meta.json")
+    sidecar = (tmp_path / "units.jsonl.meta.json").read_bytes()
+    code = preprocess_data.main(["speech", "--tokenizer", str(TOKENIZER), "--units", str(units),
+                                 "--out-prefix", str(units), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "refusing to write --out-prefix" in err and "Traceback" not in err, err
+    assert (tmp_path / "units.jsonl.meta.json").read_bytes() == sidecar and not (tmp_path / "units.jsonl.bin").exists()

@@ -107,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "text":
         job.text_key = args.text_key
     try:
+        # <prefix>.meta.json must never replace an input's own sidecar (--out-prefix <units>.jsonl would)
+        from megatron_slm.outputs import OutputError, guard_output_file
+
+        reads = [*inputs, *(f"{p}.meta.json" for p in inputs), args.tokenizer, getattr(args, "alignments", None)]
+        for suffix in (".bin", ".idx", ".meta.json"):
+            guard_output_file(args.out_prefix + suffix, reads, force=True, flag="--out-prefix")
+    except OutputError as e:
+        error(e)
+        return 1
+    try:
         meta = run(job)
     except (PreprocessError, OSError) as e:
         error(e)
