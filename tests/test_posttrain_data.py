@@ -194,8 +194,10 @@ def test_recipes_load_with_their_objective(recipe):
     assert cfg.train.objective == recipe.stem.split("_")[0] and cfg.data.blend[0].kind == \
         {"dpo": "preference", "sft": "sft"}[cfg.train.objective]
     assert recipe.read_text().startswith("# ") and "SlamKit" in recipe.read_text().split("\nmodel:")[0]
-    if cfg.train.objective == "dpo":  # SlamKit's DPO settings
-        assert (cfg.optimizer.lr, cfg.dpo.beta, cfg.optimizer.clip_grad) == (5e-5, 0.1, 0.5)
+    if cfg.train.objective == "dpo":  # SlamKit's DPO settings (the tiny CPU recipe keeps its beta only)
+        assert cfg.dpo.beta == 0.1
+        if cfg.runtime.device == "cuda":
+            assert (cfg.optimizer.lr, cfg.optimizer.clip_grad) == (5e-5, 0.5)
 
 
 def test_story_pairs_use_train_stories_only(tmp_path, vocab):
