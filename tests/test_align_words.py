@@ -214,7 +214,8 @@ def test_tool_on_a_random_model_jsonl_lhotse_and_resume(tmp_path, random_ctc, ca
     assert "low_confidence" in capsys.readouterr().out
     # user errors: one line, exit 2
     assert _run("--input", tmp_path / "none.jsonl", "--model-dir", random_ctc, "--out", tmp_path / "x.jsonl") == 2
-    assert _run("--input", src, "--model-dir", tmp_path, "--out", tmp_path / "x.jsonl") == 2
+    (tmp_path / "no_model").mkdir()  # beside the output: an output inside the model dir is refused first
+    assert _run("--input", src, "--model-dir", tmp_path / "no_model", "--out", tmp_path / "x.jsonl") == 2
     assert _run("--input", tmp_path / "bare.jsonl.gz", "--model-dir", random_ctc, "--out", tmp_path / "x.jsonl") == 2
     err = capsys.readouterr().err
     assert "none.jsonl" in err and "not a local CTC model" in err and "Lhotse input" in err and "Traceback" not in err
