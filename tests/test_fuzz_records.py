@@ -281,3 +281,42 @@ def test_zerospeech_gold(tmp_path, rows):
     for s in specs:
         pos = next(r for r in table if r["correct"] == "1" and f"{r['id']}/{r['voice']}" == s.id)
         assert s.meta["frequency"] == pos["frequency"] and s.positive.text == (pos["word"] or None)
+
+
+# ----------------------------------------------------------------------------- HF benchmark datasets
+
+HF_FUZZ = settings(max_examples=25, deadline=None, database=None,  # each example writes and loads a dataset
+                   suppress_health_check=[HealthCheck.function_scoped_fixture])
+audio_cells = (st.none() | st.integers(-5, 5) | st.text(max_size=4) | st.binary(max_size=8)
+               | st.fixed_dictionaries({"bytes": st.none() | st.binary(max_size=8), "path": st.none() | st.text(max_size=6)}))
+
+
+@HF_FUZZ
+@given(columns=st.dictionaries(st.sampled_from(["positive", "negative", "positive_audio", "extra"]),
+                               st.lists(audio_cells, min_size=0, max_size=3), min_size=1, max_size=3))
+def test_hf_benchmark_datasets(tmp_path, columns):
+    """Any columns of any cell type: read_hf gives one candidate per row and column (whose bytes are
+    there or named missing by row and column), or refuses naming the dataset; never a traceback."""
+    datasets = pytest.importorskip("datasets")
+    from megatron_slm.eval.benchmarks.hf import read_hf
+    from megatron_slm.eval.benchmarks.spec import PrepareError
+
+    n = min(len(v) for v in columns.values())
+    data = {k: v[:n] for k, v in columns.items()}
+    src = tmp_path / "ds"
+    try:
+        datasets.Dataset.from_dict(data).save_to_disk(str(src))
+    except Exception:  # cells Arrow itself cannot hold (mixed types, no rows): not a dataset anyone could ship
+        return
+    try:
+        specs = read_hf(str(src), "t")
+    except PrepareError as e:
+        assert str(e).startswith(str(src)), str(e)
+        return
+    assert len(specs) == n and all(len(s.negatives) == 1 for s in specs)
+    for s in specs:
+        for cand in (s.positive, *s.negatives):
+            try:
+                cand.source.data()
+            except OSError as e:
+                assert "holds no audio bytes" in str(e) and str(src) in str(e), str(e)

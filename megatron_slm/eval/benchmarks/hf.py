@@ -84,7 +84,8 @@ def load_configs(src: str, split: Optional[str] = None) -> dict[str, object]:
             for config, splits in _parquet_groups(root).items():
                 found[config] = {s: ds_mod.load_dataset("parquet", data_files={s: files}, split=s)
                                  for s, files in splits.items()}
-    except (OSError, ValueError, TypeError) as e:  # a damaged arrow/parquet file, an odd layout
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as e:  # a damaged arrow/parquet file, an odd
+        # layout, a saved dataset without rows (datasets' loader fails with IndexError on it)
         raise PrepareError(f"{src}: not a readable Hugging Face dataset ({type(e).__name__}: {e})") from None
     out = {}
     for config, splits in found.items():
