@@ -1,4 +1,4 @@
-"""Fuzzing the JSONL record readers (units records, alignments, eval items) with malformed records.
+"""Fuzzing the record readers (units records, alignments, eval items, ZeroSpeech gold.csv, HF benchmark datasets).
 
 The property, for every generated record: it is either accepted unchanged (same values, same
 JSON types -- nothing converted) or rejected with a message naming its file:line and a field;
