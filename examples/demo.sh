@@ -54,7 +54,7 @@ python tools/convert_checkpoint.py mcore-to-hf --mcore-dir $OUT/run --out $OUT/h
 
 step "7/7 evaluate the exported model"
 python tools/eval_slm.py --hf-dir $OUT/hf --items $OUT/eval/word_shuffle.jsonl $OUT/eval/ssc.jsonl \
-  --out $OUT/eval_report.json
+  --out $OUT/eval_report.json --force
 
 step "+ listen: a speech continuation of a corpus prompt (Griffin-Lim WAV) and a text continuation of a speech prompt"
 PROMPT_ID=$(python -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['id'])" $S/alignments.test.jsonl)
