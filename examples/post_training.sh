@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Post-training on the CPU, on held-out stories:
 #   the demo (story corpus -> units -> short pre-training at TP=2; examples/demo.sh) as the base
-#   -> preference pairs from the train stories (true ending vs another train story's ending)
+#   -> preference pairs from the train stories: true ending vs a continuation sampled from the base
+#      (on-policy negatives; NEGATIVES=other-story: another train story's ending)
 #   -> DPO at TP=2 (the eval hook scores the test stories during it) -> exports DIR/hf_base, DIR/hf_dpo
-#   -> before/after on the test stories, with bootstrap CIs: spoken StoryCloze, word-shuffled stories.
+#   -> before/after on the test stories, with bootstrap CIs: (a) preference for the true ending over
+#      one sampled from the base, (b) spoken StoryCloze, and word-shuffled stories.
 #   bash examples/post_training.sh [--out DIR]        (default post_training_out; reruns reuse the base)
-# Not yet here: on-policy negatives (continuations sampled from the base) and Auto-BLEU of its
-# own continuations.
+# Not yet here: the Auto-BLEU of the models' own continuations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=post_training_out
@@ -26,9 +27,14 @@ if [ ! -f "$OUT/base/hf/config.json" ]; then
 fi
 rm -rf "$OUT/hf_base" && cp -r "$OUT/base/hf" "$OUT/hf_base"
 
-step "2/5 preference pairs from the train stories: prompt = all but the last sentence, chosen = its ending, rejected = another train story's"
+NEGATIVES=${NEGATIVES:-sampled}
+SAMPLED=(); [ "$NEGATIVES" = sampled ] && SAMPLED=(--negatives sampled --hf-dir "$OUT/hf_base")
+step "2/5 preference pairs from the train stories: prompt = all but the last sentence, chosen = its ending, rejected: $NEGATIVES"
 python tools/make_preference_data.py --stories "$OUT/base/stories" --units "$OUT/base/units.jsonl" \
-  --out "$OUT/pref/train.jsonl"
+  --out "$OUT/pref/train.jsonl" "${SAMPLED[@]}"
+# (a)'s items: the held-out test stories, the true ending vs one sampled from the base (evaluation only)
+python tools/make_preference_data.py --stories "$OUT/base/stories" --units "$OUT/base/units.jsonl" \
+  --split test --eval-items --negatives sampled --hf-dir "$OUT/hf_base" --seed 1 --out "$OUT/eval/pref_sampled.jsonl"
 python tools/preprocess_data.py preference --tokenizer "$OUT/base/run/tokenizer" --input "$OUT/pref/train.jsonl" \
   --out-prefix "$OUT/data/pref_train" --max-length 257 --quiet
 
@@ -43,7 +49,8 @@ python tools/convert_checkpoint.py mcore-to-hf --mcore-dir "$OUT/dpo" --out "$OU
 
 step "5/5 before / after on the held-out test stories"
 for m in base dpo; do
-  python tools/eval_slm.py --hf-dir "$OUT/hf_$m" --items "$OUT/base/eval/ssc.jsonl" "$OUT/base/eval/word_shuffle.jsonl" \
+  python tools/eval_slm.py --hf-dir "$OUT/hf_$m" --items "$OUT/eval/pref_sampled.jsonl" "$OUT/base/eval/ssc.jsonl" \
+    "$OUT/base/eval/word_shuffle.jsonl" \
     --out "$OUT/eval_$m.json" --force
 done
 printf '\nDone.\n  base: %s/hf_base  DPO: %s/hf_dpo\n  reports: %s/eval_base.json, %s/eval_dpo.json\n  DPO metrics: %s/dpo/metrics.jsonl\n' \

@@ -209,7 +209,7 @@ def test_story_pairs_use_train_stories_only(tmp_path, vocab):
     corpus = tmp_path / "stories"
     corpus.mkdir()
     stories, align, units = [], {"train": [], "valid": [], "test": []}, []
-    for i, split in enumerate(["train"] * 4 + ["valid", "test"]):
+    for i, split in enumerate(["train"] * 4 + ["valid", "test", "test"]):
         sentences = [f"Hero{i} went out.", f"Hero{i} came back home{i}."]
         words = [{"word": w, "start": 0.5 * k, "end": 0.5 * k + 0.4} for k, w in enumerate(" ".join(sentences).split())]
         stories.append({"id": f"s{i}", "split": split, "sentences": sentences})
@@ -234,3 +234,10 @@ def test_story_pairs_use_train_stories_only(tmp_path, vocab):
     assert (first["prompt"], first["chosen"]) == ("Hero0 went out.", " Hero0 came back home0.")
     meta = run(PairJob("preference", str(TOKENIZER), [str(out)], str(tmp_path / "ds"), progress=False))
     assert meta["documents"] == 4 and meta["identity"]["units"]["k"] == K
+    held_out = ["--stories", str(corpus), "--units", str(units_path), "--split", "test", "--out", str(tmp_path / "e.jsonl")]
+    assert make_pairs(held_out) == 1  # held-out stories never become training pairs
+    assert make_pairs(held_out + ["--eval-items"]) == 0  # ... only eval items (tools/eval_slm.py --items)
+    header, *items = [json.loads(l) for l in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert header["task"] == "pref" and header["unit_identity"]["k"] == K
+    assert [(i["id"], i["meta"]["negative_from"]) for i in items] == [("s5", "s6"), ("s6", "s5")]
+    assert items[0]["prompt"]["units"] and items[0]["negatives"][0]["units"]

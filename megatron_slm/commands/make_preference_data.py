@@ -2,12 +2,13 @@
 tools/preprocess_data.py preference.
 
   python tools/make_preference_data.py --stories corpora/stories --units units/stories.jsonl \\
-      --out pref/train.jsonl [--prompt speech|text] [--completion speech|text]
+      --out pref/train.jsonl [--prompt speech|text] [--completion speech|text] [--negatives sampled --hf-dir hf/base]
 
 Per train story: prompt = all sentences but the last, chosen = the true last sentence, rejected =
-the last sentence of another train story (other-story negatives). Validation and test stories are
-never used. Speech parts are the story's units cut at the last sentence's first word; the units'
-identity sidecar is written beside the output. Negatives sampled from a model are not built here.
+the last sentence of another train story (other-story negatives), or with --negatives sampled a
+continuation of the prompt sampled from --hf-dir (on-policy negatives; speech -> speech). Validation
+and test stories are never used. Speech parts are the story's units cut at the last sentence's first
+word; the units' identity sidecar is written beside the output.
 """
 from __future__ import annotations
 
@@ -22,25 +23,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output JSONL (+ .meta.json with the units' identity)")
     ap.add_argument("--prompt", choices=["speech", "text"], default="speech")
     ap.add_argument("--completion", choices=["speech", "text"], default="speech")
-    ap.add_argument("--seed", type=int, default=0, help="which other story gives each negative")
+    ap.add_argument("--negatives", choices=["other-story", "sampled"], default="other-story",
+                    help="rejected = another train story's ending, or a continuation sampled from --hf-dir")
+    ap.add_argument("--hf-dir", default=None, help="sampled negatives: the HF model (with the extended tokenizer)")
+    ap.add_argument("--split", choices=["train", "test"], default="train",
+                    help="train: training pairs; test: held-out pairs, written only as eval items (--eval-items)")
+    ap.add_argument("--eval-items", action="store_true",
+                    help="write tools/eval_slm.py items (task pref) instead of training records")
+    ap.add_argument("--seed", type=int, default=0, help="which other story gives each negative; the sampling seed")
     args = ap.parse_args(argv)
     from megatron_slm.console import error
-    from megatron_slm.posttrain.story_pairs import StoryPairError, story_pairs, write_pairs
+    from megatron_slm.posttrain.story_pairs import (StoryPairError, sample_negatives, story_pairs, write_eval_items,
+                                                    write_pairs)
 
     speech = "speech" in (args.prompt, args.completion)
     if speech and not args.units:
         error("--units is needed when the prompt or the completion is speech")
         return 1
+    if args.split == "test" and not args.eval_items:
+        error("--split test gives held-out pairs for evaluation only: add --eval-items (training pairs come from train)")
+        return 1
+    if args.eval_items and not (args.prompt == args.completion == "speech"):
+        error("--eval-items: speech prompts and completions only")
+        return 1
+    if (args.negatives == "sampled") != (args.hf_dir is not None):
+        error("--negatives sampled and --hf-dir go together")
+        return 1
     try:
-        pairs, counts = story_pairs(args.stories, args.units, args.prompt, args.completion, args.seed)
+        pairs, counts = story_pairs(args.stories, args.units, args.prompt, args.completion, args.seed, args.split)
         if not pairs:
             raise StoryPairError(f"{args.stories}: no pairs ({counts})")
-        write_pairs(pairs, args.out, args.units if speech else None)
+        if args.negatives == "sampled":
+            kept = sample_negatives(pairs, args.hf_dir, args.seed)
+            print(f"sampled {len(pairs) - kept} negatives from {args.hf_dir}; {kept} samples equal to the true "
+                  f"ending (or empty) kept the other story's ending")
+        if args.eval_items:
+            write_eval_items(pairs, args.out, args.units, "pref")
+        else:
+            write_pairs(pairs, args.out, args.units if speech else None)
     except (StoryPairError, OSError, ValueError) as e:
         error(e)
         return 1
-    print(f"wrote {args.out}: {counts['pairs']} pairs ({args.prompt} -> {args.completion}) from "
-          f"{counts['stories']} train stories; skipped {counts['no_units']} without units, "
+    print(f"wrote {args.out}: {counts['pairs']} {'eval items' if args.eval_items else 'pairs'} ({args.prompt} -> "
+          f"{args.completion}) from {counts['stories']} {args.split} stories; skipped {counts['no_units']} without units, "
           f"{counts['too_short']} too short to cut")
     return 0
 

@@ -4,7 +4,9 @@
 
 Per story of the train split: prompt = all sentences but the last; chosen = the true last sentence;
 rejected = the last sentence of another train story (`other-story` negatives; a story whose last
-sentence reads the same is never drawn). Validation and test stories are never used, neither as
+sentence reads the same is never drawn), or a continuation of the prompt sampled from a model
+(`sampled`, on-policy negatives: speech completions only, as many units as the true ending, with
+SlamKit's generation settings and a seed per story). Validation and test stories are never used, neither as
 prompts nor as negatives. Speech parts are the story's units cut at the last sentence's first
 word with SlamKit's span rule (a run belongs to the span when its END time falls at or after the
 word's start: `bisect_left` over the runs' end times); text parts are the sentences.
@@ -48,14 +50,15 @@ def split_units(units: list[int], durations: list[int], unit_seconds: float, sta
 
 
 def story_pairs(corpus: str | Path, units_path: str | Path, prompt: str = "speech", completion: str = "speech",
-                seed: int = 0) -> tuple[list[dict], dict]:
-    """(records for tools/preprocess_data.py preference, counts)."""
+                seed: int = 0, split: str = "train") -> tuple[list[dict], dict]:
+    """(records for tools/preprocess_data.py preference, counts). Pairs of another `split` (test: for
+    evaluation only) draw their other-story negatives from that split."""
     corpus = Path(corpus)
     for name, value in (("prompt", prompt), ("completion", completion)):
         if value not in MODALITIES:
             raise StoryPairError(f"--{name} {value!r}: choose speech or text")
-    stories = _stories(corpus, "train")
-    words = _words(corpus, "train")
+    stories = _stories(corpus, split)
+    words = _words(corpus, split)
     units = {}
     if "speech" in (prompt, completion):
         units = {r.id: r for r in iter_records(units_path)}
@@ -95,6 +98,62 @@ def story_pairs(corpus: str | Path, units_path: str | Path, prompt: str = "speec
                       "chosen": part(1, i, completion), "rejected": part(1, j, completion)})
     counts["pairs"] = len(pairs)
     return pairs, counts
+
+
+def sample_negatives(pairs: list[dict], hf_dir: str | Path, seed: int = 0, batch: int = 8) -> int:
+    """Replace each pair's rejected units by a continuation of its prompt sampled from the HF model
+    in `hf_dir` (its tokenizer/ or own tokenizer files give the vocabulary). Returns how many
+    samples came out equal to the chosen ending and kept the other-story negative instead."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from megatron_slm import document
+    from megatron_slm.generate.backends import HFSource
+    from megatron_slm.generate.decode import decode
+    from megatron_slm.generate.sampling import SamplingConfig, TokenPolicy
+    from megatron_slm.vocab import SpeechVocab
+
+    for p in pairs:
+        if not isinstance(p["prompt"], dict) or not isinstance(p["chosen"], dict):
+            raise StoryPairError("sampled negatives need speech prompts and completions (--prompt speech "
+                                 "--completion speech)")
+    hf_dir = Path(hf_dir)
+    vocab = SpeechVocab.from_pretrained(hf_dir / "tokenizer" if (hf_dir / "tokenizer").is_dir() else hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, local_files_only=True)
+    src = HFSource(model, vocab)
+    policy = TokenPolicy.for_output(vocab, src.rows, "speech")
+    markers = document.Markers.of(vocab)
+    kept = 0
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch):
+            chunk = pairs[start:start + batch]
+            prompts = [document.layout([document.speech(vocab, p["prompt"]["units"])], markers).ids.tolist()
+                       for p in chunk]
+            longest = max(len(p["chosen"]["units"]) for p in chunk)
+            cfg = SamplingConfig.preset("slamkit", max_new_tokens=longest, seed=seed)
+            for p, cont in zip(chunk, decode(src, prompts, [p["id"] for p in chunk], policy, cfg)):
+                units = [i - vocab.unit_offset for i in cont.ids if vocab.unit_offset <= i < vocab.speech_id]
+                units = units[:len(p["chosen"]["units"])]
+                if units and units != p["chosen"]["units"]:
+                    p["rejected"], p["negative_from"] = {"units": units}, "sampled"
+                else:
+                    kept += 1
+    return kept
+
+
+def write_eval_items(pairs: list[dict], out: str | Path, units_path: str | Path, task: str) -> None:
+    """Speech pairs as eval items (tools/eval_slm.py --items): the prompt conditions both endings;
+    accuracy = how often the true ending scores higher."""
+    from megatron_slm.units.records import compatibility_key, read_meta
+
+    header = {"format": "megatron-slm-eval-items", "version": 1, "task": task,
+              "unit_identity": compatibility_key(read_meta(units_path))}
+    lines = [header] + [{"id": p["id"], "task": task, "part": None, "positive": p["chosen"],
+                         "negatives": [p["rejected"]], "prompt": p["prompt"], "meta": {"negative_from": p["negative_from"]}}
+                        for p in pairs]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
 
 
 def write_pairs(pairs: list[dict], out: str | Path, units_path: str | Path | None) -> None:
