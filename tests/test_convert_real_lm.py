@@ -72,26 +72,34 @@ def _choices(logits_of, tok, pairs) -> list[bool]:
     return [_ending_logprob(logits_of, tok, p, good) > _ending_logprob(logits_of, tok, p, bad) for p, good, bad in pairs]
 
 
-def test_smollm2_from_gguf_converts_at_tp3_pp2_verifies_and_exports_identically(smollm2_hf, tmp_path):
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """SmolLM2 from its GGUF file -> Megatron with 500 units, for TP=3/PP=2."""
+    from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
+
+    out = tmp_path_factory.mktemp("smollm2") / "mc"
+    return out, convert_hf_to_mcore(_gguf(), out, tp=3, pp=2, num_units=500, progress=False)
+
+
+def test_smollm2_from_gguf_converts_at_tp3_pp2_verifies_and_exports_identically(smollm2_hf, converted, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from megatron_slm.convert.hf_to_mcore import convert_hf_to_mcore
     from megatron_slm.convert.mcore_to_hf import convert_mcore_to_hf
 
-    summary = convert_hf_to_mcore(_gguf(), tmp_path / "mc", tp=3, pp=2, num_units=500, progress=False)
+    mc, summary = converted
     assert summary.arch.num_layers == 30 and summary.arch.num_query_groups == 3 and summary.arch.tie_embeddings
     assert summary.arch.vocab_size == 49152 + 500 + 2 and summary.padded_vocab_size % 384 == 0
 
     # verify at the conversion's layout, default tolerance, through the CLI (relaunched under torchrun)
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "convert_checkpoint.py"), "verify", "--hf-dir",
-                           str(smollm2_hf), "--mcore-dir", str(tmp_path / "mc"), "--tp", "3", "--pp", "2"],
+                           str(smollm2_hf), "--mcore-dir", str(mc), "--tp", "3", "--pp", "2"],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.startswith("OK:") and "top-1 agreement 100.00%" in proc.stdout
     assert float(re.search(r"max \|logit diff\| = (\S+),", proc.stdout).group(1)) <= 1e-3
 
-    convert_mcore_to_hf(tmp_path / "mc", tmp_path / "back", progress=False)
+    convert_mcore_to_hf(mc, tmp_path / "back", progress=False)
     tok = AutoTokenizer.from_pretrained(str(smollm2_hf))
     original = AutoModelForCausalLM.from_pretrained(str(smollm2_hf), dtype=torch.float32).eval()
     back = AutoModelForCausalLM.from_pretrained(str(tmp_path / "back"), dtype=torch.float32).eval()
@@ -113,7 +121,7 @@ def test_smollm2_from_gguf_converts_at_tp3_pp2_verifies_and_exports_identically(
     pairs = _text_storycloze()
     with torch.no_grad():
         hf_choices = _choices(lambda ids: original(ids).logits[0], tok, pairs)
-    models = load_for_inference(tmp_path / "mc", runtime=CPU_RUNTIME).models
+    models = load_for_inference(mc, runtime=CPU_RUNTIME).models
     try:
         mc_choices = _choices(lambda ids: _megatron_logits(models, ids)[0], tok, pairs)
     finally:
@@ -121,3 +129,56 @@ def test_smollm2_from_gguf_converts_at_tp3_pp2_verifies_and_exports_identically(
     accuracy = sum(hf_choices) / len(pairs)
     print(f"text StoryCloze: HF {accuracy:.3f}, Megatron {sum(mc_choices) / len(pairs):.3f} over {len(pairs)} pairs")
     assert accuracy >= 0.8 and mc_choices == hf_choices
+
+
+# Held-out real English (not the story grammar): its loss must not jump after continued pre-training.
+ENGLISH = ("The history of the city goes back more than a thousand years. Merchants came by river to trade "
+           "salt, wool and timber, and the market square they built is still the centre of town. Today the old "
+           "warehouses hold small shops and cafes, and in summer the square fills with visitors who come to "
+           "hear music in the evening and to walk along the water.")
+
+
+def _text_loss(hf_dir: Path, text: str) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+    ids = torch.tensor([tok(text).input_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, :-1, :49152]
+    return torch.nn.functional.cross_entropy(logits, ids[0, 1:]).item()
+
+
+def test_smollm2_continued_pretraining_on_story_text_keeps_real_english(smollm2_hf, converted, tmp_path):
+    """A few steps on the story corpus's text at the SIMS peak lr (5e-4): the story loss falls and
+    the held-out English loss does not jump."""
+    import json
+
+    import yaml
+
+    from conftest import read_metrics, run_python
+    from megatron_slm.convert.mcore_to_hf import convert_mcore_to_hf
+    from megatron_slm.corpus.stories import generate_story
+
+    mc, _ = converted
+    stories = tmp_path / "stories.jsonl"
+    stories.write_text("".join(json.dumps({"text": generate_story(1, i).text}) + "\n" for i in range(400)))
+    run_python([REPO / "tools" / "preprocess_data.py", "text", "--tokenizer", mc / "tokenizer", "--input", stories,
+                "--out-prefix", tmp_path / "data" / "text"], cwd=tmp_path, timeout=600)
+    config = {
+        "model": {"from": str(mc)}, "precision": {"dtype": "fp32"},
+        "optimizer": {"lr": 5.0e-4, "min_lr": 5.0e-5, "warmup_iters": 1, "clip_grad": 0.5, "weight_decay": 0.1},
+        "train": {"micro_batch_size": 2, "global_batch_size": 4, "seq_length": 128, "iters": 4, "eval_iters": 0},
+        "data": {"source": "blend", "tokenizer": str(mc / "tokenizer"), "num_units": 500, "split": "100,0,0",
+                 "blend": [{"path": str(tmp_path / "data" / "text"), "weight": 1.0, "kind": "text"}],
+                 "num_workers": 0},
+        "checkpoint": {"save": str(tmp_path / "run")}, "logging": {"interval": 1, "tensorboard": False},
+        "runtime": {"device": "cpu"}}
+    (tmp_path / "cpt.yaml").write_text(yaml.safe_dump(config))
+    run_python([REPO / "pretrain_slm.py", "--config", tmp_path / "cpt.yaml"], cwd=tmp_path, timeout=1200)
+    losses = [line["lm_loss"] for line in read_metrics(tmp_path / "run")[0]]
+    convert_mcore_to_hf(tmp_path / "run", tmp_path / "after", progress=False)
+    before, after = _text_loss(smollm2_hf, ENGLISH), _text_loss(tmp_path / "after", ENGLISH)
+    print(f"story text loss per step {[round(x, 3) for x in losses]}; held-out English loss {before:.3f} -> {after:.3f}")
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert after < before + 0.5, (before, after)
