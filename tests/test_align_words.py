@@ -3,7 +3,6 @@ words, an absent word reported), windows of a long file agree with one pass, and
 end to end on a tiny random CTC model (JSONL and Lhotse, resume) and on the bundled corpus with a
 model fitted in the test."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from megatron_slm.align import ctc
 from megatron_slm.align.aligner import WordAligner
 from megatron_slm.commands import align_words
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "examples" / "data" / "tiny_corpus"
+from conftest import CORPUS
+
 ALIGN = CORPUS / "alignments.jsonl"
 V = 12
 WORDS = {"cat": [2, 3, 4], "dog": [5, 6, 7], "see": [8, 9, 9], "go": [7, 6], "x": [11]}
