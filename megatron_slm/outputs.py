@@ -51,22 +51,28 @@ def is_ours(directory: str | os.PathLike) -> bool:
     return (Path(directory) / MARKER).is_file()
 
 
-def guard_output_dir(out: str | os.PathLike, inputs: Sequence[Optional[str | os.PathLike]] = (),
-                     force: bool = False) -> None:
-    """Refuse `out` when it overlaps an input, or exists and may not be replaced."""
+def _refuse_overlap(out, inputs: Sequence[Optional[str | os.PathLike]], label: str) -> Path:
+    """The resolved output path; OutputError when it is, holds or lies inside an input."""
     target = _resolved(out)
     for inp in inputs:
         if inp is None:
             continue
         how = _overlap(target, _resolved(inp))
         if how:
-            raise OutputError(f"refusing to write {out}: it {how} the input {inp} (choose an output elsewhere)")
+            raise OutputError(f"refusing to write {label}{out}: it {how} the input {inp} (choose an output elsewhere)")
+    return target
+
+
+def guard_output_dir(out: str | os.PathLike, inputs: Sequence[Optional[str | os.PathLike]] = (),
+                     force: bool = False) -> None:
+    """Refuse `out` when it overlaps an input, or exists and may not be replaced."""
+    target = _refuse_overlap(out, inputs, "")
     if target.exists():
         if not target.is_dir():
             raise OutputError(f"{out} exists and is not a directory")
         if not force:
             raise OutputError(f"{out} already exists (pass --force to replace it)")
-        if any(target.iterdir()) and not is_ours(target) and not (own_file and (target / own_file).is_file()):
+        if any(target.iterdir()) and not is_ours(target):
             raise OutputError(f"{out} exists and was not written by a megatron-slm tool (no {MARKER} file): "
                               f"--force replaces only such directories; remove it yourself if it is disposable")
 
@@ -110,13 +116,7 @@ def guard_output_file(out: str | os.PathLike, inputs: Sequence[Optional[str | os
     """Refuse a file output that is an input, lies inside an input directory (a model directory),
     is a directory, has a file where a parent directory should be, or exists without `force`
     (`resume`: the tool appends to it, so it may exist)."""
-    target = _resolved(out)
-    for inp in inputs:
-        if inp is None:
-            continue
-        how = _overlap(target, _resolved(inp))
-        if how:
-            raise OutputError(f"refusing to write {flag} {out}: it {how} the input {inp} (choose an output elsewhere)")
+    target = _refuse_overlap(out, inputs, flag + " ")
     if target.is_dir():
         raise OutputError(f"{flag} {out} is a directory; give the path of a file to write")
     for parent in target.parents:
@@ -146,13 +146,7 @@ def guard_reused_dir(out: str | os.PathLike, tool: str, inputs: Sequence[Optiona
     input, or already holds files without a megatron-slm marker (someone else's files, which a
     build would mix with or overwrite). `own_file`: a file name (the tool's manifest) that marks the
     directories it wrote before markers existed. Marks it as ours before anything is written."""
-    target = _resolved(out)
-    for inp in inputs:
-        if inp is None:
-            continue
-        how = _overlap(target, _resolved(inp))
-        if how:
-            raise OutputError(f"refusing to write {flag} {out}: it {how} the input {inp} (choose an output elsewhere)")
+    target = _refuse_overlap(out, inputs, flag + " ")
     if target.exists():
         if not target.is_dir():
             raise OutputError(f"{flag} {out} exists and is not a directory")
