@@ -78,10 +78,10 @@ def tracking_train_step(self):
     return original_train_step(self)
 trainer_module.Trainer.train_step = tracking_train_step
 original_loss = loss_module.loss_func
-def poisoned_loss(loss_mask, modality, output_tensor):
+def poisoned_loss(loss_mask, modality, output_tensor, **kwargs):
     if step["now"] in POISON:  # every microbatch of a poisoned step: non-finite loss and gradients
         output_tensor = output_tensor * VALUE
-    return original_loss(loss_mask, modality, output_tensor)
+    return original_loss(loss_mask, modality, output_tensor, **kwargs)
 loss_module.loss_func = poisoned_loss
 """ + DRIVER_MAIN
 

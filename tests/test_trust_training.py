@@ -160,7 +160,7 @@ def test_a_second_launch_into_a_busy_run_dir_is_refused_and_a_dead_holder_is_not
         while time.time() < deadline and not layout.has_checkpoint(run):
             time.sleep(0.3)
         assert layout.has_checkpoint(run), first.stderr.read() if first.poll() is not None else "no checkpoint"
-        second = train(["train.iters=3", f"checkpoint.save={run}"], tmp_path, check=False)
+        second = train(["train.iters=100000", f"checkpoint.save={run}"], tmp_path, check=False)
         line = one_error_line(second)
         assert "is in use by another training run" in line and f"pid {first.pid}" in line, line
     finally:
@@ -168,7 +168,8 @@ def test_a_second_launch_into_a_busy_run_dir_is_refused_and_a_dead_holder_is_not
         first.wait()
     lines_before = len((run / "metrics.jsonl").read_text().splitlines())
     resumed = layout.latest_iteration(run)
-    train([f"train.iters={resumed + 2}", f"checkpoint.save={run}"], tmp_path)
+    # The same run, sliced: it checkpoints and exits two steps on.
+    train(["train.iters=100000", f"train.exit_interval={resumed + 2}", f"checkpoint.save={run}"], tmp_path)
     assert layout.latest_iteration(run) == resumed + 2 and lines_before > 0
 
 
@@ -272,7 +273,7 @@ def test_layout_errors_name_the_right_flag_when_tp_equals_pp():
 
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):
     run = tmp_path / "run"
-    train(["train.iters=2", f"checkpoint.save={run}"], tmp_path)
+    train(["train.iters=4", "train.exit_interval=2", f"checkpoint.save={run}"], tmp_path)
     with open(run / "metrics.jsonl", "a") as f:  # steps logged after the checkpoint, then a kill mid-line
         f.write(json.dumps({"iteration": 3, "lm_loss": 9.0}) + "\n" + '{"iteration": 4, "lm_lo')
     train(["train.iters=4", f"checkpoint.save={run}"], tmp_path)
