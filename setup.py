@@ -46,7 +46,10 @@ setup(
         # NVIDIA Apex is optional and must be built from source; never the PyPI `apex`.
         "gpu": ["transformer-engine[pytorch]"],
         "audio": ["nvidia-dali-cuda120", "soundfile"],
-        "test": ["pytest>=7", "pytest-timeout", "hypothesis>=6.100", "trl>=1.16"],
+        "test": ["pytest>=7", "pytest-timeout", "hypothesis>=6.100"],
+        # reference implementations the tests compare against (TRL's DPOTrainer; it pulls in
+        # datasets/pyarrow, too big for an offline wheelhouse)
+        "reference": ["trl>=1.16"],
         # the field's data formats: Lhotse manifests (lhotse imports urllib3 without declaring it),
         # benchmarks as HF datasets (parquet / save_to_disk, read offline)
         "formats": ["lhotse>=1.20", "urllib3", "datasets>=2.19", "soundfile"],

@@ -2,7 +2,7 @@
 # Install megatron-slm and what it needs (Debian/Ubuntu or any Linux with Python >= 3.10).
 #   bash scripts/install.sh                 # system tools (as root) + a project venv in .venv
 #   WHEELHOUSE=DIR bash scripts/install.sh  # offline: only the wheels in DIR (scripts/make_wheelhouse.sh, docs/gpu.md)
-#   EXTRAS=audio,test ...                   # pip extras to install (default: audio,test,formats,weights; offline: test)
+#   EXTRAS=audio,test ...                   # pip extras to install (default: audio,test,formats,weights,reference; offline: test)
 #
 # Python environment: an active venv or conda env is used as it is; otherwise the project's own
 # `.venv` is created (a distribution Python refuses `pip install` outside a venv, PEP 668).
@@ -21,7 +21,7 @@ fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # Offline the default is `test`: the audio extra's DALI (~800 MB) is never in a wheelhouse.
-EXTRAS=${EXTRAS:-$([ -n "${WHEELHOUSE:-}" ] && echo test || echo audio,test,formats,weights)}
+EXTRAS=${EXTRAS:-$([ -n "${WHEELHOUSE:-}" ] && echo test || echo audio,test,formats,weights,reference)}
 log() { echo "[install] $*"; }
 as_root_apt() {  # apt-get install "$@" when we are root on a Debian/Ubuntu machine; 1 otherwise
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1

@@ -76,8 +76,10 @@ def test_dpo_equals_trl_on_the_hf_exports(setup, tp1, tmp_path):
     policy and of the starting checkpoint; the stored reference log-probabilities equal the HF
     reference model's."""
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pytest.importorskip("trl", reason="TRL is the reference: the `reference` extra (scripts/install.sh installs it)")
+    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     from megatron_slm.config import load_config
