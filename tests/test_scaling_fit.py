@@ -112,3 +112,24 @@ def test_bootstrap_around_a_fit_whose_floor_underflowed():
     center = LossLaw(E=0.0, A=truth.A, B=truth.B, alpha=truth.alpha, beta=truth.beta)
     ci, _ = bootstrap_loss_law(s["params"], s["tokens"], s["loss"], samples=20, seed=0, center=center)
     assert ci["E"][1] < 1e-2 and ci["alpha"][0] < truth.alpha < ci["alpha"][1]
+
+
+def test_a_fit_with_a_flat_term_is_written_with_null_allocation_and_refuses_to_predict():
+    """A sweep that barely trained can fit alpha < 0: the law is still a result (written), the
+    allocation it lacks is null in the JSON (never NaN), and --predict says why it cannot."""
+    import json
+    import math
+
+    from megatron_slm.scaling.analysis import has_allocation, law_from_report, predict, report_json
+    from megatron_slm.scaling.results import ResultsError
+
+    flat = LossLaw(E=1e-9, A=7.8e-11, B=16.6, alpha=-1.73, beta=0.10)
+    report = {**flat.as_dict(), "runs": 6, "ci": {"G": [math.nan, math.nan], "beta": [0.05, 0.12]}}
+    assert math.isnan(report["G"]) and not has_allocation(report)
+    back = json.loads(report_json(report, "results.csv"))
+    assert back["G"] is None and back["ci"]["G"] == [None, None] and back["ci"]["beta"] == [0.05, 0.12]
+    assert back["alpha"] == -1.73 and not has_allocation(back)
+    with pytest.raises(ResultsError, match="flat term"):
+        predict(law_from_report(back), 1e20)
+    with pytest.raises(ResultsError, match="non-finite E"):
+        report_json({**report, "E": math.inf}, "results.csv")

@@ -125,11 +125,11 @@ def cmd_fit(args) -> int:
                                   seed=args.seed, progress=True)
         print(analysis.report_summary(report))
         if args.out:
+            try:
+                text = analysis.report_json(report, args.runs)
+            except ResultsError as e:
+                raise UsageError(f"{e}; not writing {args.out}") from None
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            try:  # JSON has no Infinity/NaN: a non-finite fit is refused, never written as invalid JSON
-                text = json.dumps(report, indent=2, allow_nan=False)
-            except ValueError:
-                raise UsageError(f"the fit of {args.runs} has non-finite values; not writing {args.out}") from None
             Path(args.out).write_text(text + "\n")
             print(f"wrote {args.out}")
     if args.predict:

@@ -8,6 +8,7 @@ allocation formulas share one definition of C.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -88,9 +89,37 @@ def analyse(results: Results, params_column: str = "params", loss_column: str = 
     return report
 
 
+LAW_KEYS = ("E", "A", "B", "alpha", "beta")
+
+
+def report_json(report: dict, where: str) -> str:
+    """The report as JSON. The fitted law must be finite; a value derived from it that is
+    undefined (G, a, b and their CIs when a term is flat) is written as null, never as the
+    invalid JSON tokens NaN/Infinity."""
+    bad = [k for k in LAW_KEYS if not math.isfinite(report[k])]
+    if bad:
+        raise ResultsError(f"the fit of {where} has non-finite {', '.join(bad)}")
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        return x
+
+    return json.dumps(clean(report), indent=2, allow_nan=False)
+
+
+def has_allocation(report: dict) -> bool:
+    g = report.get("G")
+    return isinstance(g, (int, float)) and math.isfinite(g)
+
+
 def law_from_report(report: dict, where: str = "fit report") -> LossLaw:
     try:
-        return LossLaw(**{k: float(report[k]) for k in ("E", "A", "B", "alpha", "beta")})
+        return LossLaw(**{k: float(report[k]) for k in LAW_KEYS})
     except (KeyError, TypeError, ValueError) as e:
         raise ResultsError(f"{where}: needs numeric keys E, A, B, alpha, beta ({e})") from None
 
@@ -98,6 +127,9 @@ def law_from_report(report: dict, where: str = "fit report") -> LossLaw:
 def predict(law: LossLaw, compute: float) -> dict:
     if not (compute > 0 and math.isfinite(compute)):
         raise ResultsError(f"--predict: compute must be a positive number of FLOPs, got {compute!r}")
+    if not math.isfinite(law.G):
+        raise ResultsError("--predict: the fit has a flat term (alpha A or beta B = 0), so it gives no "
+                           "compute-optimal allocation to predict from")
     n, d, loss = law.optimal(compute)
     return {"compute": compute, "N_opt": float(n), "D_opt": float(d), "loss": float(loss),
             "tokens_per_param": float(d / n)}
@@ -107,7 +139,7 @@ def report_summary(report: dict) -> str:
     lines = [f"approach 3 ({report['runs']} runs): L = {report['E']:.4g} + {report['A']:.4g}/N^{report['alpha']:.4f}"
              f" + {report['B']:.4g}/D^{report['beta']:.4f}",
              f"  allocation: N_opt = {report['G']:.4g} (C/6)^{report['a']:.4f}, D_opt = (C/6)^{report['b']:.4f} / G"]
-    if not math.isfinite(report["G"]):
+    if not has_allocation(report):
         lines.append("  warning: a flat term (alpha A or beta B = 0): the loss does not trade N against D in these "
                      "runs, so there is no compute-optimal allocation (too little training per run?)")
     for k, (lo, hi) in report.get("ci", {}).items():

@@ -5,6 +5,7 @@ reference laws to draw for comparison (`fit.REFERENCE_LAWS`).
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Mapping
@@ -98,7 +99,8 @@ def plot_allocation(sweep: Sweep, report: dict, compare: Mapping[str, LossLaw], 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     n3, d3, _ = law.optimal(c_axis)
     for ax, what, y3, key, exp_key in ((axes[0], "N_opt", n3, "n_opt", "a"), (axes[1], "D_opt", d3, "d_opt", "b")):
-        ax.plot(c_axis, y3, "C3-", lw=2, label=f"approach 3: {exp_key} = {report[exp_key]:.3f}")
+        if math.isfinite(law.G):  # a flat term gives no allocation to draw
+            ax.plot(c_axis, y3, "C3-", lw=2, label=f"approach 3: {exp_key} = {report[exp_key]:.3f}")
         if a2["minima"]:
             cs = np.array([m["compute"] for m in a2["minima"]])
             ax.scatter(cs, [m[key] for m in a2["minima"]], color="k", zorder=3, label="isoFLOP minima")
