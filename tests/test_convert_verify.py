@@ -27,9 +27,16 @@ def test_verify_cli_at_tp2_prints_only_its_verdict(tmp_path):
     from megatron_slm.testing.tiny_slm import make_tiny_slm
 
     mc, hf = make_tiny_slm(tmp_path / "slm", num_units=20, tp=1, pp=1, num_hidden_layers=2)
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "convert_checkpoint.py"), "verify", "--hf-dir", str(hf),
-                           "--mcore-dir", str(mc), "--tp", "2", "--seq-length", "8"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    verify = lambda mcore: subprocess.run(  # noqa: E731
+        [sys.executable, str(REPO / "tools" / "convert_checkpoint.py"), "verify", "--hf-dir", str(hf),
+         "--mcore-dir", str(mcore), "--tp", "2", "--seq-length", "8"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = verify(mc)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("OK: max |logit diff|") and "top-1 agreement 100.00%" in proc.stdout
     assert proc.stderr.strip() == "", proc.stderr[-3000:]
+    # A wrong path fails on both ranks: one line, without the launcher's traceback and report.
+    proc = verify(tmp_path / "missing")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no slm_model.json (not a "
+                                                f"megatron-slm checkpoint directory)"], proc.stderr[-3000:]

@@ -6,8 +6,8 @@
   mcore-to-hf  any training checkpoint (any TP/PP, with or without optimizer) -> HF model
                (safetensors shards + index, config, tokenizer), padding trimmed
   verify       run the Megatron model (TP/PP given) and the HF model on the same tokens and
-               compare logits; exits 1 above --tolerance. With --tp*--pp > 1 it relaunches
-               itself under torchrun (or run it under torchrun yourself with TP*PP processes)
+               compare logits; exits 1 above --tolerance. With --tp*--pp > 1 it starts itself
+               as TP*PP local ranks (or run it under torchrun yourself with TP*PP processes)
 
 Examples:
   python tools/convert_checkpoint.py hf-to-mcore --hf-dir /models/Llama-3.2-3B --out ckpt/llama3b-slm --tp 2 --pp 2
@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from megatron_slm.console import error
 from megatron_slm.vocab import DEFAULT_NUM_UNITS
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,18 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _relaunch_under_torchrun(argv: list[str], nproc: int) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}",
-           str(Path(__file__).resolve()), *argv]
-    # torchrun's own default (one thread per rank), set here so that it does not print a banner about it
-    return subprocess.call(cmd, env={"OMP_NUM_THREADS": "1", **os.environ})
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -124,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         nproc = args.tp * args.pp
         if nproc > 1 and "WORLD_SIZE" not in os.environ:
-            return _relaunch_under_torchrun(argv, nproc)
+            from megatron_slm.runtime.local_ranks import run_local_ranks
+
+            return run_local_ranks([sys.executable, str(Path(__file__).resolve()), *argv], nproc)
         from megatron_slm.convert.verify import verify
 
         result = verify(args.hf_dir, args.mcore_dir, iteration=args.iteration, tp=args.tp, pp=args.pp,
