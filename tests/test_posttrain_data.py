@@ -116,6 +116,80 @@ def test_slamkit_features_preprocess_to_the_same_pairs(tmp_path, vocab, units_fi
     assert got_b[0][1][1].tolist() == [u + x for x in r0["rejected"]] + [vocab.eod]
 
 
+REPEATS = "the dog ran the dog sat the dog is very happy"  # 10 word bigrams, "the dog" 3 times: Auto-BLEU 0.3 exactly
+
+
+def slamkit_pref(i, prompt_text, chosen_text):
+    """A line of SlamKit's preference JSONL: wav paths, units + durations and the transcripts."""
+    r = SPEECH_RECS[i]
+    return {"prompt_path": f"w/{i}_p.wav", "chosen_path": f"w/{i}_c.wav", "rejected_path": f"w/{i}_r.wav",
+            **{k: {"units": v, "duration": [2] * len(v)} for k, v in r.items()},
+            "prompt_text": prompt_text, "chosen_text": chosen_text, "rejected_text": "a rejected ending"}
+
+
+def test_repetition_filter_drops_repetitive_slamkit_pairs(tmp_path, units_file, capsys):
+    """SlamKit's repetition filter (repetition_filter: true, max_auto_bleu 0.3, auto_bleu_n 2): a
+    pair is kept iff auto_bleu(prompt_text + " " + chosen_text) < 0.3; dropped pairs are counted."""
+    from megatron_slm.commands.preprocess_data import main as preprocess
+    from megatron_slm.eval.generative import auto_bleu
+
+    recs = [slamkit_pref(0, "Once upon a time a fox lived in the wood.", "It found a red apple."),
+            slamkit_pref(1, "The girl sang.", "She sang and sang and sang and sang and sang."),  # repetitive
+            slamkit_pref(2, "the dog ran the dog", "sat the dog is very happy"),  # exactly 0.3: dropped (strict <)
+            slamkit_pref(3, "A cat slept.", "Then it woke up.")]
+    assert auto_bleu(REPEATS, 2) == 0.3
+    src = write_records(tmp_path / "sk.jsonl", recs)
+    plain = run(PairJob("preference", str(TOKENIZER), [src], str(tmp_path / "all"), units_meta=units_file,
+                        progress=False))
+    assert plain["documents"] == 4 and plain["skipped"]["counts"] == {} and plain["repetition_filter"] is None
+    meta = run(PairJob("preference", str(TOKENIZER), [src], str(tmp_path / "f"), units_meta=units_file,
+                       max_auto_bleu=0.3, progress=False))
+    assert meta["documents"] == 2 and meta["skipped"]["counts"] == {"repetitive": 2}
+    assert any("sk.jsonl:2: auto-BLEU" in e for e in meta["skipped"]["examples"])
+    rep = meta["repetition_filter"]
+    assert (rep["max_auto_bleu"], rep["auto_bleu_n"], rep["measured"], rep["dropped"]) == (0.3, 2, 4, 2)
+    assert rep["word_tokenizer"] in ("nltk", "regex")
+    loose = run(PairJob("preference", str(TOKENIZER), [src], str(tmp_path / "l"), units_meta=units_file,
+                        max_auto_bleu=0.31, progress=False))
+    assert loose["documents"] == 3  # 0.3 < 0.31: the boundary record is back
+    # the filtered pairs are the unfiltered ones less the dropped records
+    vocab = SpeechVocab.from_pretrained(str(TOKENIZER), num_units=K)
+    got, every = pairs(str(tmp_path / "f"), vocab), pairs(str(tmp_path / "all"), vocab)
+    assert same_pairs(got, [every[0], every[3]])
+    # the CLI: --max-auto-bleu / --auto-bleu-n, the count in its summary; --strict does not stop at a filtered pair
+    assert preprocess(["preference", "--tokenizer", str(TOKENIZER), "--input", src, "--out-prefix",
+                       str(tmp_path / "cli"), "--units-meta", units_file, "--max-auto-bleu", "0.3",
+                       "--auto-bleu-n", "2", "--strict", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "2 pairs" in out and "repetitive" in out and "2 of 4 measured dropped" in out
+    assert json.loads((tmp_path / "cli.meta.json").read_text())["skipped"]["counts"] == {"repetitive": 2}
+
+
+def test_repetition_filter_on_records_without_slamkit_fields(tmp_path, units_file):
+    """Our records: the text segments of prompt and chosen; a record without text is skipped
+    (no_text), and inputs where no record has text are refused."""
+    text = [{"prompt": "the dog ran the dog", "chosen": [{"units": [1, 2]}, {"text": "sat the dog is very happy"}],
+             "rejected": " a bird."},
+            {"prompt": [{"text": "Once upon a time"}, {"units": [3]}], "chosen": " a fox ran.", "rejected": " x"}]
+    speech = [{k: {"units": v} for k, v in r.items()} for r in SPEECH_RECS[:2]]
+    src = write_records(tmp_path / "mixed.jsonl", text + speech, units_file)
+    meta = run(PairJob("preference", str(TOKENIZER), [src], str(tmp_path / "m"), max_auto_bleu=0.3, progress=False))
+    assert meta["documents"] == 1 and meta["skipped"]["counts"] == {"repetitive": 1, "no_text": 2}
+    with pytest.raises(PreprocessError, match=r"mixed.jsonl:3: --max-auto-bleu: the record has no text.*--strict"):
+        run(PairJob("preference", str(TOKENIZER), [src], str(tmp_path / "s"), max_auto_bleu=0.3, strict=True,
+                    progress=False))
+    only_speech = write_records(tmp_path / "speech.jsonl", speech, units_file)
+    with pytest.raises(PreprocessError, match="none of the 2 records has any: no prompt_text/chosen_text"):
+        run(PairJob("preference", str(TOKENIZER), [only_speech], str(tmp_path / "n"), max_auto_bleu=0.3,
+                    progress=False))
+    half = write_records(tmp_path / "half.jsonl", [{**speech[0], "prompt_text": "only the prompt"}, speech[1]], units_file)
+    with pytest.raises(PreprocessError, match="half.jsonl:1: the repetition filter reads prompt_text and chosen_text"):
+        run(PairJob("preference", str(TOKENIZER), [half], str(tmp_path / "h"), max_auto_bleu=0.3, strict=True,
+                    progress=False))
+    with pytest.raises(PreprocessError, match="not sft"):
+        run(PairJob("sft", str(TOKENIZER), [src], str(tmp_path / "sft"), max_auto_bleu=0.3, progress=False))
+
+
 def test_units_identity_is_required_and_checked(tmp_path, units_file):
     recs = [{k: {"units": v} for k, v in r.items()} for r in SPEECH_RECS]
     bare = write_records(tmp_path / "bare.jsonl", recs)
@@ -228,12 +302,19 @@ def test_story_pairs_use_train_stories_only(tmp_path, vocab):
     assert all(p["negative_from"] in {"s0", "s1", "s2", "s3"} - {p["id"]} for p in pairs)
     # the last sentence starts at word 3 = 1.5 s: runs ending at >= 1.5 s (the 38th on) are the ending
     assert len(pairs[0]["prompt"]["units"]) == 37 and len(pairs[0]["chosen"]["units"]) == 23
+    # SlamKit's transcript fields, which the repetition filter reads
+    assert (pairs[0]["prompt_text"], pairs[0]["chosen_text"]) == ("Hero0 went out.", "Hero0 came back home0.")
+    assert all(p["rejected_text"] == f"Hero{p['negative_from'][1:]} came back home{p['negative_from'][1:]}."
+               for p in pairs)
     text = tmp_path / "text.jsonl"
     assert make_pairs(["--stories", str(corpus), "--out", str(text), "--prompt", "text", "--completion", "text"]) == 0
     first = json.loads(text.read_text().splitlines()[0])
     assert (first["prompt"], first["chosen"]) == ("Hero0 went out.", " Hero0 came back home0.")
     meta = run(PairJob("preference", str(TOKENIZER), [str(out)], str(tmp_path / "ds"), progress=False))
     assert meta["documents"] == 4 and meta["identity"]["units"]["k"] == K
+    meta = run(PairJob("preference", str(TOKENIZER), [str(out)], str(tmp_path / "dsf"), max_auto_bleu=0.3,
+                       progress=False))
+    assert meta["documents"] == 4 and meta["repetition_filter"]["measured"] == 4  # our speech pairs, filtered as SlamKit's
     held_out = ["--stories", str(corpus), "--units", str(units_path), "--split", "test", "--out", str(tmp_path / "e.jsonl")]
     assert make_pairs(held_out) == 1  # held-out stories never become training pairs
     assert make_pairs(held_out + ["--eval-items"]) == 0  # ... only eval items (tools/eval_slm.py --items)

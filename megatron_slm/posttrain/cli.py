@@ -18,6 +18,21 @@ def add_parsers(sub, common) -> None:
         p.add_argument("--units-meta", default=None, metavar="UNITS_JSONL",
                        help="the units JSONL (with its .meta.json) the records' units came from; default: "
                             "<input>.meta.json")
+        if kind == "preference":
+            f = p.add_argument_group("repetition filter (SlamKit's DPO data: repetition_filter, max_auto_bleu 0.3, "
+                                     "auto_bleu_n 2)")
+            f.add_argument("--max-auto-bleu", type=float, default=None, metavar="X",
+                           help="keep a pair only if the Auto-BLEU of its prompt + chosen text is < X (strictly, as "
+                                "SlamKit). The text is the record's prompt_text + ' ' + chosen_text (SlamKit's "
+                                "transcript fields; tools/make_preference_data.py writes them), else the text "
+                                "segments of prompt and chosen. A record without text cannot be checked and is "
+                                "skipped (no_text); inputs where no record has text are refused. Dropped pairs are "
+                                "counted as 'repetitive' in the summary and the sidecar. Default: no filter")
+            f.add_argument("--auto-bleu-n", type=int, default=2, metavar="N",
+                           help="n-gram order of the Auto-BLEU (default 2, SlamKit's)")
+            f.add_argument("--word-tokenizer", choices=("auto", "nltk", "regex"), default="auto",
+                           help="words of the Auto-BLEU: NLTK's word tokenizer (SlamKit's; `pip install nltk`), the "
+                                "regex of eval/generative.py, or auto (NLTK when installed); the sidecar records which")
 
 
 def main(args) -> int:
@@ -32,7 +47,9 @@ def main(args) -> int:
         return 1
     job = PairJob(kind=args.kind, tokenizer=args.tokenizer, inputs=list(args.input), out_prefix=args.out_prefix,
                   max_length=args.max_length, max_prompt_length=args.max_prompt_length, units_meta=args.units_meta,
-                  num_units=args.num_units, match=args.match, strict=args.strict, progress=not args.quiet)
+                  num_units=args.num_units, match=args.match, strict=args.strict, progress=not args.quiet,
+                  max_auto_bleu=getattr(args, "max_auto_bleu", None), auto_bleu_n=getattr(args, "auto_bleu_n", 2),
+                  word_tokenizer=getattr(args, "word_tokenizer", "auto"))
     try:
         meta = run(job)
     except (PreprocessError, OSError) as e:
@@ -44,6 +61,11 @@ def main(args) -> int:
           f"completion tokens, {meta['elapsed_s']:.1f} s")
     print(f"truncated {t['pairs']} records to --max-length {meta['max_length']} ({t['prompts']} prompts from the "
           f"left, {t['completions']} with completions cut from the right)")
+    rep = meta.get("repetition_filter")
+    if rep:
+        print(f"repetition filter: kept pairs with Auto-BLEU{rep['auto_bleu_n']} < {rep['max_auto_bleu']:g} "
+              f"({rep['word_tokenizer']} words): {rep['dropped']} of {rep['measured']} measured dropped"
+              + (f", mean {rep['mean_auto_bleu']:.3f}" if rep["mean_auto_bleu"] is not None else ""))
     skipped = meta["skipped"]
     print(f"skipped {sum(skipped['counts'].values())} records" + (":" if skipped["counts"] else ""))
     for reason, n in skipped["counts"].items():

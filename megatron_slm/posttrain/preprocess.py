@@ -10,6 +10,12 @@ summary and the sidecar; --strict stops at the first bad one. Records holding un
 identity of those units: the input's own `<input>.meta.json` (a units sidecar, as
 tools/extract_units.py and tools/make_preference_data.py write) or `--units-meta <units.jsonl>`;
 units from another k-means than --match's are refused.
+
+`max_auto_bleu` is SlamKit's repetition filter (its DPO data config: repetition_filter, auto_bleu_n
+2, max_auto_bleu 0.3): a preference record is kept iff the Auto-BLEU (eval/generative.py) of its
+`prompt_text + " " + chosen_text` (else of its prompt's and chosen's text segments) is below the
+maximum. Dropped records are skipped as `repetitive`; a record without text as `no_text`; inputs
+in which no record has text are refused.
 """
 from __future__ import annotations
 
@@ -45,6 +51,9 @@ class PairJob:
     match: list[str] = field(default_factory=list)
     strict: bool = False
     progress: bool = True
+    max_auto_bleu: Optional[float] = None  # SlamKit's repetition filter: keep iff auto-BLEU < this (preference only)
+    auto_bleu_n: int = 2
+    word_tokenizer: str = "auto"  # auto | nltk | regex (eval/generative.py word_tokenizer)
 
 
 def _units_source(job: PairJob) -> Optional[str]:
@@ -56,14 +65,17 @@ def _units_source(job: PairJob) -> Optional[str]:
 
 
 def _scan(job: PairJob):
-    """(where, parts) of every usable line; bad lines go to the skip log (or raise with --strict)."""
+    """(where, parts, text) of every usable line (text: what the repetition filter measures, None
+    without the filter); bad lines go to the skip log (or raise with --strict)."""
     skips = SkipLog()
     parsed = []
     for path in job.inputs:
         try:
             for where, obj in iter_jsonl(path, error=records.PairRecordError):
                 try:
-                    parsed.append((where, records.parse_record(obj, job.kind, where)))
+                    parts = records.parse_record(obj, job.kind, where)
+                    text = records.repetition_text(obj, parts, where) if job.max_auto_bleu is not None else None
+                    parsed.append((where, parts, text))
                 except records.PairRecordError as e:
                     if job.strict:
                         raise PreprocessError(f"{e} [--strict]") from None
@@ -71,6 +83,48 @@ def _scan(job: PairJob):
         except records.PairRecordError as e:  # a line that is not JSON / UTF-8: iter_jsonl stops there
             raise PreprocessError(str(e)) from None
     return parsed, skips
+
+
+def _tokenizer(job: PairJob):
+    """(name, tokenize) of the filter's word tokenizer (eval/generative.py; SlamKit's is NLTK's)."""
+    from megatron_slm.eval.generative import word_tokenizer
+    from megatron_slm.generate.sampling import GenerationError
+
+    try:
+        return word_tokenizer(job.word_tokenizer)
+    except GenerationError as e:
+        raise PreprocessError(f"--word-tokenizer: {e}") from None
+
+
+def _repetition_filter(job: PairJob, parsed: list, skips: SkipLog) -> tuple[list, dict]:
+    """SlamKit's filter: keep a record iff auto_bleu(text, n) < max_auto_bleu. Records without text
+    are skipped (no_text; --strict stops there); if none has text the inputs are refused. Dropping a
+    repetitive record is the filter's purpose, never an error, --strict or not."""
+    from megatron_slm.eval.generative import auto_bleu
+
+    if parsed and all(text is None for _, _, text in parsed):
+        raise PreprocessError(f"--max-auto-bleu measures text, and none of the {len(parsed)} records has any: no "
+                              f"prompt_text/chosen_text fields (SlamKit's transcripts; tools/make_preference_data.py "
+                              f"writes them) and no text segment in prompt or chosen")
+    tok_name, tokenize = _tokenizer(job)
+    kept, scores = [], []
+    for where, parts, text in parsed:
+        if text is None:
+            message = f"{where}: --max-auto-bleu: the record has no text to measure"
+            if job.strict:
+                raise PreprocessError(f"{message} [--strict]")
+            skips.add("no_text", message)
+            continue
+        score = auto_bleu(text, job.auto_bleu_n, tokenize)
+        scores.append(score)
+        if score < job.max_auto_bleu:
+            kept.append((where, parts, text))
+        else:
+            skips.add("repetitive", f"{where}: auto-BLEU {score:.3f} >= --max-auto-bleu {job.max_auto_bleu:g}")
+    info = {"max_auto_bleu": job.max_auto_bleu, "auto_bleu_n": job.auto_bleu_n, "word_tokenizer": tok_name,
+            "measured": len(scores), "dropped": sum(1 for s in scores if s >= job.max_auto_bleu),
+            "mean_auto_bleu": round(float(np.mean(scores)), 6) if scores else None}
+    return kept, info
 
 
 def run(job: PairJob) -> dict:
@@ -81,11 +135,20 @@ def run(job: PairJob) -> dict:
     max_prompt = job.max_prompt_length if job.max_prompt_length is not None else job.max_length // 2
     if not 1 <= max_prompt < job.max_length:
         raise PreprocessError(f"--max-prompt-length {max_prompt} must be >= 1 and below --max-length {job.max_length}")
+    if job.max_auto_bleu is not None:
+        if job.kind != records.PREFERENCE:
+            raise PreprocessError("--max-auto-bleu filters preference records (SlamKit's DPO data), not sft")
+        if not job.auto_bleu_n >= 1:
+            raise PreprocessError(f"--auto-bleu-n must be >= 1 (got {job.auto_bleu_n})")
+        _tokenizer(job)  # a missing nltk stops here, before any reading
     for p in job.inputs:
         if not os.path.isfile(p):
             raise PreprocessError(f"input {p}: no such file")
     parsed, skips = _scan(job)
-    speech = any(records.has_units(parts) for _, parts in parsed)
+    repetition = None
+    if job.max_auto_bleu is not None:
+        parsed, repetition = _repetition_filter(job, parsed, skips)
+    speech = any(records.has_units(parts) for _, parts, _ in parsed)
     source = _units_source(job)
     units_identity = None
     if speech:
@@ -126,7 +189,7 @@ def run(job: PairJob) -> dict:
     writer = PairWriter(out, vocab.vocab_size)
     n, truncated = 0, {"prompts": 0, "completions": 0, "pairs": 0}
     tokens = {"prompt": 0, "completions": 0}
-    for where, parts in tqdm(parsed, desc=f"{job.kind} {os.path.basename(out)}", unit="record",
+    for where, parts, _ in tqdm(parsed, desc=f"{job.kind} {os.path.basename(out)}", unit="record",
                              disable=not job.progress):
         try:
             pair = records.layout(parts, job.kind, vocab, where)
@@ -161,6 +224,7 @@ def run(job: PairJob) -> dict:
         "tokens": tokens,
         "truncated": truncated,
         "skipped": skips.to_dict(),
+        "repetition_filter": repetition,
         "elapsed_s": round(time.time() - t0, 3),
     }
     write_json_atomic(sidecar_path(out), sidecar)

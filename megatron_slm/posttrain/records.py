@@ -41,6 +41,8 @@ REASONS = {
     "empty_completion": "a completion (chosen, rejected, response) holds no tokens",
     "same_completions": "chosen == rejected (no preference to learn)",
     "prompt_fills_row": "the prompt alone reaches max_length: no completion token would be left",
+    "repetitive": "--max-auto-bleu: Auto-BLEU of prompt + chosen text >= the maximum (SlamKit's repetition filter)",
+    "no_text": "--max-auto-bleu: no text to measure (no prompt_text/chosen_text, no text segment in prompt or chosen)",
 }
 
 _UNIT_STRING = re.compile(r"<Un\s*(\d+)>")
@@ -100,6 +102,21 @@ def parse_record(obj: Any, kind: str, where: str) -> dict[str, list[Segment]]:
 
 def has_units(parts: dict[str, list[Segment]]) -> bool:
     return any(m == SPEECH for segs in parts.values() for m, _ in segs)
+
+
+def repetition_text(obj: dict, parts: dict[str, list[Segment]], where: str) -> Optional[str]:
+    """The text SlamKit's repetition filter measures: `prompt_text + " " + chosen_text` when the
+    record has those fields (SlamKit's; tools/make_preference_data.py writes them too), else the
+    text segments of prompt and chosen joined by spaces; None when it has no text at all. A record
+    with only one of the two fields, or one that is not a string, raises (reason no_text)."""
+    if "prompt_text" in obj or "chosen_text" in obj:
+        p, c = obj.get("prompt_text"), obj.get("chosen_text")
+        if not isinstance(p, str) or not isinstance(c, str):
+            raise PairRecordError(f"{where}: the repetition filter reads prompt_text and chosen_text together; "
+                                  f"this record lacks one of them or holds a non-string", "no_text")
+        return p + " " + c
+    texts = [content for name in ("prompt", "chosen") for modality, content in parts.get(name, ()) if modality == TEXT]
+    return " ".join(texts) if texts else None
 
 
 # --------------------------------------------------------------------------- layout

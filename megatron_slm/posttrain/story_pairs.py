@@ -9,7 +9,10 @@ sentence reads the same is never drawn), or a continuation of the prompt sampled
 SlamKit's generation settings and a seed per story). Validation and test stories are never used, neither as
 prompts nor as negatives. Speech parts are the story's units cut at the last sentence's first
 word with SlamKit's span rule (a run belongs to the span when its END time falls at or after the
-word's start: `bisect_left` over the runs' end times); text parts are the sentences.
+word's start: `bisect_left` over the runs' end times); text parts are the sentences. Every pair
+also carries SlamKit's transcript fields `prompt_text` and `chosen_text` (and `rejected_text` for
+an other-story negative; a sampled one has no transcript), which the repetition filter of
+tools/preprocess_data.py preference --max-auto-bleu reads.
 """
 from __future__ import annotations
 
@@ -95,7 +98,9 @@ def story_pairs(corpus: str | Path, units_path: str | Path, prompt: str = "speec
             return {"units": s[which]} if modality == "speech" else t[which]
 
         pairs.append({"id": sid, "negative_from": parts[j][0], "prompt": part(0, i, prompt),
-                      "chosen": part(1, i, completion), "rejected": part(1, j, completion)})
+                      "chosen": part(1, i, completion), "rejected": part(1, j, completion),
+                      # SlamKit's transcript fields (its repetition filter reads prompt_text + " " + chosen_text)
+                      "prompt_text": text[0], "chosen_text": ending, "rejected_text": parts[j][1]})
     counts["pairs"] = len(pairs)
     return pairs, counts
 
@@ -136,6 +141,7 @@ def sample_negatives(pairs: list[dict], hf_dir: str | Path, seed: int = 0, batch
                 units = units[:len(p["chosen"]["units"])]
                 if units and units != p["chosen"]["units"]:
                     p["rejected"], p["negative_from"] = {"units": units}, "sampled"
+                    p.pop("rejected_text", None)  # a sample has no transcript here (no ASR)
                 else:
                     kept += 1
     return kept
