@@ -118,3 +118,33 @@ def test_eval_slm_runs_generative_tasks_end_to_end(models, tmp_path, capsys):
     assert "give --vocoder" in capsys.readouterr().err
     assert eval_main(["--hf-dir", str(hf), "--tasks", "autobleu", "--data", str(data)]) == 1
     assert "autobleu.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_unit_level_autobleu_task(models, tmp_path, capsys):
+    """autobleu_units: the Auto-BLEU of each generated speech-unit sequence itself (no vocoder, no
+    ASR), labelled unit-level; per-continuation values are auto_bleu(units, 2) and a fixed seed
+    gives the same report twice."""
+    root, hf, whisper, lm = models
+    rows = [{"autobleu": 0.5, "autobleu_n": 2}, {"autobleu": 0.0, "autobleu_n": 2}]
+    e = summarize_generation("autobleu_units", rows, n_boot=100)["autobleu_units"]
+    assert e["metric"] == "unit_autobleu" and e["value"] == pytest.approx(0.25) and e["n"] == 2
+    assert "unit-level" in e["note"] and "not comparable" in e["note"]
+    assert auto_bleu([5, 7, 5, 7, 9], 2, list) == pytest.approx(2 / 4)  # 5 7 | 7 5 | 5 7 | 7 9
+    data = tmp_path / "eval"
+    data.mkdir()
+    (data / "autobleu_units.jsonl").write_text("\n".join((CORPUS / "units.jsonl").read_text().splitlines()[:3]) + "\n")
+    shutil.copy(CORPUS / "units.jsonl.meta.json", data / "autobleu_units.jsonl.meta.json")
+    reports = []
+    for run in ("a", "b"):
+        args = ["--hf-dir", str(hf), "--tasks", "autobleu_units", "--data", str(data), "--max-new-tokens", "30",
+                "--seed", "0", "--bootstrap", "100", "--out", str(tmp_path / f"{run}.json"),
+                "--item-scores", str(tmp_path / f"{run}.jsonl")]
+        assert eval_main(args) == 0
+        reports.append(json.loads((tmp_path / f"{run}.json").read_text())["tasks"]["autobleu_units"])
+    out = capsys.readouterr().out
+    assert "autobleu_units [unit_autobleu]" in out
+    assert reports[0] == reports[1] and reports[0]["n"] == 3
+    rows = [json.loads(l) for l in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["level"] == "units" and r["units"] for r in rows)
+    assert all(r["autobleu"] == pytest.approx(auto_bleu(r["units"], 2, list)) for r in rows)
+    assert reports[0]["value"] == pytest.approx(sum(r["autobleu"] for r in rows) / 3)

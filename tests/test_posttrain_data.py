@@ -317,8 +317,15 @@ def test_story_pairs_use_train_stories_only(tmp_path, vocab):
     assert meta["documents"] == 4 and meta["repetition_filter"]["measured"] == 4  # our speech pairs, filtered as SlamKit's
     held_out = ["--stories", str(corpus), "--units", str(units_path), "--split", "test", "--out", str(tmp_path / "e.jsonl")]
     assert make_pairs(held_out) == 1  # held-out stories never become training pairs
-    assert make_pairs(held_out + ["--eval-items"]) == 0  # ... only eval items (tools/eval_slm.py --items)
+    prompts = tmp_path / "gen" / "autobleu_units.jsonl"  # ... only eval items (tools/eval_slm.py --items), and prompts
+    assert make_pairs(held_out + ["--eval-items", "--prompts-out", str(prompts)]) == 0
     header, *items = [json.loads(l) for l in (tmp_path / "e.jsonl").read_text().splitlines()]
+    from megatron_slm.generate.prompts import read_prompt_file
+
+    ps = read_prompt_file(str(prompts), None, None)  # tools/generate.py --prompt-jsonl, eval_slm's generative tasks
+    assert [p.id for p in ps.prompts] == ["s5", "s6"] and ps.unit_identity["k"] == K
+    assert [json.loads(l)["segments"] for l in prompts.read_text().splitlines()] == [[{"units": i["prompt"]["units"]}]
+                                                                                   for i in items]
     assert header["task"] == "pref" and header["unit_identity"]["k"] == K
     assert [(i["id"], i["meta"]["negative_from"]) for i in items] == [("s5", "s6"), ("s6", "s5")]
     assert items[0]["prompt"]["units"] and items[0]["negatives"][0]["units"]

@@ -11,7 +11,8 @@ Examples:
   python tools/eval_slm.py --hf-dir hf/sims-3b --tasks swuggy,sblimp --data eval/ --out report.json
   python tools/eval_slm.py --hf-dir hf/model --items eval/word_shuffle.jsonl
 Benchmarks are made by tools/prepare_eval_data.py; --tasks ssc reads <data>/ssc.jsonl.
-Generative tasks (genppl, autobleu, genppl_text, autobleu_text) continue the prompts in
+Generative tasks (genppl, autobleu, genppl_text, autobleu_text; autobleu_units: a unit-level
+Auto-BLEU of the speech continuations, needing no vocoder or ASR) continue the prompts in
 <data>/<task>.jsonl and score the continuations (docs/generate.md):
   python tools/eval_slm.py --hf-dir hf/sims-3b --tasks genppl --data eval/ --vocoder /models/hifigan \
       --asr-model /models/whisper-large-v3-turbo --ppl-model /models/Llama-3.2-1B

@@ -54,8 +54,10 @@ def add_sampling_args(p: argparse.ArgumentParser, batch: bool = True) -> None:
 
 
 def add_generative_eval_args(p: argparse.ArgumentParser) -> None:
-    """The options of tools/eval_slm.py's generative tasks (genppl, autobleu, genppl_text, autobleu_text)."""
-    g = p.add_argument_group("generative tasks (genppl, autobleu, genppl_text, autobleu_text; docs/generate.md)")
+    """The options of tools/eval_slm.py's generative tasks (genppl, autobleu, genppl_text, autobleu_text,
+    autobleu_units)."""
+    g = p.add_argument_group("generative tasks (genppl, autobleu, genppl_text, autobleu_text, autobleu_units; "
+                             "docs/generate.md)")
     g.add_argument("--asr-model", default=None, help="local Whisper directory that transcribes speech continuations")
     g.add_argument("--ppl-model", default=None, help="local causal text LM directory for GenPPL (SlamKit: Llama-3.2-1B)")
     g.add_argument("--vocoder", default=None, help="unit HiFi-GAN directory, a Mimi model directory (Mimi units), or a "

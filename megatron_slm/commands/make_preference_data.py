@@ -8,7 +8,11 @@ Per train story: prompt = all sentences but the last, chosen = the true last sen
 the last sentence of another train story (other-story negatives), or with --negatives sampled a
 continuation of the prompt sampled from --hf-dir (on-policy negatives; speech -> speech). Validation
 and test stories are never used. Speech parts are the story's units cut at the last sentence's first
-word; the units' identity sidecar is written beside the output.
+word; the units' identity sidecar is written beside the output. Each pair also carries SlamKit's
+transcript fields prompt_text and chosen_text (and rejected_text when the negative is another
+story's ending), for tools/preprocess_data.py preference --max-auto-bleu. --prompts-out writes the
+prompts as segment prompts, to continue them with tools/generate.py or tools/eval_slm.py's
+generative tasks (examples/post_training.sh: the test stories' prompts, continued by each model).
 """
 from __future__ import annotations
 
@@ -31,10 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-items", action="store_true",
                     help="write tools/eval_slm.py items (task pref) instead of training records")
     ap.add_argument("--seed", type=int, default=0, help="which other story gives each negative; the sampling seed")
+    ap.add_argument("--prompts-out", default=None, metavar="JSONL",
+                    help="also write the pairs' speech prompts (all sentences but the last) as segment prompts, for "
+                         "tools/generate.py --prompt-jsonl or a generative task of tools/eval_slm.py (+ .meta.json)")
     args = ap.parse_args(argv)
     from megatron_slm.console import error
     from megatron_slm.posttrain.story_pairs import (StoryPairError, sample_negatives, story_pairs, write_eval_items,
-                                                    write_pairs)
+                                                    write_pairs, write_prompts)
 
     speech = "speech" in (args.prompt, args.completion)
     if speech and not args.units:
@@ -49,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.negatives == "sampled") != (args.hf_dir is not None):
         error("--negatives sampled and --hf-dir go together")
         return 1
+    if args.prompts_out and args.prompt != "speech":
+        error("--prompts-out writes speech prompts: use --prompt speech")
+        return 1
     try:
         pairs, counts = story_pairs(args.stories, args.units, args.prompt, args.completion, args.seed, args.split)
         if not pairs:
@@ -61,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             write_eval_items(pairs, args.out, args.units, "pref")
         else:
             write_pairs(pairs, args.out, args.units if speech else None)
+        if args.prompts_out:
+            write_prompts(pairs, args.prompts_out, args.units)
+            print(f"wrote {args.prompts_out}: {len(pairs)} speech prompts")
     except (StoryPairError, OSError, ValueError) as e:
         error(e)
         return 1

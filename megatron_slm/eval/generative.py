@@ -11,9 +11,15 @@ eval tasks that run them (`tools/eval_slm.py --tasks genppl`).
              (SlamKit's choice), otherwise from an equivalent regex (words, numbers, punctuation);
              the report records which.
 
+  Unit-level Auto-BLEU (task autobleu_units) -- not SlamKit's metric, for models without an ASR
+             model: the same count over the generated speech-unit sequence itself (each unit
+             token a "word"; units are deduplicated runs, so a repeated bigram is a repeated pair
+             of sounds, not one held sound). Not comparable with word-level Auto-BLEU.
+
 Tasks (prompts from `<data>/<task>.jsonl`: a units JSONL with its sidecar, or segment prompts):
   genppl, autobleu             speech continuations (need --vocoder and --asr-model)
   genppl_text, autobleu_text   text continuations (speech prompts: cross-modal S->T)
+  autobleu_units               speech continuations, unit-level Auto-BLEU (no vocoder, no ASR)
 genppl tasks need --ppl-model. Both metrics are reported for every task; CIs are percentile
 bootstraps over continuations (GenPPL's by exponentiating the bootstrapped mean NLL).
 """
@@ -34,7 +40,9 @@ TASKS = {  # task -> (output modality, needs the text LM)
     "autobleu": ("speech", False),
     "genppl_text": ("text", True),
     "autobleu_text": ("text", False),
+    "autobleu_units": ("speech", False),
 }
+UNIT_LEVEL = {"autobleu_units"}  # scored on the generated units themselves: no vocoder, no ASR
 ASR_SAMPLE_RATE = 16000
 _WORDS = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
 
@@ -61,8 +69,9 @@ def word_tokenizer(kind: str = "auto"):
     return "regex", _WORDS.findall
 
 
-def auto_bleu(text: str, n: int = 2, tokenize=None) -> float:
-    """Share of the n-grams of `text` that also occur elsewhere in it (0.0 without n-grams)."""
+def auto_bleu(text, n: int = 2, tokenize=None) -> float:
+    """Share of the n-grams of `text` that also occur elsewhere in it (0.0 without n-grams). `text`
+    is what `tokenize` splits into words (a string; a unit list with `tokenize=list`)."""
     words = (tokenize or word_tokenizer()[1])(text)
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     if not grams:
@@ -183,6 +192,12 @@ def summarize_generation(task: str, rows: Sequence[dict], n_boot: int = 1000) ->
     """{task: entry} with GenPPL (when scored) as the task's value and Auto-BLEU as a part."""
     nll = [r["nll"] for r in rows if r.get("nll") is not None]
     bleu = [r["autobleu"] for r in rows]
+    if task in UNIT_LEVEL:
+        entry = _value_entry("unit_autobleu", bleu, n_boot)
+        entry["note"] = (f"unit-level Auto-BLEU: share of repeated unit {rows[0]['autobleu_n'] if rows else 2}-grams "
+                         f"in each generated speech-unit sequence (no transcript); not word-level, not comparable "
+                         f"with SlamKit's Auto-BLEU")
+        return {task: entry}
     parts = {"autobleu": _value_entry("autobleu", bleu, n_boot)}
     if TASKS[task][1]:
         entry = _value_entry("genppl", nll, n_boot, transform=math.exp, skipped=len(rows) - len(nll))
@@ -205,9 +220,10 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
     from megatron_slm.generate.vocoders import check_vocoder, load_vocoder
 
     output, needs_lm = TASKS[task]
-    if output == "speech" and not (gen.vocoder or vocoder):
+    transcribe = output == "speech" and task not in UNIT_LEVEL
+    if transcribe and not (gen.vocoder or vocoder):
         raise GenerationError(f"task {task!r} transcribes speech continuations: give --vocoder")
-    if output == "speech" and not (gen.asr_model or asr):
+    if transcribe and not (gen.asr_model or asr):
         raise GenerationError(f"task {task!r} needs an ASR model: give --asr-model (a local Whisper directory)")
     if needs_lm and not (gen.ppl_model or lm):
         raise GenerationError(f"task {task!r} needs a text LM for the perplexity: give --ppl-model")
@@ -217,7 +233,7 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
         raise GenerationError(f"{path}: no usable prompts")
     check_unit_identity(ps, model_identity, vocab.num_units)
     rank0 = _is_rank0()
-    if rank0 and output == "speech":
+    if rank0 and transcribe:
         vocoder = vocoder or load_vocoder(gen.vocoder, inventory=vocab.inventory)
         check_vocoder(vocoder, vocab.num_units, model_identity or ps.unit_identity)
     policy = TokenPolicy.for_output(vocab, source.rows, output)
@@ -226,7 +242,11 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
     _, rows = run_generation(job, ps.prompts)
     if not rank0:
         return []
-    if output == "speech":
+    if task in UNIT_LEVEL:
+        return [{"id": r["id"], "task": task, "units": r["units"], "autobleu": auto_bleu(r["units"], gen.autobleu_n, list),
+                 "autobleu_n": gen.autobleu_n, "level": "units", "num_generated": r["num_generated"], "stop": r["stop"]}
+                for r in rows]
+    if transcribe:
         asr = asr or WhisperASR.from_dir(gen.asr_model, language=gen.asr_language)
         wavs = [vocoder(r["units"]) if r["units"] else np.zeros(0, np.float32) for r in rows]
         spoken = [i for i, w in enumerate(wavs) if w.size]
@@ -283,12 +303,13 @@ def evaluate_generative(tasks: Sequence[str], data_dir: str, backend, vocab, cfg
             raise GenerationError(f"task {task!r}: {path} does not exist (a prompt file: a units JSONL with its "
                                   ".meta.json, or segment prompts)")
         output = TASKS[task][0]
+        transcribe = output == "speech" and task not in UNIT_LEVEL
         if _is_rank0():  # built once, shared by the tasks that need them
-            if output == "speech" and "vocoder" not in shared and gen.vocoder:
+            if transcribe and "vocoder" not in shared and gen.vocoder:
                 from megatron_slm.generate.vocoders import load_vocoder
 
                 shared["vocoder"] = load_vocoder(gen.vocoder, inventory=vocab.inventory)
-            if output == "speech" and "asr" not in shared and gen.asr_model:
+            if transcribe and "asr" not in shared and gen.asr_model:
                 shared["asr"] = WhisperASR.from_dir(gen.asr_model, language=gen.asr_language)
             if TASKS[task][1] and "lm" not in shared and gen.ppl_model:
                 shared["lm"] = TextLMScorer.from_dir(gen.ppl_model)

@@ -162,6 +162,20 @@ def write_eval_items(pairs: list[dict], out: str | Path, units_path: str | Path,
     out.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
 
 
+def write_prompts(pairs: list[dict], out: str | Path, units_path: str | Path) -> None:
+    """The pairs' speech prompts as segment prompts (tools/generate.py --prompt-jsonl, the prompt
+    files of tools/eval_slm.py's generative tasks), whole, with the units' sidecar beside them."""
+    from megatron_slm.units.records import read_meta, write_meta
+
+    if not all(isinstance(p["prompt"], dict) for p in pairs):
+        raise StoryPairError("--prompts-out writes speech prompts: use --prompt speech")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"id": p["id"], "segments": [{"units": p["prompt"]["units"]}]}) + "\n"
+                           for p in pairs), encoding="utf-8")
+    write_meta(out, read_meta(units_path))
+
+
 def write_pairs(pairs: list[dict], out: str | Path, units_path: str | Path | None) -> None:
     """The JSONL, and beside it the units' identity sidecar when the pairs hold units."""
     from megatron_slm.units.records import read_meta, write_meta
