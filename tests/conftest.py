@@ -1,4 +1,6 @@
-"""Shared test plumbing: the repository paths tests use, GPU marker handling, helpers to launch real torchrun jobs."""
+"""Shared test plumbing: the repository paths tests use, GPU marker handling, helpers to launch real torchrun jobs,
+and what several job files share: a tiny training launch, the one-error-line check, a converted tiny model,
+a folder of hostile audio."""
 from __future__ import annotations
 
 import json
@@ -7,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 # The repository's files the tests use, declared once.
@@ -99,3 +103,62 @@ def gloo_group():
     torch.distributed.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
     yield
     torch.distributed.destroy_process_group()
+
+
+def train(args, cwd, check=True, timeout=300):
+    """pretrain_slm.py on the tiny CPU config with these overrides."""
+    return run_python([PRETRAIN, "--config", TINY_CPU, *args], cwd=cwd, check=check, timeout=timeout)
+
+
+def one_error_line(proc) -> str:
+    """The CLI's promise: exit 2 and one `error:` line, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory) -> Path:
+    """A tiny HF Llama converted with K=100 units (what a user trains from)."""
+    from megatron_slm.testing.random_hf import make_random_hf_model
+
+    root = tmp_path_factory.mktemp("converted")
+    make_random_hf_model(root / "base", "llama", tokenizer_dir=TOKENIZER, vocab_size=512, hidden_size=64,
+                         intermediate_size=176, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, rope_theta=10000.0, tie_word_embeddings=True)
+    run_python([CONVERT, "hf-to-mcore", "--hf-dir", root / "base", "--out", root / "ckpt", "--num-units", "100",
+                "--dtype", "fp32"], cwd=root)
+    return root
+
+
+SR = 16000  # the tiny corpus' sample rate
+
+
+def _speech(seconds: float) -> np.ndarray:
+    """Real speech (the tiny corpus' espeak audio), `seconds` long."""
+    audio, sr = sf.read(CORPUS / "audio" / "s01_01.flac", dtype="float32")
+    assert sr == SR
+    return audio[: int(seconds * SR)]
+
+
+@pytest.fixture(scope="module")
+def bad_audio(tmp_path_factory) -> Path:
+    """good.wav, tone.mp3, nan.wav, inf.wav, silent.wav, trunc.wav (header 2 s, data 0.67 s), loud.wav
+    (finite samples whose log-mel overflows float32)."""
+    d = tmp_path_factory.mktemp("audio")
+    x = _speech(2.0)
+    sf.write(d / "good.wav", x, SR, subtype="PCM_16")
+    sf.write(d / "tone.mp3", x, SR, format="MP3")
+    y = x.copy()
+    y[1000:1100] = np.nan
+    sf.write(d / "nan.wav", y, SR, subtype="FLOAT")
+    y = x.copy()
+    y[5] = np.inf
+    sf.write(d / "inf.wav", y, SR, subtype="FLOAT")
+    sf.write(d / "silent.wav", np.zeros(SR, np.float32), SR, subtype="PCM_16")
+    full = (d / "good.wav").read_bytes()
+    (d / "trunc.wav").write_bytes(full[: 44 + int(0.67 * SR) * 2])  # the header still says 2 s
+    sf.write(d / "loud.wav", x * 1e30, SR, subtype="FLOAT")
+    return d

@@ -1,18 +1,23 @@
-"""Audio loading: DALI CPU pipeline vs scipy reference vs the soundfile fallback; probing; bucketing."""
+"""Audio loading: DALI CPU pipeline vs scipy reference vs the soundfile fallback; probing; bucketing;
+non-finite, truncated and silent audio; which files a directory or a file list yields."""
+import argparse
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from megatron_slm.audio.decode_dali import HAVE_DALI
 from megatron_slm.audio.decode_soundfile import load_audio
 from megatron_slm.audio.loader import AudioLoader, bucket_batches
 from megatron_slm.audio.probe import AudioItem, probe
+from megatron_slm.audio.sources import AudioSource, list_audio_files
 
-from conftest import CORPUS
+from conftest import CORPUS, SR
 
 SRC = os.path.join(CORPUS, "audio", "s01_01.flac")
 needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="nvidia-dali not installed")
@@ -108,3 +113,59 @@ def test_bucket_batches_respects_budget_and_keeps_every_item():
         assert len(b) <= 16
         assert len(b) == 1 or len(b) * max(it.duration for it in b) <= 60
     assert [it.id for it in batches[-1]] == ["long"]
+
+
+def _files(d: Path, *names: str) -> list[str]:
+    return [str(d / n) for n in names]
+
+
+@pytest.mark.parametrize("backend", ["dali", "soundfile"])
+def test_decoding_skips_non_finite_and_truncated_audio_and_reports_silence(bad_audio, backend):
+    if backend == "dali" and not HAVE_DALI:
+        pytest.skip("DALI not installed")
+    assert sf.info(str(bad_audio / "trunc.wav")).frames < 2 * SR  # libsndfile counts what is left
+    paths = _files(bad_audio, "good.wav", "nan.wav", "inf.wav", "silent.wav", "trunc.wav", "tone.mp3")
+    items, skipped = probe(paths)
+    assert not skipped
+    # the Lhotse paths: a span of a recording (soundfile seeks) and encoded bytes (a Shar member)
+    span_nan = AudioSource(str(bad_audio / "nan.wav"), offset=0.05, duration=1.0)
+    trunc = (bad_audio / "trunc.wav").read_bytes()
+    held = AudioSource("shar/trunc.wav", data=lambda: trunc)
+    more, skipped = probe([span_nan, held], ["span_nan", "held_trunc"])
+    assert not skipped and more[1].duration == pytest.approx(2.0)
+    skips, warns, kept = [], [], []
+    for batch in AudioLoader(backend, "cpu", 1).batches(items + more, on_skip=skips.append, on_warn=warns.append):
+        assert bool(batch.waves.isfinite().all())
+        kept += [os.path.basename(it.path) for it in batch.items]
+    reasons = {os.path.basename(s.path): s.reason for s in skips}
+    assert sorted(kept) == ["good.wav", "silent.wav", "tone.mp3"]
+    assert reasons["nan.wav"].startswith("non-finite samples (") and "NaN" in reasons["nan.wav"]
+    assert reasons["inf.wav"] == "non-finite samples (0 NaN, 1 Inf)"
+    assert reasons["trunc.wav"] == "truncated: the header declares 2.000 s, 0.670 s decoded"
+    assert len(skips) == 5 and [s.path for s in skips].count(str(bad_audio / "nan.wav")) == 2
+    assert [(os.path.basename(w.path), w.kind) for w in warns] == [("silent.wav", "silent")]
+
+
+def test_one_audio_rule_for_directories_and_file_lists(bad_audio, tmp_path):
+    """.mp3 was ignored by --audio-dir but decoded via --file-list; a FIFO hung the listing."""
+    from megatron_slm.audio.skips import Skipped
+    from megatron_slm.commands.unit_args import resolve_inputs
+
+    d = tmp_path / "audio"
+    d.mkdir()
+    for n in ("good.wav", "tone.mp3"):
+        shutil.copy(bad_audio / n, d)
+    (d / "notes.txt").write_text("not audio")
+    os.mkfifo(d / "pipe.flac")
+    left: list[Skipped] = []
+    assert [os.path.basename(p) for p in list_audio_files(d, skipped=left)] == ["good.wav", "tone.mp3"]
+    assert [(os.path.basename(s.path), s.reason) for s in left] == [("pipe.flac", "not a regular file (a FIFO)")]
+    (d / "list.txt").write_text("good.wav\ntone.mp3\nnotes.txt\n")
+    ns = argparse.Namespace(alignments=None, audio_dir=None, file_list=str(d / "list.txt"), ids="stem")
+    left = []
+    paths, ids = resolve_inputs(ns, left)
+    assert ids == ["good", "tone"] and [os.path.basename(s.path) for s in left] == ["notes.txt"]
+    assert left[0].reason.startswith("not an audio file name (the extension is none of .wav, .flac, .ogg, .opus, .mp3")
+    # a FIFO in a file list is refused before any decoder opens it
+    items, skipped = probe([str(d / "pipe.flac")])
+    assert not items and skipped[0].reason == "not a regular file (a FIFO)"

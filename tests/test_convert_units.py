@@ -138,3 +138,13 @@ def test_staged_output_dir_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(ConversionError, match="already exists"):
         with staged_output_dir(out):
             pass
+
+
+def test_layout_errors_name_the_right_flag_when_tp_equals_pp():
+    from megatron_slm.convert.families import ConversionError
+    from megatron_slm.convert.hf_to_mcore import check_layout
+    from megatron_slm.models.presets import get_preset
+
+    arch = get_preset("tiny").replace(num_attention_heads=6, num_query_groups=3, ffn_hidden_size=192, num_layers=4)
+    with pytest.raises(ConversionError, match="num_hidden_layers=4 does not divide by --pp 3"):
+        check_layout(arch, 3, 3, "config.json")

@@ -1,4 +1,5 @@
-"""Alignment readers (canonical JSONL, MFA TextGrid, Whisper JSON) and validation messages."""
+"""Alignment readers (canonical JSONL, MFA TextGrid, Whisper JSON) and validation messages; times are
+numbers in every format, never converted."""
 import json
 
 import numpy as np
@@ -159,3 +160,26 @@ def test_listing_probing_and_corpus_readers_import_no_torch():
             "print(sorted(h for h in ('torch', 'scipy', 'lhotse', 'megatron') if h in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+@pytest.mark.parametrize("value,message", [(True, "must be a finite number, not True"),
+                                           ("0.5", "must be a finite number, not '0.5'"),
+                                           (float("nan"), "must be a finite number, not nan")])
+def test_alignment_times_are_numbers_in_every_format(value, message, tmp_path):
+    """Before: true and "0.5" became 1.0 and 0.5."""
+    from megatron_slm.corpus.alignments import AlignmentIndex
+    from megatron_slm.corpus.words import AlignmentError, validate
+
+    words = [{"word": "hi", "start": 0.0, "end": 0.3}, {"word": "you", "start": value, "end": 0.9}]
+    jsonl, whisper = tmp_path / "a.jsonl", tmp_path / "w"
+    jsonl.write_text(json.dumps({"id": "u", "words": words}) + "\n")
+    whisper.mkdir()
+    (whisper / "u.json").write_text(json.dumps({"word_segments": words}))
+    for path, where in ((jsonl, f"{jsonl}:1"), (whisper, str(whisper / "u.json"))):
+        index = AlignmentIndex(str(path))
+        if index.format == "jsonl" and value != value:  # NaN is no JSON: the line is refused whole
+            assert [(r, m.split(" (")[0]) for r, m in index.problems] == [("malformed_json", f"{where}: not JSON")]
+            continue
+        with pytest.raises(AlignmentError) as e:
+            validate(index.get("u"))
+        assert str(e.value) == f"{where}: field 'words[1].start' {message}"

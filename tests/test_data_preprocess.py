@@ -1,6 +1,8 @@
 """Preprocessing to indexed datasets: content, determinism across workers, bad input, identity
-checks, resume after a kill, and the CLI."""
+checks, resume after a kill, and the CLI; units records validated, never coerced, on every path;
+duplicate ids compared as JSON decodes them; a run that keeps nothing leaves the old dataset."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from megatron_slm.data.storage import content_hash
 from megatron_slm.testing.synthetic_units import write_synthetic_corpus
 from megatron_slm.vocab import SpeechVocab
 
-from conftest import REPO, TOKENIZER
+from conftest import CORPUS, REPO, TOKENIZER
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +318,99 @@ def test_out_prefix_never_replaces_an_input_or_its_sidecar(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "refusing to write --out-prefix" in err and "Traceback" not in err, err
     assert (tmp_path / "units.jsonl.meta.json").read_bytes() == sidecar and not (tmp_path / "units.jsonl.bin").exists()
+
+
+def _units_record(**change) -> dict:
+    rec = {"id": "s01_03", "path": "audio/s01_03.flac", "units": [5, 7, 5], "durations": [2, 1, 3],
+           "unit_seconds": 0.04, "num_frames": 6, "audio_seconds": 0.25}
+    rec.update(change)
+    return rec
+
+
+BAD_UNITS = [
+    (dict(units=[5, 3.7, 5]), "field 'units'[1] must be an integer, not 3.7"),
+    (dict(units=[5, "7", 5]), "field 'units'[1] must be an integer, not '7'"),
+    (dict(units=[5, True, 5]), "field 'units'[1] must be an integer, not True"),
+    (dict(durations=[2, -1, 5]), "field 'durations'[1] must be >= 1, not -1"),
+    (dict(durations=[2, 0, 4]), "field 'durations'[1] must be >= 1, not 0"),
+    (dict(unit_seconds=0), "field 'unit_seconds' must be > 0, not 0"),
+    (dict(unit_seconds=float("nan")), "field 'unit_seconds' must be a finite number, not nan"),
+    (dict(audio_seconds=float("inf")), "field 'audio_seconds' must be a finite number, not inf"),
+    (dict(num_frames=6.0), "field 'num_frames' must be an integer, not 6.0"),
+    (dict(id=7), "field 'id' must be a string, not 7"),
+    (dict(units=[5, 2 ** 70, 5]), "field 'units'[1] must be an integer, not 1.1805916207174113e+21"),  # orjson: a float
+    (dict(units=[5, 100, 5]), "field 'units'[1] = 100 outside [0, 100)"),
+]
+
+
+@pytest.mark.parametrize("change,message", BAD_UNITS, ids=["units-float", "units-str", "units-bool", "durations-neg",
+                                                           "durations-zero", "unit_seconds-0", "unit_seconds-nan",
+                                                           "audio_seconds-inf", "num_frames-float", "id-int",
+                                                           "units-huge", "units-K"])
+def test_units_records_are_validated_never_coerced_on_every_path(change, message, tmp_path):
+    """Before: 3.7, "7" and true became 3, 7 and 1; negative durations and unit_seconds 0 passed."""
+    from megatron_slm.corpus.alignments import AlignmentIndex
+    from megatron_slm.data.prepare import prepare_batch, prepare_interleaved
+    from megatron_slm.data.records import RecordError, decode_json_line
+    from megatron_slm.units.records import parse_record
+
+    units = tmp_path / "units.jsonl"
+    raw = [json.dumps(_units_record(id="ok")).encode(), json.dumps(_units_record(**change)).encode()]
+    units.write_bytes(b"\n".join(raw) + b"\n")  # NaN/Infinity: literals the stdlib decoder reads back
+    where = f"{units}:2"
+    with pytest.raises(ValueError) as e:
+        parse_record(decode_json_line(raw[1], where), where, num_units=100)
+    assert str(e.value) == f"{where}: {message}"
+    # preprocessing: the per-record reference and the vectorised shard path give the same message
+    align = tmp_path / "align.jsonl"
+    words = [{"word": "hi", "start": 0.0, "end": 0.1}, {"word": "there", "start": 0.12, "end": 0.24}]
+    align.write_text("".join(json.dumps({"id": i, "words": words}) + "\n" for i in ("s01_03", "ok")))
+    index, vocab = AlignmentIndex(str(align)), _vocab()
+    records = [(f"{units}:{i + 1}", decode_json_line(r, f"{units}:{i + 1}")) for i, r in enumerate(raw)]
+    with pytest.raises(RecordError) as ref:
+        prepare_interleaved(records[1][1], where, vocab, index)
+    assert str(ref.value) == f"{where}: {message}" and ref.value.reason == "invalid_units"
+    for lines in (raw, None):  # with the raw lines (preprocessing) and without (any other caller)
+        kept, _, _, errors = prepare_batch(records, vocab, index, lines=lines)
+        assert kept == [0] and [str(err) for _, err in errors] == [f"{where}: {message}"]
+
+
+_VOCAB = []
+
+
+def _vocab():
+    from megatron_slm.vocab import SpeechVocab
+
+    if not _VOCAB:
+        _VOCAB.append(SpeechVocab.from_pretrained(str(TOKENIZER), num_units=100))
+    return _VOCAB[0]
+
+
+def test_duplicate_ids_are_matched_after_json_decoding_and_an_empty_result_keeps_the_old_dataset(tmp_path):
+    """A duplicate spelled with JSON escapes was stored twice; 0 usable records exited 0 and
+    replaced an existing dataset with an empty one."""
+    from megatron_slm.commands import preprocess_data
+    from megatron_slm.data.preprocess import PreprocessJob, PreprocessError, run
+
+    units = (CORPUS / "units.jsonl").read_text().splitlines()[:6]
+    first = json.loads(units[2])
+    escaped = units[2].replace(f'"{first["id"]}"', json.dumps(first["id"]).replace("0", "\\u0030"), 1)
+    assert escaped != units[2] and json.loads(escaped)["id"] == first["id"]
+    src = tmp_path / "units.jsonl"
+    src.write_text("\n".join(units + [escaped]) + "\n")
+    shutil.copy(CORPUS / "units.jsonl.meta.json", tmp_path / "units.jsonl.meta.json")
+    prefix = tmp_path / "data" / "speech"
+    job = dict(kind="speech", tokenizer=str(TOKENIZER), out_prefix=str(prefix), progress=False)
+    meta = run(PreprocessJob(inputs=[str(src)], **job))
+    assert meta["documents"] == 6 and meta["skipped"]["counts"] == {"duplicate_id": 1}
+    before = {p.name: p.read_bytes() for p in prefix.parent.iterdir()}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(dict(json.loads(u), units=[3.7] * len(json.loads(u)["units"]))) + "\n"
+                           for u in units))
+    shutil.copy(CORPUS / "units.jsonl.meta.json", tmp_path / "bad.jsonl.meta.json")
+    with pytest.raises(PreprocessError, match=r"no usable records \(6 invalid_units\); first: .*bad.jsonl:1: "
+                                              r"field 'units'\[0\] must be an integer, not 3.7; the existing dataset"):
+        run(PreprocessJob(inputs=[str(bad)], **job))
+    assert {p.name: p.read_bytes() for p in prefix.parent.iterdir() if not p.name.endswith(".tmp")} == before
+    assert preprocess_data.main(["speech", "--tokenizer", str(TOKENIZER), "--units", str(bad),
+                                 "--out-prefix", str(prefix), "--quiet"]) == 1

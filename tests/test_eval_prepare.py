@@ -1,8 +1,11 @@
 """Benchmark preparers on miniature copies of each public layout (real audio cut from the bundled
-corpus), and their errors on broken layouts."""
+corpus), and their errors on broken layouts; word-shuffle validates its units and alignments and
+counts what it skips."""
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -194,3 +197,32 @@ def test_every_benchmark_is_registered_with_its_layout_and_pairing():
     assert {n for n, b in BENCHMARKS.items() if b.hf_columns} == {"swuggy", "sblimp", "ssc", "tsc", "salmon"}
     with pytest.raises(PrepareError, match="built from a corpus"):
         read_specs("word-shuffle", ReadRequest("x"))
+
+
+def test_word_shuffle_validates_its_inputs_and_counts_what_it_skips(tmp_path, capsys):
+    from megatron_slm.commands import prepare_eval_data
+
+    units = (CORPUS / "units.jsonl").read_text().splitlines()[:8]
+    aligns = [json.loads(a) for a in (CORPUS / "alignments.jsonl").read_text().splitlines()[:8]]
+    aligns[1]["words"][1], aligns[1]["words"][2] = aligns[1]["words"][2], aligns[1]["words"][1]  # swapped
+    aligns[2]["words"][-1]["end"] = 99.0                                                         # beyond the audio
+    del aligns[3]["words"][0]["end"]                                                             # a word without end
+    u4 = json.loads(units[4])
+    u4["units"][0] = 100                                                                          # units >= K
+    units[4] = json.dumps(u4)
+    (tmp_path / "u.jsonl").write_text("\n".join(units + ["17"]) + "\n")                           # a bare number line
+    shutil.copy(CORPUS / "units.jsonl.meta.json", tmp_path / "u.jsonl.meta.json")
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(a) + "\n" for a in aligns) + "42\n")
+    args = ["word-shuffle", "--units-file", str(tmp_path / "u.jsonl"), "--alignments", str(tmp_path / "a.jsonl")]
+    assert prepare_eval_data.main(args + ["--out", str(tmp_path / "ws.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 4 items" in out and "skipped 6:" in out, out
+    for line in ("2 x invalid_alignment", "1 x invalid_units", "2 x malformed_json", "1 x outside_audio"):
+        assert line in out, out
+    assert f"{tmp_path / 'u.jsonl'}:5: field 'units'[0] = 100 outside [0, 100)" in out
+    # nothing usable: a named error, nothing written
+    (tmp_path / "none.jsonl").write_text("17\n")
+    shutil.copy(CORPUS / "units.jsonl.meta.json", tmp_path / "none.jsonl.meta.json")
+    args[2] = str(tmp_path / "none.jsonl")
+    assert prepare_eval_data.main(args + ["--out", str(tmp_path / "none_ws.jsonl")]) == 1
+    assert "no usable utterance" in capsys.readouterr().err and not (tmp_path / "none_ws.jsonl").exists()

@@ -1,8 +1,11 @@
 """Scoring and report: likelihood per candidate, batching, ties, modality restriction, and the
 acceptance check that a model trained on a corpus prefers its real utterances over word-shuffled
-ones while a random model is at chance."""
+ones while a random model is at chance; item files refused naming file:line and field, benchmark
+units of another k-means refused, candidates beyond the context warned about."""
 from __future__ import annotations
 
+import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,6 +18,7 @@ from megatron_slm.eval.benchmarks.word_shuffle import build_word_shuffle
 from megatron_slm.eval.run import check_sets
 from megatron_slm.eval.report import bootstrap_ci, summarize, table
 from megatron_slm.eval.scoring import ItemScore, encode_candidate, make_batches, score_items
+from megatron_slm.models import record
 from megatron_slm.vocab import SpeechVocab
 
 from conftest import CORPUS, TOKENIZER
@@ -147,3 +151,69 @@ def test_trained_model_beats_chance_random_model_does_not(vocab, shuffle_items):
     assert acc_trained["accuracy"] >= 0.85
     assert acc_trained["ci95"][0] > 0.6
     assert acc_random["ci95"][0] < 0.5 < acc_random["ci95"][1] or abs(acc_random["accuracy"] - 0.5) < 0.2
+
+
+@pytest.mark.parametrize("units,field", [([1, True], "'positive.units'[1] must be an integer, not True"),
+                                         ([1, 3.7], "'positive.units'[1] must be an integer, not 3.7"),
+                                         (["7"], "'positive.units'[0] must be an integer, not '7'")])
+def test_eval_items_refuse_non_integer_units(units, field, tmp_path):
+    from megatron_slm.eval.items import FORMAT, ItemError, read_items
+
+    p = tmp_path / "items.jsonl"
+    p.write_text(json.dumps({"format": FORMAT, "version": 1, "task": "t", "unit_identity": None}) + "\n"
+                 + json.dumps({"id": "a", "task": "t", "positive": {"units": units}, "negatives": [{"units": [2]}]}) + "\n")
+    with pytest.raises(ItemError, match=f"^{p}:2: field {field}".replace("[", r"\[")):
+        read_items(p)
+
+
+def test_eval_messages_name_the_item_file_line_and_the_right_restriction(vocab, tmp_path):
+    from megatron_slm.eval.items import FORMAT, ItemError, read_items
+    from megatron_slm.eval.scoring import allowed_mask, check_restriction, encode_items
+
+    p = tmp_path / "items.jsonl"
+    header = json.dumps({"format": FORMAT, "version": 1, "task": "t", "unit_identity": None})
+    item = lambda i, pos: json.dumps({"id": i, "task": "t", "positive": pos, "negatives": [pos]})  # noqa: E731
+    p.write_text("\n".join([header, item("a", {"units": [1, 2]}), item("b", {"units": [3, 150]})]) + "\n")
+    with pytest.raises(ItemError, match=rf"^{p}:3: item 'b' positive: unit 150 >= the vocabulary's 100 units"):
+        encode_items(read_items(p).items, vocab)
+    p.write_text("\n".join([header, item("a", {"units": [1, 2]}), item("b", {"text": "the end"})]) + "\n")
+    seqs, _ = encode_items(read_items(p).items, vocab)
+    with pytest.raises(ItemError, match=rf"^{p}:3: item 'b' positive: restrict='speech' but .* \(score text "
+                                        r"candidates with restrict=text or none\)"):
+        check_restriction(seqs, allowed_mask(vocab, vocab.vocab_size, "speech"), "speech")
+    with pytest.raises(ItemError, match=rf"^{p}:2: item 'a' positive: restrict='text' but .* \(score speech "
+                                        r"candidates with restrict=speech or none\)"):
+        check_restriction(seqs, allowed_mask(vocab, vocab.vocab_size, "text"), "text")
+
+
+def test_eval_refuses_benchmark_units_from_another_kmeans_of_the_same_K(tmp_path):
+    from megatron_slm.eval import run as eval_run
+    from megatron_slm.eval.items import Candidate, Item, ItemError, read_items, write_items
+    from megatron_slm.vocab import SpeechVocab
+
+    vocab = SpeechVocab.from_pretrained(TOKENIZER, num_units=100)
+    ours = {"extractor": {"name": "mel"}, "k": 100, "sha256": "aaa", "deduplicated": True}
+    theirs = dict(ours, sha256="bbb")
+    items = [Item("1", "t", Candidate(units=[1, 2]), [Candidate(units=[2, 1])])]
+    write_items(tmp_path / "t.jsonl", "t", items, theirs)
+    model = tmp_path / "hf"
+    model.mkdir()
+    record.write_identity(model, {"vocab": vocab.identity(), "units": ours})
+    sets = eval_run.load_sets([("t", str(tmp_path / "t.jsonl"))])
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)  # the check depends on the model dir, not on where the command runs
+    with pytest.raises(ItemError, match="different extractor"):
+        eval_run.check_sets(sets, eval_run.expected_unit_identity(str(model)), vocab)
+    assert read_items(tmp_path / "t.jsonl").unit_identity["sha256"] == "bbb"
+
+
+def test_scoring_beyond_the_context_warns(capsys):
+    from megatron_slm.eval.scoring import EncodedSeq, warn_beyond_context
+
+    seqs = [EncodedSeq(tokens=list(range(n)), score_from=1) for n in (10, 300, 500)]
+    warn_beyond_context(seqs, 256, "ssc")
+    err = capsys.readouterr().err
+    assert "ssc: 2 of 3 candidates are longer than the model's 256 positions (longest 500 tokens)" in err
+    warn_beyond_context(seqs[:1], 256, "ssc")
+    assert capsys.readouterr().err == ""

@@ -1,9 +1,10 @@
-"""Config loading and up-front validation: every mistake is one clear line naming the key."""
+"""Config loading and up-front validation: every mistake is one clear line naming the key (out-of-range
+settings, a dataset of the wrong kind in the blend)."""
 from __future__ import annotations
 
 import pytest
 
-from conftest import TINY_CPU, run_python
+from conftest import CORPUS, TINY_CPU, TOKENIZER, one_error_line, run_python, train
 from megatron_slm.config import ConfigError, load_config
 from megatron_slm.training.plan import make_plan
 
@@ -70,3 +71,41 @@ def test_cli_reports_one_line_without_traceback(repo, tmp_path):
     err = proc.stderr.strip().splitlines()
     assert err[-1] == "error: parallel.tp=3 does not divide num_query_groups=2", proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("logging.interval=0", "logging.interval=0 is out of range: it must be >= 1"),
+    ("train.global_batch_size=0", "train.global_batch_size=0 is out of range"),
+    ("train.seq_length=0", "train.seq_length=0 is out of range"),
+    ("data.blend=[{path: x, weight: .inf, kind: text}]", "data.blend[0].weight=inf must be a finite number"),
+])
+def test_bad_training_settings_are_refused_on_load(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(TINY_CPU, [override])
+
+
+def test_bad_training_settings_are_one_line_on_the_command_line(tmp_path):
+    import torch
+
+    from megatron_slm.runtime.distributed import choose_device
+
+    line = one_error_line(train(["logging.interval=0"], tmp_path, check=False))
+    assert "logging.interval=0 is out of range" in line, line
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="runtime.device=cuda but no CUDA device is available"):
+            choose_device(load_config(TINY_CPU, ["runtime.device=cuda"]).runtime)
+
+
+def test_a_dataset_of_the_wrong_kind_is_refused_by_the_plan(tmp_path):
+    from megatron_slm.data.preprocess import PreprocessJob, run as preprocess
+    from megatron_slm.vocab import SpeechVocab
+
+    corpus = CORPUS
+    SpeechVocab.from_pretrained(TOKENIZER, num_units=100).save(tmp_path / "tok")
+    preprocess(PreprocessJob(kind="speech", tokenizer=str(tmp_path / "tok"), inputs=[str(corpus / "units.jsonl")],
+                             out_prefix=str(tmp_path / "speech"), progress=False))
+    proc = train(["data.source=blend", f"data.tokenizer={tmp_path / 'tok'}", "train.iters=1",
+                  f"data.blend=[{{path: {tmp_path / 'speech'}, weight: 1, kind: interleaved}}]"], tmp_path, check=False)
+    line = one_error_line(proc)
+    assert "data.blend[0]" in line and "holds 'speech' documents but the blend says kind='interleaved'" in line
+    assert "[train]" not in proc.stdout

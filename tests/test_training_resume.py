@@ -8,6 +8,8 @@ covering subset: every dtype with and without the distributed optimizer, every d
 layouts, every layout with both optimizers. SLM_FULL_RESUME_MATRIX=1 runs all 24 combinations
 (about 15 minutes on 2 cores). fp16 on the CPU overflows at Megatron's initial loss scale, so
 its steps are all skipped: it also covers a checkpoint saved before the optimizer's first update.
+
+A resumed run logs each iteration once (lines logged after the last checkpoint are dropped).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 
 import pytest
 
-from conftest import TINY_CPU, run_torchrun
+from conftest import TINY_CPU, read_metrics, run_torchrun, train
 
 DRIVER = """
 import shutil, sys
@@ -88,3 +90,13 @@ def test_a_checkpoint_saved_before_the_first_update_loads_with_its_optimizer_sta
     run_python([PRETRAIN, "--config", TINY_CPU, "precision.dtype=bf16", "train.iters=2",
                 f"checkpoint.load={init}", f"checkpoint.save={tmp_path / 'run'}"], cwd=tmp_path)
     assert sorted(steps(tmp_path / "run")) == [1, 2]
+
+
+def test_a_resumed_run_logs_each_iteration_once(tmp_path):
+    run = tmp_path / "run"
+    train(["train.iters=4", "train.exit_interval=2", f"checkpoint.save={run}"], tmp_path)
+    with open(run / "metrics.jsonl", "a") as f:  # steps logged after the checkpoint, then a kill mid-line
+        f.write(json.dumps({"iteration": 3, "lm_loss": 9.0}) + "\n" + '{"iteration": 4, "lm_lo')
+    train(["train.iters=4", f"checkpoint.save={run}"], tmp_path)
+    steps = [l["iteration"] for l in read_metrics(run)[0]]
+    assert steps == [1, 2, 3, 4] and all(l.get("lm_loss") != 9.0 for l in read_metrics(run)[0])

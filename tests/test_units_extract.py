@@ -1,4 +1,5 @@
-"""tools/extract_units.py end to end: bundled units reproduce, bad files skipped, resume, torchrun."""
+"""tools/extract_units.py end to end: bundled units reproduce, bad files skipped, resume, torchrun;
+hostile audio and alignment inputs are skipped or refused naming the file, line and field."""
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import pytest
 
 from megatron_slm.units.records import check_compatible, iter_records, read_meta
 
-from conftest import CORPUS, REPO
+from conftest import CORPUS, REPO, _env
 
 KM = os.path.join(CORPUS, "km_mel100.npy")
 sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -122,3 +123,42 @@ def test_torchrun_two_ranks_match_single_process(audio_dir, tmp_path):
     assert list(got) == IDS
     ref = bundled()
     assert all(got[i] == (ref[i].units, ref[i].durations, ref[i].num_frames) for i in IDS)
+
+
+def test_extract_units_skips_bad_audio_lists_only_regular_files_and_counts_reasons(bad_audio, tmp_path):
+    """The CLI in a subprocess: before, the FIFO hung it forever and the NaN file became one run of unit 0."""
+    d = tmp_path / "audio"
+    shutil.copytree(bad_audio, d)
+    (d / "loud.wav").unlink()
+    os.mkfifo(d / "pipe.wav")
+    out = tmp_path / "units.jsonl"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "extract_units.py"), "--audio-dir", str(d),
+                           "--extractor", "mel", "--kmeans", str(KM), "--out", str(out)],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in recs) == ["good", "silent", "tone"]
+    summary = proc.stdout
+    assert ("skipped 4 (2 x non-finite samples, 1 x not a regular file, 1 x truncated); "
+            "warnings 1 (1 x silent)") in summary, summary
+    assert f"skipped {d / 'pipe.wav'}: not a regular file (a FIFO)" in summary
+    tsv = (tmp_path / "units.jsonl.skipped.tsv").read_text()
+    assert "trunc.wav\ttruncated" in tsv and "silent.wav\tsilent (all samples zero): kept" in tsv
+
+
+def test_alignment_inputs_of_unit_extraction_name_the_file_line_and_field(tmp_path, capsys):
+    """A bare number line crashed; non-UTF-8 named no file, and a duplicate id suggested
+    --ids relpath, which does not apply to --alignments."""
+    from megatron_slm.commands import extract_units
+
+    good = (CORPUS / "alignments.jsonl").read_text().splitlines()[:2]
+    cases = {"number": (good[0] + "\n7\n").encode(), "utf8": (good[0] + "\n").encode() + b'{"id": "\xff"}\n',
+             "dup": (good[0] + "\n" + good[0] + "\n").encode(), "audio": b'{"id": "x", "audio": 5}\n'}
+    expect = {"number": ":2: expected a JSON object, got int", "utf8": ":2: not UTF-8 (byte 8)",
+              "dup": ":2: utterance id 's01_01' already on", "audio": ":1: field 'audio' must be a string, not 5"}
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(data)
+        assert extract_units.main(["--alignments", str(path), "--kmeans", str(KM), "--out", str(tmp_path / "u.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}{expect[name]}" in err and "Traceback" not in err and "--ids" not in err, err

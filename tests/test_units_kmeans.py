@@ -1,5 +1,8 @@
-"""k-means: torch assignment vs numpy brute force, .npy vs pickled sklearn, training quality, dedup."""
+"""k-means: torch assignment vs numpy brute force, .npy vs pickled sklearn, training quality, dedup;
+non-finite audio, features and codebooks refused; pickles only when trusted."""
 import pickle
+import shutil
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -10,6 +13,10 @@ from sklearn.cluster import KMeans
 from megatron_slm.units.kmeans import (KMeansAssigner, centroids_sha256, inertia, load_centroids,
                                        train_minibatch_kmeans)
 from megatron_slm.units.records import dedup, expand, make_record, parse_record
+
+from conftest import CORPUS
+
+KM = CORPUS / "km_mel100.npy"
 
 
 def test_assignment_equals_numpy_bruteforce():
@@ -86,3 +93,90 @@ def test_record_roundtrip_and_validation():
     bad = dict(__import__("dataclasses").asdict(rec), num_frames=7)
     with pytest.raises(ValueError, match="f:3: field 'num_frames'"):
         parse_record(bad, "f:3")
+
+
+def test_train_kmeans_skips_nan_audio_and_refuses_non_finite_features(bad_audio, tmp_path, capsys):
+    from megatron_slm.commands import train_kmeans
+
+    def run(*names, out):
+        d = tmp_path / out
+        d.mkdir()
+        for n in names:
+            shutil.copy(bad_audio / n, d)
+        return train_kmeans.main(["--audio-dir", str(d), "--extractor", "mel", "--k", "4", "--steps", "10",
+                                  "--batch-size", "64", "--out", str(tmp_path / f"{out}.npy")])
+
+    # before: NaN centroids written, exit 0, "inertia nan"
+    assert run("good.wav", "nan.wav", "silent.wav", out="a") == 0
+    printed = capsys.readouterr().out
+    assert np.isfinite(np.load(tmp_path / "a.npy")).all() and "inertia nan" not in printed
+    assert "skipped 1 files (1 x non-finite samples)" in printed and "warnings 1 (1 x silent)" in printed
+    # finite samples, non-finite log-mel: refused, naming the file, nothing written
+    assert run("good.wav", "loud.wav", out="b") == 1
+    err = capsys.readouterr().err
+    assert "non-finite features from 1 file(s)" in err and "loud.wav" in err
+    assert not (tmp_path / "b.npy").exists()
+
+
+def test_non_finite_codebooks_and_features_are_refused(tmp_path):
+    import torch
+
+    from megatron_slm.commands import extract_units
+    from megatron_slm.units.kmeans import load_centroids, train_minibatch_kmeans
+
+    c = np.load(KM)
+    c[3, 1] = np.nan
+    np.save(tmp_path / "nan_km.npy", c)
+    with pytest.raises(ValueError, match=r"nan_km.npy: 1 of 100 centroids are not finite \(first: centroid 3\)"):
+        load_centroids(tmp_path / "nan_km.npy")
+    x = torch.randn(500, 8)
+    x[7, 2] = float("inf")
+    with pytest.raises(ValueError, match="1 of 500 feature frames are not finite"):
+        train_minibatch_kmeans(x, 4, steps=2)
+    # before: every frame of every file became unit 0
+    rc = extract_units.main(["--alignments", str(CORPUS / "alignments.jsonl"), "--kmeans", str(tmp_path / "nan_km.npy"),
+                             "--out", str(tmp_path / "u.jsonl")])
+    assert rc == 2 and not (tmp_path / "u.jsonl").exists()
+
+
+class _Payload:
+    """A pickle that runs code when loaded (what a hostile km500.bin can do)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "ran"))
+
+
+def test_pickled_kmeans_is_refused_unless_trusted_and_converts_once_to_npy(tmp_path, capsys):
+    import joblib
+    from sklearn.cluster import KMeans
+
+    from megatron_slm.commands import convert_kmeans, extract_units
+    from megatron_slm.units.kmeans import PickleRefused, centroids_sha256, load_centroids
+
+    marker = tmp_path / "ran.txt"
+    with open(tmp_path / "evil.bin", "wb") as f:
+        pickle.dump(_Payload(str(marker)), f)
+    with pytest.raises(PickleRefused, match=r"evil.bin: a pickled k-means.*convert_kmeans.py --trust-pickle"):
+        load_centroids(tmp_path / "evil.bin")
+    rc = extract_units.main(["--alignments", str(CORPUS / "alignments.jsonl"), "--kmeans", str(tmp_path / "evil.bin"),
+                             "--out", str(tmp_path / "u.jsonl")])
+    assert rc == 2 and "--trust-pickle" in capsys.readouterr().err
+    assert convert_kmeans.main([str(tmp_path / "evil.bin"), str(tmp_path / "evil.npy")]) == 2
+    assert not marker.exists()  # nothing was unpickled
+    with pytest.raises(ValueError):  # trusted, it runs -- which is why trust is explicit
+        load_centroids(tmp_path / "evil.bin", trust_pickle=True)
+    assert marker.read_text() == "ran"
+
+    km = KMeans(n_clusters=5, n_init=1, random_state=0).fit(np.random.default_rng(0).normal(size=(200, 40)))
+    joblib.dump(km, tmp_path / "km.bin")  # the TWIST format
+    assert convert_kmeans.main(["--trust-pickle", str(tmp_path / "km.bin"), str(tmp_path / "km.npy")]) == 0
+    assert centroids_sha256(load_centroids(tmp_path / "km.npy")) == \
+        centroids_sha256(load_centroids(tmp_path / "km.bin", trust_pickle=True))
+    assert "same codebook identity" in capsys.readouterr().out
+    assert convert_kmeans.main(["--trust-pickle", str(tmp_path / "km.bin"), str(tmp_path / "km.npy")]) == 2  # exists
+    from megatron_slm.commands.prepare_eval_data import parse_args
+
+    assert parse_args(["ssc", "--src", "x", "--out", "y", "--kmeans", "km.bin", "--trust-pickle"]).trust_pickle
