@@ -5,7 +5,6 @@ units of another k-means refused, candidates beyond the context warned about."""
 from __future__ import annotations
 
 import json
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -186,7 +185,7 @@ def test_eval_messages_name_the_item_file_line_and_the_right_restriction(vocab, 
         check_restriction(seqs, allowed_mask(vocab, vocab.vocab_size, "text"), "text")
 
 
-def test_eval_refuses_benchmark_units_from_another_kmeans_of_the_same_K(tmp_path):
+def test_eval_refuses_benchmark_units_from_another_kmeans_of_the_same_K(tmp_path, monkeypatch):
     from megatron_slm.eval import run as eval_run
     from megatron_slm.eval.items import Candidate, Item, ItemError, read_items, write_items
     from megatron_slm.vocab import SpeechVocab
@@ -202,7 +201,7 @@ def test_eval_refuses_benchmark_units_from_another_kmeans_of_the_same_K(tmp_path
     sets = eval_run.load_sets([("t", str(tmp_path / "t.jsonl"))])
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    os.chdir(elsewhere)  # the check depends on the model dir, not on where the command runs
+    monkeypatch.chdir(elsewhere)  # the check depends on the model dir, not on where the command runs
     with pytest.raises(ItemError, match="different extractor"):
         eval_run.check_sets(sets, eval_run.expected_unit_identity(str(model)), vocab)
     assert read_items(tmp_path / "t.jsonl").unit_identity["sha256"] == "bbb"
