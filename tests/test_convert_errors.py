@@ -21,6 +21,7 @@ def convert_in_process(capsys, args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, rc, out.out, out.err)
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_conversion_never_writes_over_its_input(converted, tmp_path, capsys):
     ckpt, base = converted / "ckpt", converted / "base"
     before = sorted(p.name for p in ckpt.rglob("*"))

@@ -161,6 +161,7 @@ def test_verify_cli_single_process_passes_and_fails_on_tolerance(work, capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_megatron_tp2_pp2_matches_hf_logits(work):
     """One torchrun job (4 ranks, TP=2 x PP=2) compares every converted model with its source."""
     pairs = [f"{work / (n + '_hf')}:{work / (n + '_mc')}" for n in MODELS]

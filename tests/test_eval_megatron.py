@@ -51,6 +51,7 @@ def _scores(path: Path) -> dict[str, list[float]]:
     return {r["id"]: [r["positive"], *r["negatives"]] for r in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_hf_and_megatron_tp2_pp2_agree_per_item(work):
     common = ["--tasks", "word_shuffle,cm", "--data", str(work / "eval"), "--batch-size", "3", "--bootstrap", "50"]
     assert eval_main(["--hf-dir", str(work / "hf"), *common, "--item-scores", str(work / "hf.jsonl"),

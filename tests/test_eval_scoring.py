@@ -138,6 +138,8 @@ def _train(model, vocab, items, steps=50, lr=5e-3):
     return float(loss.detach())
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_trained_model_beats_chance_random_model_does_not(vocab, shuffle_items):
     torch.set_num_threads(2)
     random_model = tiny_llama(vocab, seed=1)

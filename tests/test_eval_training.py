@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from megatron_slm.eval.items import read_items, write_items
 
 from conftest import CORPUS, REPO, TINY_CPU, TOKENIZER, run_python
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_trainer_logs_eval_accuracy_and_cli_reproduces_it(tmp_path, monkeypatch):
     # an in-process converter run earlier in the session leaves RANK/MASTER_PORT/... in os.environ
     # (init_distributed sets them for a single process); children must pick their own

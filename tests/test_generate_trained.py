@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from megatron_slm.eval.scoring import allowed_mask, masked_logprobs
@@ -50,6 +51,7 @@ def _mean_ll(model, vocab, prompt_ids, cont_ids):
     return float(lp.mean())
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_trained_model_continues_corpus_prompts_more_likely_than_random_init(tmp_path):
     from transformers import AutoModelForCausalLM
 

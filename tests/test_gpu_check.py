@@ -45,6 +45,7 @@ def wheelhouse(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_dry_run_plans_every_step_for_the_node(wheelhouse, tmp_path):
     t = time.perf_counter()
     proc = run([sys.executable, GPU_CHECK, "--wheelhouse", wheelhouse, "--out", tmp_path / "out", "--dry-run"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from conftest import CONVERT, TOKENIZER, one_error_line, run_python, train
 from megatron_slm.models import record
 
@@ -20,6 +22,7 @@ def test_a_tokenizer_with_another_K_is_refused_before_the_model_is_built(convert
     assert "[train]" not in proc.stdout  # refused by the plan, before any model existed
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_exports_and_run_dirs_record_what_their_ids_mean(converted, tmp_path):
     recorded = record.read_identity(converted / "ckpt")
     assert recorded["vocab"]["num_units"] == 100 and recorded["units"] is None  # a text LM has no units yet

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from conftest import REPO
 
 
@@ -17,6 +19,7 @@ def collected(args: list[str], cwd=REPO) -> set[str]:
     return {f.rsplit("/", 1)[-1] for f in files}
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_a_path_runs_only_that_path(tmp_path):
     assert collected(["tests/test_vocab.py", "-q"]) == {"test_vocab.py"}
     # typed from another folder: relative to where it was typed; a test id keeps its ::name

@@ -96,6 +96,7 @@ def test_bad_training_settings_are_one_line_on_the_command_line(tmp_path):
             choose_device(load_config(TINY_CPU, ["runtime.device=cuda"]).runtime)
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_a_dataset_of_the_wrong_kind_is_refused_by_the_plan(tmp_path):
     from megatron_slm.data.preprocess import PreprocessJob, run as preprocess
     from megatron_slm.vocab import SpeechVocab

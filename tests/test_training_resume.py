@@ -92,6 +92,7 @@ def test_a_checkpoint_saved_before_the_first_update_loads_with_its_optimizer_sta
     assert sorted(steps(tmp_path / "run")) == [1, 2]
 
 
+@pytest.mark.slow  # > 10 s: the full suite runs it, the inner loop does not
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):
     run = tmp_path / "run"
     train(["train.iters=4", "train.exit_interval=2", f"checkpoint.save={run}"], tmp_path)
