@@ -4,6 +4,8 @@
 #   audio -> units -> extended-vocabulary checkpoint -> interleaved datasets -> TP=2 training
 #   -> Hugging Face export -> spoken-LM evaluation on held-out test stories.
 # Everything lands in demo_out/ (OUT=... to change; delete it to start over).
+# DEMO_HOURS (default 0.3) and DEMO_TEST_FRACTION (default 0.2) size the corpus and its test split
+# (examples/post_training.sh makes a larger one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-demo_out}
@@ -15,8 +17,10 @@ if [ "$OUT" != demo_out ]; then
   echo "OUT=$OUT: examples/configs/demo_cpu.yaml reads demo_out/; paths are overridden below"
 fi
 
-step "1/7 a spoken story corpus (0.3 h, split by story), audio -> speech units (DALI decoding, log-mel, K=100)"
-python tools/make_story_corpus.py --out $S --hours 0.3 --voices 1 --test-fraction 0.2 --text-stories 0 --quiet
+HOURS=${DEMO_HOURS:-0.3}
+TEST_FRACTION=${DEMO_TEST_FRACTION:-0.2}
+step "1/7 a spoken story corpus ($HOURS h, split by story), audio -> speech units (DALI decoding, log-mel, K=100)"
+python tools/make_story_corpus.py --out $S --hours $HOURS --voices 1 --test-fraction $TEST_FRACTION --text-stories 0 --quiet
 SPLIT=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['data_split'])" $S/manifest.json)
 python tools/extract_units.py --alignments $S/alignments.jsonl --extractor mel \
   --kmeans $C/km_mel100.npy --out $OUT/units.jsonl

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from megatron_slm.commands.eval_slm import main as eval_main
-from megatron_slm.eval.generative import (TextLMScorer, WhisperASR, auto_bleu, summarize_generation,
-                                           word_tokenizer)
+from megatron_slm.eval.generative import (TextLMScorer, WhisperASR, auto_bleu, length_matched_unit_autobleu,
+                                           summarize_generation, word_tokenizer)
 from megatron_slm.generate.sampling import GenerationError
 from megatron_slm.testing.tiny_slm import CORPUS, TOKENIZER, make_tiny_slm
 from megatron_slm.testing.tiny_whisper import make_tiny_whisper
@@ -148,3 +148,20 @@ def test_unit_level_autobleu_task(models, tmp_path, capsys):
     assert len(rows) == 3 and all(r["level"] == "units" and r["units"] for r in rows)
     assert all(r["autobleu"] == pytest.approx(auto_bleu(r["units"], 2, list)) for r in rows)
     assert reports[0]["value"] == pytest.approx(sum(r["autobleu"] for r in rows) / 3)
+    # the continuations' length and stop reasons stand beside it (Auto-BLEU depends on length)
+    gen = reports[0]["generated"]
+    assert gen["mean_new_tokens"] == pytest.approx(sum(r["num_generated"] for r in rows) / 3)
+    assert sum(gen["stops"].values()) == 3 and set(gen["stops"]) <= {"eos", "modality_switch", "length", "context"}
+
+
+def test_length_matched_unit_autobleu():
+    """Two models' continuations of the same prompts, each pair cut to the shorter one: a model that
+    only stops earlier is not counted as repeating less."""
+    a = [{"id": "p1", "units": [1, 2, 1, 2, 1, 2, 1, 2]}, {"id": "p2", "units": [3, 4, 5, 6]}, {"id": "p3", "units": [7, 7]}]
+    b = [{"id": "p1", "units": [1, 2, 3, 4]}, {"id": "p2", "units": [3, 4, 3, 4, 9]}, {"id": "p3", "units": [7]}]
+    m = length_matched_unit_autobleu(a, b, n=2, n_boot=100)
+    # p1 cut to 4: a 1 2 1 2 -> 2 of 3 repeat, b 1 2 3 4 -> 0; p2 cut to 4: a 0, b 3 4 3 4 -> 2 of 3; p3: 1 unit, out
+    assert m["too_short"] == 1 and m["a"]["n"] == m["b"]["n"] == m["b_minus_a"]["n"] == 2
+    assert m["a"]["value"] == pytest.approx(1 / 3) and m["b"]["value"] == pytest.approx(1 / 3)
+    assert m["b_minus_a"]["value"] == pytest.approx(0.0)
+    assert auto_bleu([1, 2, 1, 2, 1, 2, 1, 2], 2, list) == 1.0  # uncut, a would look far more repetitive

@@ -188,8 +188,20 @@ def _value_entry(metric: str, values: Sequence[float], n_boot: int, transform=No
             "n": int(arr.size), "skipped": skipped}
 
 
+def _generated(rows: Sequence[dict]) -> Optional[dict]:
+    """How long the continuations are and why they stopped: Auto-BLEU depends on length (a short
+    continuation has few n-grams to repeat), so a comparison of models needs these beside it."""
+    if not rows or not all("num_generated" in r and "stop" in r for r in rows):
+        return None
+    stops: dict[str, int] = {}
+    for r in rows:
+        stops[r["stop"]] = stops.get(r["stop"], 0) + 1
+    return {"mean_new_tokens": float(np.mean([r["num_generated"] for r in rows])), "stops": dict(sorted(stops.items()))}
+
+
 def summarize_generation(task: str, rows: Sequence[dict], n_boot: int = 1000) -> dict:
-    """{task: entry} with GenPPL (when scored) as the task's value and Auto-BLEU as a part."""
+    """{task: entry} with GenPPL (when scored) as the task's value and Auto-BLEU as a part; the
+    continuations' mean length and stop reasons as `generated`."""
     nll = [r["nll"] for r in rows if r.get("nll") is not None]
     bleu = [r["autobleu"] for r in rows]
     if task in UNIT_LEVEL:
@@ -197,14 +209,44 @@ def summarize_generation(task: str, rows: Sequence[dict], n_boot: int = 1000) ->
         entry["note"] = (f"unit-level Auto-BLEU: share of repeated unit {rows[0]['autobleu_n'] if rows else 2}-grams "
                          f"in each generated speech-unit sequence (no transcript); not word-level, not comparable "
                          f"with SlamKit's Auto-BLEU")
-        return {task: entry}
-    parts = {"autobleu": _value_entry("autobleu", bleu, n_boot)}
-    if TASKS[task][1]:
-        entry = _value_entry("genppl", nll, n_boot, transform=math.exp, skipped=len(rows) - len(nll))
-        entry["parts"] = parts
     else:
-        entry = parts["autobleu"]
+        parts = {"autobleu": _value_entry("autobleu", bleu, n_boot)}
+        if TASKS[task][1]:
+            entry = _value_entry("genppl", nll, n_boot, transform=math.exp, skipped=len(rows) - len(nll))
+            entry["parts"] = parts
+        else:
+            entry = parts["autobleu"]
+    generated = _generated(rows)
+    if generated is not None:
+        entry["generated"] = generated
     return {task: entry}
+
+
+def length_matched_unit_autobleu(rows_a: Sequence[dict], rows_b: Sequence[dict], n: int = 2,
+                                 n_boot: int = 1000) -> dict:
+    """Unit-level Auto-BLEU of two models' continuations of the same prompts, at equal length: per
+    prompt id, both unit sequences cut to the shorter one's length. Prompts where that length gives
+    fewer than two n-grams (nothing can repeat) are left out and counted. Returns each model's mean
+    with its CI, and the paired difference b - a with its CI."""
+    from megatron_slm.eval.report import bootstrap_ci
+
+    b_by_id = {r["id"]: r["units"] for r in rows_b}
+    a_vals, b_vals, dropped = [], [], 0
+    for r in rows_a:
+        if r["id"] not in b_by_id:
+            continue
+        a, b = r["units"], b_by_id[r["id"]]
+        k = min(len(a), len(b))
+        if k < n + 1:
+            dropped += 1
+            continue
+        a_vals.append(auto_bleu(a[:k], n, list))
+        b_vals.append(auto_bleu(b[:k], n, list))
+    diff = np.asarray(b_vals) - np.asarray(a_vals)
+    return {"a": _value_entry("unit_autobleu", a_vals, n_boot), "b": _value_entry("unit_autobleu", b_vals, n_boot),
+            "b_minus_a": {"value": float(diff.mean()) if diff.size else float("nan"),
+                          "ci95": list(bootstrap_ci(diff, n_boot)), "n": int(diff.size)},
+            "too_short": dropped, "n_gram": n}
 
 
 def run_generative_task(task: str, path: str, source, vocab, cfg, gen: GenerativeSettings, model_info: dict,
