@@ -11,6 +11,7 @@ from megatron_slm.commands import make_story_corpus
 from megatron_slm.corpus.story_corpus import DEFAULT_VOICES, CorpusSpec, build_corpus, cached_manifest, spoken_stories
 from megatron_slm.corpus.stories import HEROES, PLOTS, distractor_ending, generate_story, lexicon, split_of
 from megatron_slm.jsonio import iter_jsonl
+from megatron_slm.outputs import MARKER
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -107,6 +108,7 @@ def test_build_corpus_layout_alignments_storycloze_and_cache(tmp_path):
     data[-1] ^= 0xFF  # same size, other content: only --verify notices
     victim.write_bytes(bytes(data))
     assert cached_manifest(out, SPEC) is not None and cached_manifest(out, SPEC, verify=True) is None
+    (out / MARKER).write_text('{"written": "by a later run"}')  # a run stamp, not content
     rebuilt = build_corpus(out, SPEC, progress=False, verify=True)
     assert not rebuilt["cached"] and rebuilt["content_sha256"] == m["content_sha256"]  # deterministic
     (out / "ssc" / f"{pairs[0]['id']}_incorrect.txt").unlink()

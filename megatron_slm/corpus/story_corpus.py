@@ -34,6 +34,7 @@ import numpy as np
 
 from megatron_slm.corpus.stories import (GENERATOR_VERSION, SPLITS, Story, distractor_ending, generate_story,
                                          split_of, uniform)
+from megatron_slm.outputs import MARKER
 
 FORMAT = "megatron-slm-story-corpus"
 VERSION = 1
@@ -237,7 +238,8 @@ def build_corpus(out: str | Path, spec: CorpusSpec = CorpusSpec(), progress: boo
     _write_jsonl(out / "text_stories.jsonl", [{"text": t} for t in texts])
 
     files = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"):
+    # The output marker records when and by what the folder was written: not content.
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", MARKER)):
         files[str(path.relative_to(out))] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
     content = hashlib.sha256("".join(f"{k}\t{v['sha256']}\n" for k, v in files.items()).encode()).hexdigest()
     counts = {s: len(by_split[s]) for s in SPLITS}
