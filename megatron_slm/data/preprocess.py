@@ -223,7 +223,7 @@ def _flag_duplicates(shards, seen: set):
         yield index, flagged
 
 
-def _units_identity(paths: list[str]) -> dict:
+def identity_of_units(paths: list[str]) -> dict:
     from megatron_slm.units.records import check_compatible, compatibility_key
 
     try:
@@ -231,6 +231,16 @@ def _units_identity(paths: list[str]) -> dict:
     except (FileNotFoundError, ValueError) as e:
         raise PreprocessError(str(e)) from None
     return {**compatibility_key(meta), "sidecar": os.path.abspath(paths[0]) + ".meta.json"}
+
+
+def identities_to_match(match: list[str], out_prefix: str) -> list[tuple[dict, str, str]]:
+    """(identity, where, kind) of every --match, and of the dataset at `out_prefix` when there is
+    one: a replacement must stay compatible with what was made from the old one."""
+    matches = [_load_match(m) for m in match]
+    if os.path.isfile(sidecar_path(out_prefix)):
+        old = read_sidecar(out_prefix)
+        matches.append((old["identity"], sidecar_path(out_prefix), old["kind"]))
+    return matches
 
 
 def _load_match(path: str) -> tuple[dict, str, str]:
@@ -264,7 +274,7 @@ def run(job: PreprocessJob) -> dict:
     for p in job.inputs:
         if not os.path.isfile(p):
             raise PreprocessError(f"input {p}: no such file")
-    units_identity = _units_identity(job.inputs) if job.kind != "text" else None
+    units_identity = identity_of_units(job.inputs) if job.kind != "text" else None
     # speech data follows its units' convention; interleaved data its own, which must be theirs
     convention = conventions.recorded(units_identity) if units_identity is not None else None
     if job.kind == "interleaved":
@@ -297,11 +307,7 @@ def run(job: PreprocessJob) -> dict:
     if separable is False:
         print(f"warning: tokenizer {job.tokenizer}: words tokenised one by one differ from the tokenised text "
               f"(its pre-tokenizer merges across spaces); text spans are cut at word boundaries", file=sys.stderr)
-    matches = [_load_match(m) for m in job.match]
-    if os.path.isfile(sidecar_path(job.out_prefix)):  # replacing a dataset: it must stay compatible
-        old = read_sidecar(job.out_prefix)
-        matches.append((old["identity"], sidecar_path(job.out_prefix), old["kind"]))
-    for other, where, kind in matches:
+    for other, where, kind in identities_to_match(job.match, job.out_prefix):
         try:
             check_ids(other, identity, where, f"{job.out_prefix} (being made)",
                       compare_units=TEXT_KINDS[0] not in (job.kind, kind))

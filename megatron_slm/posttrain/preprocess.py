@@ -27,10 +27,10 @@ from typing import Optional
 import numpy as np
 
 from megatron_slm import conventions
-from megatron_slm.data.preprocess import PreprocessError, _load_match, _units_identity
+from megatron_slm.data.preprocess import PreprocessError, identities_to_match, identity_of_units
 from megatron_slm.data.records import SkipLog
-from megatron_slm.data.storage import (SIDECAR_FORMAT, DatasetError, dataset_identity, read_sidecar, sidecar_path,
-                                       token_dtype, write_json_atomic)
+from megatron_slm.data.storage import (SIDECAR_FORMAT, dataset_identity, sidecar_path, token_dtype,
+                                       write_json_atomic)
 from megatron_slm.jsonio import iter_jsonl
 from megatron_slm.posttrain import records
 from megatron_slm.posttrain.storage import ROLES_SUFFIX, PairWriter
@@ -156,7 +156,7 @@ def run(job: PairJob) -> dict:
             raise PreprocessError(f"{job.inputs[0]}: records hold units but no units identity was given: put the "
                                   f"units sidecar beside the input as {job.inputs[0]}.meta.json or pass --units-meta "
                                   f"<the units JSONL the records' units came from>")
-        units_identity = _units_identity([source])
+        units_identity = identity_of_units([source])
     K = job.num_units
     if units_identity is not None:
         if K is not None and K != units_identity["k"]:
@@ -168,11 +168,7 @@ def run(job: PairJob) -> dict:
     except VocabError as e:
         raise PreprocessError(str(e)) from None
     identity = dataset_identity(vocab, units_identity)
-    matches = [_load_match(m) for m in job.match]
-    if os.path.isfile(sidecar_path(job.out_prefix)):  # replacing a dataset: it must stay compatible
-        old = read_sidecar(job.out_prefix)
-        matches.append((old["identity"], sidecar_path(job.out_prefix), old["kind"]))
-    for other, where, _kind in matches:
+    for other, where, _kind in identities_to_match(job.match, job.out_prefix):
         try:
             check_ids(other, identity, where, f"{job.out_prefix} (being made)", compare_units=speech)
         except IdentityError as e:
