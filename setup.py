@@ -22,6 +22,7 @@ setup(
         "scikit-learn",
         "matplotlib",
         "tensorboard",
+        "nltk",  # Auto-BLEU words: SlamKit's NLTKWordTokenizer (needs no data download)
     ],
     entry_points={"console_scripts": [
         # one line per command: slm-<name> = megatron_slm.commands.<module>:main

@@ -48,7 +48,7 @@ cp "$OUT/eval/gen/autobleu_units.jsonl" "$OUT/eval/gen/autobleu_text.jsonl"
 cp "$OUT/eval/gen/autobleu_units.jsonl.meta.json" "$OUT/eval/gen/autobleu_text.jsonl.meta.json"
 # SlamKit's repetition filter (its DPO data config): keep a pair iff Auto-BLEU(prompt_text + chosen_text) < 0.3
 python tools/preprocess_data.py preference --tokenizer "$OUT/base/run/tokenizer" --input "$OUT/pref/train.jsonl" \
-  --out-prefix "$OUT/data/pref_train" --max-length 257 --max-auto-bleu 0.3 --auto-bleu-n 2 --word-tokenizer regex --quiet
+  --out-prefix "$OUT/data/pref_train" --max-length 257 --max-auto-bleu 0.3 --auto-bleu-n 2 --word-tokenizer nltk --quiet
 
 step "3/5 DPO at TP=2 from the base (reference log-probabilities first, then the steps)"
 rm -rf "$OUT/dpo"
@@ -64,7 +64,7 @@ for m in base dpo; do
   # (c): SlamKit's sampling (T 0.8, top-k 25, 150 new tokens), seed 0, the same for both models
   python tools/eval_slm.py --hf-dir "$OUT/hf_$m" --items "$OUT/eval/pref_sampled.jsonl" "$OUT/base/eval/ssc.jsonl" \
     "$OUT/base/eval/word_shuffle.jsonl" --tasks autobleu_units,autobleu_text --data "$OUT/eval/gen" --seed 0 \
-    --word-tokenizer regex --out "$OUT/eval_$m.json" --item-scores "$OUT/eval_${m}_items.jsonl" --force
+    --word-tokenizer nltk --out "$OUT/eval_$m.json" --item-scores "$OUT/eval_${m}_items.jsonl" --force
 done
 python - "$OUT" <<'EOF'
 import json, sys
@@ -100,7 +100,7 @@ print("(c): each model continues the test stories' prompts (all sentences but th
       "     (T 0.8, top-k 25, at most 150 new tokens), seed 0. Unit-level: repeated unit bigrams in the generated unit\n"
       "     sequence (no ASR model here, so not SlamKit's word-level Auto-BLEU of transcripts). Auto-BLEU falls with\n"
       "     length: compare the equal-length rows when the new-token counts differ. Text: the models' text\n"
-      "     continuations of the same speech prompts (regex words).")
+      "     continuations of the same speech prompts (NLTK words, as SlamKit).")
 json.dump({"reports": {m: f"{out}/eval_{m}.json" for m in models}, "unit_autobleu_length_matched": m},
           open(f"{out}/post_training_summary.json", "w"), indent=2)
 EOF
