@@ -274,10 +274,8 @@ def test_recipes_load_with_their_objective(recipe):
             assert (cfg.optimizer.lr, cfg.optimizer.clip_grad) == (5e-5, 0.5)
 
 
-def test_story_pairs_use_train_stories_only(tmp_path, vocab):
-    """tools/make_preference_data.py: prompt = all but the last sentence, chosen = the true ending,
-    rejected = another train story's ending; speech cut by SlamKit's rule; never valid/test stories."""
-    from megatron_slm.commands.make_preference_data import main as make_pairs
+def _story_corpus(tmp_path: Path) -> tuple[Path, Path]:
+    """A story corpus of 4 train, 1 valid and 2 test two-sentence stories, and its units (K ids)."""
     from megatron_slm.units.records import make_record
 
     corpus = tmp_path / "stories"
@@ -295,6 +293,15 @@ def test_story_pairs_use_train_stories_only(tmp_path, vocab):
     units_path = tmp_path / "units.jsonl"
     units_path.write_text("".join(u.to_json() + "\n" for u in units))
     write_meta(str(units_path), make_meta({"name": "synthetic", "frame_rate": 25.0, "version": 1}, K, "0" * 64, None, True))
+    return corpus, units_path
+
+
+def test_story_pairs_use_train_stories_only(tmp_path, vocab):
+    """tools/make_preference_data.py: prompt = all but the last sentence, chosen = the true ending,
+    rejected = another train story's ending; speech cut by SlamKit's rule; never valid/test stories."""
+    from megatron_slm.commands.make_preference_data import main as make_pairs
+
+    corpus, units_path = _story_corpus(tmp_path)
     out = tmp_path / "pref.jsonl"
     assert make_pairs(["--stories", str(corpus), "--units", str(units_path), "--out", str(out)]) == 0
     pairs = [json.loads(l) for l in out.read_text().splitlines()]
@@ -329,3 +336,49 @@ def test_story_pairs_use_train_stories_only(tmp_path, vocab):
     assert header["task"] == "pref" and header["unit_identity"]["k"] == K
     assert [(i["id"], i["meta"]["negative_from"]) for i in items] == [("s5", "s6"), ("s6", "s5")]
     assert items[0]["prompt"]["units"] and items[0]["negatives"][0]["units"]
+
+
+@pytest.mark.slow  # converts a tiny model
+@pytest.mark.parametrize("prompt, completion", [("speech", "speech"), ("text", "text"), ("speech", "text"),
+                                                ("text", "speech")])
+def test_sampled_negatives_in_the_completions_modality(tmp_path, prompt, completion):
+    """--negatives sampled: the rejected is the model's continuation of the prompt in the chosen's
+    modality and at most its length; a text sample is its own transcript; the pairs preprocess."""
+    from megatron_slm.commands.make_preference_data import main as make_pairs
+    from megatron_slm.testing.tiny_slm import make_tiny_slm
+
+    corpus, units_path = _story_corpus(tmp_path)
+    _, hf = make_tiny_slm(tmp_path / "slm", num_units=K, tp=1, pp=1, num_hidden_layers=2)
+    out = tmp_path / "pref.jsonl"
+    assert make_pairs(["--stories", str(corpus), "--units", str(units_path), "--out", str(out), "--prompt", prompt,
+                       "--completion", completion, "--negatives", "sampled", "--hf-dir", str(hf)]) == 0
+    pairs = [json.loads(l) for l in out.read_text().splitlines()]
+    sampled = [p for p in pairs if p["negative_from"] == "sampled"]
+    assert len(sampled) >= 3, [p["negative_from"] for p in pairs]
+    for p in sampled:
+        if completion == "speech":
+            assert 0 < len(p["rejected"]["units"]) <= len(p["chosen"]["units"]) and "rejected_text" not in p
+            assert all(0 <= u < K for u in p["rejected"]["units"]) and p["rejected"] != p["chosen"]
+        else:
+            # (a random model's byte pieces decode to text that re-tokenises longer: no length check here)
+            assert isinstance(p["rejected"], str) and p["rejected_text"] == p["rejected"].strip() != ""
+            assert p["rejected"].strip() != p["chosen"].strip()
+    meta = run(PairJob("preference", str(TOKENIZER), [str(out)], str(tmp_path / "ds"), progress=False,
+                       units_meta=str(units_path)))
+    assert meta["documents"] == len(pairs)
+
+
+def test_a_sample_becomes_the_rejected_cut_to_the_chosens_length(vocab):
+    from megatron_slm.posttrain.story_pairs import _take_sample
+
+    ids = vocab.encode_text(" the cat sat on the mat")
+    pair = {"chosen": " a dog ran.", "rejected": " other.", "rejected_text": "other."}
+    assert _take_sample(pair, [*ids, vocab.eod], 3, "text", vocab)
+    assert pair["rejected"] == vocab.decode(ids[:3]) and pair["rejected_text"] == vocab.decode(ids[:3]).strip()
+    assert pair["negative_from"] == "sampled"
+    same = {"chosen": " the cat", "rejected": " other."}
+    assert not _take_sample(same, vocab.encode_text(" the cat"), 9, "text", vocab) and same["rejected"] == " other."
+    speech = {"chosen": {"units": [1, 2, 3]}, "rejected": {"units": [4]}, "rejected_text": "x"}
+    units = vocab.unit_ids([5, 6, 7, 8]).tolist()
+    assert _take_sample(speech, [*units, vocab.eod], 3, "speech", vocab)
+    assert speech["rejected"] == {"units": [5, 6, 7]} and "rejected_text" not in speech

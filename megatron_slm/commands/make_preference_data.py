@@ -6,11 +6,11 @@ tools/preprocess_data.py preference.
 
 Per train story: prompt = all sentences but the last, chosen = the true last sentence, rejected =
 the last sentence of another train story (other-story negatives), or with --negatives sampled a
-continuation of the prompt sampled from --hf-dir (on-policy negatives; speech -> speech). Validation
+continuation of the prompt sampled from --hf-dir (on-policy negatives, in the completion's modality). Validation
 and test stories are never used. Speech parts are the story's units cut at the last sentence's first
 word; the units' identity sidecar is written beside the output. Each pair also carries SlamKit's
 transcript fields prompt_text and chosen_text (and rejected_text when the negative is another
-story's ending), for tools/preprocess_data.py preference --max-auto-bleu. --prompts-out writes the
+story's ending or sampled text), for tools/preprocess_data.py preference --max-auto-bleu. --prompts-out writes the
 prompts as segment prompts, to continue them with tools/generate.py or tools/eval_slm.py's
 generative tasks (examples/post_training.sh: the test stories' prompts, continued by each model).
 """

@@ -5,13 +5,13 @@
 Per story of the train split: prompt = all sentences but the last; chosen = the true last sentence;
 rejected = the last sentence of another train story (`other-story` negatives; a story whose last
 sentence reads the same is never drawn), or a continuation of the prompt sampled from a model
-(`sampled`, on-policy negatives: speech completions only, as many units as the true ending, with
-SlamKit's generation settings and a seed per story). Validation and test stories are never used, neither as
+(`sampled`, on-policy negatives: in the completion's modality, at most as many tokens as the true
+ending, with SlamKit's generation settings and a seed per story). Validation and test stories are never used, neither as
 prompts nor as negatives. Speech parts are the story's units cut at the last sentence's first
 word with SlamKit's span rule (a run belongs to the span when its END time falls at or after the
 word's start: `bisect_left` over the runs' end times); text parts are the sentences. Every pair
 also carries SlamKit's transcript fields `prompt_text` and `chosen_text` (and `rejected_text` for
-an other-story negative; a sampled one has no transcript), which the repetition filter of
+an other-story negative or sampled text; sampled speech has no transcript), which the repetition filter of
 tools/preprocess_data.py preference --max-auto-bleu reads.
 """
 from __future__ import annotations
@@ -106,45 +106,70 @@ def story_pairs(corpus: str | Path, units_path: str | Path, prompt: str = "speec
 
 
 def sample_negatives(pairs: list[dict], hf_dir: str | Path, seed: int = 0, batch: int = 8) -> int:
-    """Replace each pair's rejected units by a continuation of its prompt sampled from the HF model
-    in `hf_dir` (its tokenizer/ or own tokenizer files give the vocabulary). Returns how many
-    samples came out equal to the chosen ending and kept the other-story negative instead."""
+    """Replace each pair's rejected completion by a continuation of its prompt sampled from the HF
+    model in `hf_dir` (its tokenizer/ or own tokenizer files give the vocabulary), in the chosen
+    completion's modality and at most its length in tokens. The prompt is laid out as the pair
+    will be in training (with the completion's modality token when prompt and completion differ).
+    A text sample is its own transcript (`rejected_text`); a speech sample has none here (no ASR).
+    Returns how many samples came out empty or equal to the chosen and kept the other-story
+    negative instead."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from megatron_slm import document
     from megatron_slm.generate.backends import HFSource
     from megatron_slm.generate.decode import decode
     from megatron_slm.generate.sampling import SamplingConfig, TokenPolicy
+    from megatron_slm.posttrain import records
     from megatron_slm.vocab import SpeechVocab
 
-    for p in pairs:
-        if not isinstance(p["prompt"], dict) or not isinstance(p["chosen"], dict):
-            raise StoryPairError("sampled negatives need speech prompts and completions (--prompt speech "
-                                 "--completion speech)")
     hf_dir = Path(hf_dir)
     vocab = SpeechVocab.from_pretrained(hf_dir / "tokenizer" if (hf_dir / "tokenizer").is_dir() else hf_dir)
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, local_files_only=True)
     src = HFSource(model, vocab)
-    policy = TokenPolicy.for_output(vocab, src.rows, "speech")
-    markers = document.Markers.of(vocab)
+    policies = {m: TokenPolicy.for_output(vocab, src.rows, m) for m in MODALITIES}
     kept = 0
     with torch.inference_mode():
         for start in range(0, len(pairs), batch):
             chunk = pairs[start:start + batch]
-            prompts = [document.layout([document.speech(vocab, p["prompt"]["units"])], markers).ids.tolist()
-                       for p in chunk]
-            longest = max(len(p["chosen"]["units"]) for p in chunk)
-            cfg = SamplingConfig.preset("slamkit", max_new_tokens=longest, seed=seed)
-            for p, cont in zip(chunk, decode(src, prompts, [p["id"] for p in chunk], policy, cfg)):
-                units = [i - vocab.unit_offset for i in cont.ids if vocab.unit_offset <= i < vocab.speech_id]
-                units = units[:len(p["chosen"]["units"])]
-                if units and units != p["chosen"]["units"]:
-                    p["rejected"], p["negative_from"] = {"units": units}, "sampled"
-                    p.pop("rejected_text", None)  # a sample has no transcript here (no ASR)
-                else:
-                    kept += 1
+            for modality in MODALITIES:  # one decode per completion modality (a file has one)
+                group = [p for p in chunk if _modality(p["chosen"]) == modality]
+                if not group:
+                    continue
+                prompts, lengths = [], []
+                for p in group:
+                    parts = records.parse_record(p, records.PREFERENCE, p["id"])
+                    ids = records.layout(parts, records.PREFERENCE, vocab, p["id"])
+                    chosen = ids.completions[0][:-1]  # without its EOS
+                    opener = chosen[:1] if _modality(p["prompt"]) != modality else chosen[:0]
+                    prompts.append([*ids.prompt.tolist(), *opener.tolist()])
+                    lengths.append(len(chosen) - len(opener))
+                cfg = SamplingConfig.preset("slamkit", max_new_tokens=max(lengths), seed=seed)
+                for p, n, cont in zip(group, lengths, decode(src, prompts, [p["id"] for p in group],
+                                                               policies[modality], cfg)):
+                    kept += not _take_sample(p, cont.ids, n, modality, vocab)
     return kept
+
+
+def _modality(part) -> str:
+    return "speech" if isinstance(part, dict) and "units" in part else "text"
+
+
+def _take_sample(pair: dict, ids, n: int, modality: str, vocab) -> bool:
+    """Make the sample (its first `n` tokens of the completion's modality) the pair's rejected;
+    False when it is empty or equal to the chosen."""
+    if modality == "speech":
+        units = [i - vocab.unit_offset for i in ids if vocab.unit_offset <= i < vocab.speech_id][:n]
+        if not units or units == pair["chosen"]["units"]:
+            return False
+        pair["rejected"], pair["negative_from"] = {"units": units}, "sampled"
+        pair.pop("rejected_text", None)
+        return True
+    text_ids = [i for i in ids if i < vocab.text_vocab_size and i != vocab.eod][:n]
+    text = vocab.decode(text_ids)
+    if not text.strip() or text.strip() == pair["chosen"].strip():
+        return False
+    pair["rejected"], pair["negative_from"], pair["rejected_text"] = text, "sampled", text.strip()
+    return True
 
 
 def write_eval_items(pairs: list[dict], out: str | Path, units_path: str | Path, task: str) -> None:
