@@ -130,6 +130,13 @@ def test_unit_level_autobleu_task(models, tmp_path, capsys):
     assert e["metric"] == "unit_autobleu" and e["value"] == pytest.approx(0.25) and e["n"] == 2
     assert "unit-level" in e["note"] and "not comparable" in e["note"]
     assert auto_bleu([5, 7, 5, 7, 9], 2, list) == pytest.approx(2 / 4)  # 5 7 | 7 5 | 5 7 | 7 9
+    # a codec's frames (c0 c1 per frame, K = 10): only the semantic codebook's codes are words
+    from megatron_slm.eval.generative import unit_words
+    from megatron_slm.vocab import UnitInventory
+
+    frames = [3, 14, 5, 17, 3, 11, 5, 12]  # semantic 3 5 3 5, acoustic codes all different
+    assert unit_words(frames, UnitInventory(10, 2)) == [3, 5, 3, 5] and unit_words(frames, None) == frames
+    assert auto_bleu(unit_words(frames, UnitInventory(10, 2)), 2, list) == pytest.approx(2 / 3)
     data = tmp_path / "eval"
     data.mkdir()
     (data / "autobleu_units.jsonl").write_text("\n".join((CORPUS / "units.jsonl").read_text().splitlines()[:3]) + "\n")

@@ -14,7 +14,8 @@ eval tasks that run them (`tools/eval_slm.py --tasks genppl`).
   Unit-level Auto-BLEU (task autobleu_units) -- not SlamKit's metric, for models without an ASR
              model: the same count over the generated speech-unit sequence itself (each unit
              token a "word"; units are deduplicated runs, so a repeated bigram is a repeated pair
-             of sounds, not one held sound). Not comparable with word-level Auto-BLEU.
+             of sounds, not one held sound; a codec's semantic codebook only). Not comparable
+             with word-level Auto-BLEU.
 
 Tasks (prompts from `<data>/<task>.jsonl`: a units JSONL with its sidecar, or segment prompts):
   genppl, autobleu             speech continuations (need --vocoder and --asr-model)
@@ -67,6 +68,15 @@ def word_tokenizer(kind: str = "auto"):
     if kind not in ("auto", "regex"):
         raise GenerationError(f"unknown word tokenizer {kind!r} (auto, nltk, regex)")
     return "regex", _WORDS.findall
+
+
+def unit_words(units: Sequence[int], inventory=None) -> list[int]:
+    """The "words" of unit-level Auto-BLEU: the units, or for a multi-codebook codec the codes of
+    its semantic codebook (0) alone -- a frame's n_q codes are one sound, and bigrams that span
+    codebooks count the codebook order, not repetition."""
+    if inventory is None or inventory.num_codebooks == 1:
+        return [int(u) for u in units]
+    return [int(u) for u, q in zip(units, inventory.codebook_of(units)) if q == 0]
 
 
 def auto_bleu(text, n: int = 2, tokenize=None) -> float:
@@ -285,7 +295,7 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
     if not rank0:
         return []
     if task in UNIT_LEVEL:
-        return [{"id": r["id"], "task": task, "units": r["units"], "autobleu": auto_bleu(r["units"], gen.autobleu_n, list),
+        return [{"id": r["id"], "task": task, "units": r["units"], "autobleu": auto_bleu(unit_words(r["units"], vocab.inventory), gen.autobleu_n, list),
                  "autobleu_n": gen.autobleu_n, "level": "units", "num_generated": r["num_generated"], "stop": r["stop"]}
                 for r in rows]
     if transcribe:
