@@ -233,19 +233,19 @@ def summarize_generation(task: str, rows: Sequence[dict], n_boot: int = 1000) ->
 
 
 def length_matched_unit_autobleu(rows_a: Sequence[dict], rows_b: Sequence[dict], n: int = 2,
-                                 n_boot: int = 1000) -> dict:
+                                 n_boot: int = 1000, inventory=None) -> dict:
     """Unit-level Auto-BLEU of two models' continuations of the same prompts, at equal length: per
     prompt id, both unit sequences cut to the shorter one's length. Prompts where that length gives
     fewer than two n-grams (nothing can repeat) are left out and counted. Returns each model's mean
-    with its CI, and the paired difference b - a with its CI."""
+    with its CI, and the paired difference b - a with its CI. Words as in `unit_words`."""
     from megatron_slm.eval.report import bootstrap_ci
 
-    b_by_id = {r["id"]: r["units"] for r in rows_b}
+    b_by_id = {r["id"]: unit_words(r["units"], inventory) for r in rows_b}
     a_vals, b_vals, dropped = [], [], 0
     for r in rows_a:
         if r["id"] not in b_by_id:
             continue
-        a, b = r["units"], b_by_id[r["id"]]
+        a, b = unit_words(r["units"], inventory), b_by_id[r["id"]]
         k = min(len(a), len(b))
         if k < n + 1:
             dropped += 1
