@@ -36,14 +36,15 @@ import torch
 
 from megatron_slm.generate.sampling import GenerationError
 
-TASKS = {  # task -> (output modality, needs the text LM)
-    "genppl": ("speech", True),
-    "autobleu": ("speech", False),
-    "genppl_text": ("text", True),
-    "autobleu_text": ("text", False),
-    "autobleu_units": ("speech", False),
+# task -> (output modality, needs the text LM, what is scored: the transcript of the speech
+# (vocoder + ASR), the text itself, or the generated units themselves)
+TASKS = {
+    "genppl": ("speech", True, "transcript"),
+    "autobleu": ("speech", False, "transcript"),
+    "genppl_text": ("text", True, "text"),
+    "autobleu_text": ("text", False, "text"),
+    "autobleu_units": ("speech", False, "units"),
 }
-UNIT_LEVEL = {"autobleu_units"}  # scored on the generated units themselves: no vocoder, no ASR
 ASR_SAMPLE_RATE = 16000
 _WORDS = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
 
@@ -214,7 +215,7 @@ def summarize_generation(task: str, rows: Sequence[dict], n_boot: int = 1000) ->
     continuations' mean length and stop reasons as `generated`."""
     nll = [r["nll"] for r in rows if r.get("nll") is not None]
     bleu = [r["autobleu"] for r in rows]
-    if task in UNIT_LEVEL:
+    if TASKS[task][2] == "units":
         entry = _value_entry("unit_autobleu", bleu, n_boot)
         entry["note"] = (f"unit-level Auto-BLEU: share of repeated unit {rows[0]['autobleu_n'] if rows else 2}-grams "
                          f"in each generated speech-unit sequence (no transcript); not word-level, not comparable "
@@ -271,8 +272,8 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
     from megatron_slm.generate.sampling import TokenPolicy
     from megatron_slm.generate.vocoders import check_vocoder, load_vocoder
 
-    output, needs_lm = TASKS[task]
-    transcribe = output == "speech" and task not in UNIT_LEVEL
+    output, needs_lm, scored = TASKS[task]
+    transcribe = scored == "transcript"
     if transcribe and not (gen.vocoder or vocoder):
         raise GenerationError(f"task {task!r} transcribes speech continuations: give --vocoder")
     if transcribe and not (gen.asr_model or asr):
@@ -294,7 +295,7 @@ def run_generative_task(task: str, path: str, source, vocab, cfg, gen: Generativ
     _, rows = run_generation(job, ps.prompts)
     if not rank0:
         return []
-    if task in UNIT_LEVEL:
+    if scored == "units":
         return [{"id": r["id"], "task": task, "units": r["units"], "autobleu": auto_bleu(unit_words(r["units"], vocab.inventory), gen.autobleu_n, list),
                  "autobleu_n": gen.autobleu_n, "level": "units", "num_generated": r["num_generated"], "stop": r["stop"]}
                 for r in rows]
@@ -354,8 +355,7 @@ def evaluate_generative(tasks: Sequence[str], data_dir: str, backend, vocab, cfg
         if not os.path.isfile(path):
             raise GenerationError(f"task {task!r}: {path} does not exist (a prompt file: a units JSONL with its "
                                   ".meta.json, or segment prompts)")
-        output = TASKS[task][0]
-        transcribe = output == "speech" and task not in UNIT_LEVEL
+        transcribe = TASKS[task][2] == "transcript"
         if _is_rank0():  # built once, shared by the tasks that need them
             if transcribe and "vocoder" not in shared and gen.vocoder:
                 from megatron_slm.generate.vocoders import load_vocoder

@@ -31,8 +31,8 @@ def add_parsers(sub, common) -> None:
             f.add_argument("--auto-bleu-n", type=int, default=2, metavar="N",
                            help="n-gram order of the Auto-BLEU (default 2, SlamKit's)")
             f.add_argument("--word-tokenizer", choices=("auto", "nltk", "regex"), default="auto",
-                           help="words of the Auto-BLEU: NLTK's word tokenizer (SlamKit's; `pip install nltk`), the "
-                                "regex of eval/generative.py, or auto (NLTK when installed); the sidecar records which")
+                           help="words of the Auto-BLEU: NLTK's word tokenizer (SlamKit's, a dependency), the regex of "
+                                "eval/generative.py, or auto (NLTK where installed); the sidecar records which")
 
 
 def main(args) -> int:
