@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import os
 import random
-import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_slm.config import ConfigError, RuntimeConfig
+from megatron_slm.runtime.local_ranks import free_port
 
 
 _SET_BY_US: set[str] = set()
@@ -35,12 +35,6 @@ class RuntimeInfo:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def choose_device(runtime: RuntimeConfig) -> str:
@@ -74,7 +68,7 @@ def init_distributed(runtime: RuntimeConfig | None = None, tp: int = 1, pp: int 
         cpu_compat.enable()
     if "RANK" not in os.environ:  # a plain `python script.py`: a group of one
         single = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+                      MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
         _SET_BY_US.update(k for k in single if k not in os.environ)
         os.environ.update(single)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -21,7 +21,8 @@ import time
 GRACE_SECONDS = 5.0  # the others' time to finish on their own after the first failure
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -45,7 +46,7 @@ class _OnceEach:
 
 
 def run_local_ranks(cmd: list[str], nproc: int, poll_seconds: float = 0.1) -> int:
-    port = str(_free_port())
+    port = str(free_port())
     procs, pumps, once = [], [], _OnceEach()
     for rank in range(nproc):
         env = {"OMP_NUM_THREADS": "1", **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
